@@ -1,0 +1,22 @@
+# Two commands on a fresh machine:
+#   make demo   the main job: local control plane, 3-node sample cluster, a Backup, its status table
+#   make test   everything CI runs: lint, types, layering, unit, agent and end-to-end tests
+# Both install what they need first (hack/bootstrap.sh): a .venv, and kube-apiserver/kubectl/etcd
+# built from Go modules into ~/.cache/shardkeeper (keyed by version; never committed).
+
+.PHONY: demo test bootstrap lint unit e2e crds
+
+demo: bootstrap
+	.venv/bin/python -m testbed.demo
+
+test: bootstrap
+	hack/test.sh
+
+bootstrap:
+	hack/bootstrap.sh
+
+lint: bootstrap
+	hack/test.sh lint
+
+crds: bootstrap
+	.venv/bin/shardkeeper crds --write crds

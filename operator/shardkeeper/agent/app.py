@@ -1,0 +1,176 @@
+"""The agent's HTTP service (aiohttp): thin routes over the operation registry."""
+
+from __future__ import annotations
+
+import hmac
+import shutil
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from shardkeeper import conventions as c
+from shardkeeper.agent.backup import BackupJob
+from shardkeeper.agent.hook import WorkloadHook
+from shardkeeper.agent.operations import OperationConflict, Registry
+from shardkeeper.agent.settings import AgentSettings
+from shardkeeper.agent.snapshot import local_collections
+from shardkeeper.api.agent import AbortRequest, ErrorBody, NodeInfo, PrepareBackup
+from shardkeeper.errors import ShardkeeperError
+from shardkeeper.storage import open_storage
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SETTINGS = web.AppKey("settings", AgentSettings)
+REGISTRY = web.AppKey("registry", Registry)
+HOOK = web.AppKey("hook", WorkloadHook)
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json", by_alias=True, exclude_none=True), status=status)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json(ErrorBody(error=message), status)
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == "/healthz":
+        return await handler(request)
+    expected = request.app[SETTINGS].token.get_secret_value()
+    given = request.headers.get("Authorization", "")
+    scheme, _, token = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        return _error(401, "missing or wrong bearer token")
+    return await handler(request)
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def _node(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    registry = request.app[REGISTRY]
+    active = registry.active
+    return _json(
+        NodeInfo(
+            node=settings.node,
+            collections=local_collections(settings.data_root, c.AGENT_STATE_DIR),
+            free_bytes=shutil.disk_usage(settings.data_root).free,
+            operation=active.status() if active else None,
+        )
+    )
+
+
+async def _prepare(request: web.Request) -> web.Response:
+    op_id = request.match_info["id"]
+    settings = request.app[SETTINGS]
+    body = await request.json()
+    if body.get("kind") != "backup":
+        return _error(400, f"unknown operation kind {body.get('kind')!r}")
+    try:
+        req = PrepareBackup.model_validate(body)
+    except ValidationError as exc:
+        return _error(400, f"invalid request: {exc}")
+    if req.id != op_id:
+        return _error(400, f"operation id in the path ({op_id}) and body ({req.id}) differ")
+    try:
+        storage = open_storage(req.backend, path=req.path)
+    except ShardkeeperError as exc:
+        return _error(422, str(exc))
+    try:
+        op, created = await request.app[REGISTRY].start(
+            op_id=op_id,
+            uid=req.uid,
+            kind="backup",
+            reservation_seconds=req.reservation_seconds,
+            job_factory=lambda: BackupJob(settings, req, storage, request.app.get(HOOK)),
+        )
+    except OperationConflict as exc:
+        return _error(409, str(exc))
+    return _json(op.status(), 202 if created else 200)
+
+
+async def _status(request: web.Request) -> web.Response:
+    op = request.app[REGISTRY].get(request.match_info["id"])
+    if op is None:
+        return _error(
+            404, f'node "{request.app[SETTINGS].node}" has no operation "{request.match_info["id"]}"'
+        )
+    return _json(op.status())
+
+
+async def _commit(request: web.Request) -> web.Response:
+    try:
+        op = await request.app[REGISTRY].commit(request.match_info["id"])
+    except KeyError:
+        return _error(404, f'no operation "{request.match_info["id"]}"')
+    except OperationConflict as exc:
+        return _error(409, str(exc))
+    return _json(op.status())
+
+
+async def _abort(request: web.Request) -> web.Response:
+    reason = AbortRequest()
+    if request.can_read_body:
+        try:
+            reason = AbortRequest.model_validate(await request.json())
+        except (ValidationError, ValueError) as exc:
+            return _error(400, f"invalid request: {exc}")
+    try:
+        op = await request.app[REGISTRY].abort(request.match_info["id"], reason.reason)
+    except KeyError:
+        return _error(404, f'no operation "{request.match_info["id"]}"')
+    return _json(op.status())
+
+
+async def _cleanup_orphans(app: web.Application) -> None:
+    """A restarted agent owns no operation, so anything left in staging is garbage."""
+    settings = app[SETTINGS]
+    if settings.staging_dir.exists():
+        shutil.rmtree(settings.staging_dir, ignore_errors=True)
+        log.info("agent.staging_cleaned", path=str(settings.staging_dir))
+
+
+async def _shutdown(app: web.Application) -> None:
+    await app[REGISTRY].shutdown()
+
+
+def create_app(settings: AgentSettings) -> web.Application:
+    app = web.Application(middlewares=[_auth], client_max_size=4 << 20)
+    app[SETTINGS] = settings
+    app[REGISTRY] = Registry(settings.node, reservation_limit=settings.max_reservation_seconds)
+    if settings.hook_url:
+        app[HOOK] = WorkloadHook(settings.hook_url, timeout=settings.hook_timeout_seconds)
+    app.on_startup.append(_cleanup_orphans)
+    app.on_shutdown.append(_shutdown)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/v1/node", _node)
+    app.router.add_put("/v1/operations/{id}", _prepare)
+    app.router.add_get("/v1/operations/{id}", _status)
+    app.router.add_post("/v1/operations/{id}/commit", _commit)
+    app.router.add_post("/v1/operations/{id}/abort", _abort)
+    return app
+
+
+def run(settings: AgentSettings) -> None:
+    log.info(
+        "agent.start",
+        node=settings.node,
+        listen=f"{settings.host}:{settings.port}",
+        data_root=str(settings.data_root),
+        hook=settings.hook_url,
+        cores=settings.cores,
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+    )

@@ -1,0 +1,221 @@
+"""One operation at a time per node: its state, its driver task, and the registry that holds it.
+
+An operation runs as a single coroutine from prepare to its end. Between prepare and commit the
+node is *reserved*; if no commit arrives within the reservation the operation ends by itself, so a
+coordinator that vanished never wedges a node. ``abort`` cancels the coroutine wherever it is, and
+the coroutine's own cleanup removes staging and whatever it uploaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Literal, Protocol, TypeVar
+
+import structlog
+
+from shardkeeper.api.agent import NodePhase, OperationStatus
+from shardkeeper.api.common import utcnow
+from shardkeeper.errors import ShardkeeperError
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+HISTORY_SIZE = 256
+ABORT_WAIT_SECONDS = 60.0
+
+
+class OperationConflict(ShardkeeperError):
+    """The request does not fit the node's current state (busy, not prepared yet, ...)."""
+
+
+class ReservationExpired(ShardkeeperError):
+    pass
+
+
+class Operation:
+    def __init__(self, *, op_id: str, uid: str, kind: Literal["backup", "restore"], node: str) -> None:
+        self.id, self.uid, self.kind, self.node = op_id, uid, kind, node
+        self.phase = NodePhase.PREPARING
+        self.error: str | None = None
+        self.collections: list[str] = []
+        self.bytes_total = self.files_total = 0
+        self.pause_ms: float | None = None
+        self.started_at = self.updated_at = utcnow()
+        #: Set when the operation must stop; worker threads poll it between reads.
+        self.cancelled = threading.Event()
+        self.abort_reason: str | None = None
+        self.committed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self._counters = threading.Lock()
+        self._bytes_done = self._files_done = 0
+
+    def set_phase(self, phase: NodePhase, error: str | None = None) -> None:
+        self.phase = phase
+        if error is not None:
+            self.error = error
+        self.updated_at = utcnow()
+        log.info("operation.phase", id=self.id, kind=self.kind, node=self.node, phase=phase, error=error)
+
+    def add_bytes(self, n: int) -> None:
+        with self._counters:
+            self._bytes_done += n
+
+    def add_files(self, n: int) -> None:
+        with self._counters:
+            self._files_done += n
+
+    def status(self) -> OperationStatus:
+        with self._counters:
+            bytes_done, files_done = self._bytes_done, self._files_done
+        return OperationStatus(
+            id=self.id,
+            uid=self.uid,
+            kind=self.kind,
+            node=self.node,
+            phase=self.phase,
+            error=self.error,
+            collections=self.collections,
+            bytes_done=bytes_done,
+            bytes_total=self.bytes_total,
+            files_done=files_done,
+            files_total=self.files_total,
+            pause_ms=self.pause_ms,
+            started_at=self.started_at,
+            updated_at=self.updated_at,
+        )
+
+
+class Job(Protocol):
+    """What an operation kind (backup, restore) does in each step."""
+
+    async def prepare(self, op: Operation) -> None: ...
+
+    async def transfer(self, op: Operation) -> None: ...
+
+    async def discard(self, op: Operation, *, succeeded: bool) -> None: ...
+
+
+async def in_thread(op: Operation, fn: Callable[[], T]) -> T:
+    """Runs blocking work in a thread; if the operation is cancelled meanwhile, tells the thread
+    to stop and waits until it has, so that cleanup never races a writer."""
+    future = asyncio.get_running_loop().run_in_executor(None, fn)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        op.cancelled.set()
+        with contextlib.suppress(BaseException):
+            await future
+        raise
+
+
+class Registry:
+    def __init__(self, node: str, *, reservation_limit: float) -> None:
+        self.node = node
+        self.reservation_limit = reservation_limit
+        self.active: Operation | None = None
+        self._history: OrderedDict[str, Operation] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    def get(self, op_id: str) -> Operation | None:
+        if self.active is not None and self.active.id == op_id:
+            return self.active
+        return self._history.get(op_id)
+
+    async def start(
+        self,
+        *,
+        op_id: str,
+        uid: str,
+        kind: Literal["backup", "restore"],
+        reservation_seconds: float,
+        job_factory: Callable[[], Job],
+    ) -> tuple[Operation, bool]:
+        """Starts an operation, or returns the one this very request already started."""
+        async with self._lock:
+            existing = self.get(op_id)
+            if existing is not None and existing.uid == uid:
+                return existing, False
+            if self.active is not None:
+                raise OperationConflict(
+                    f'node "{self.node}" is busy with {self.active.kind} "{self.active.id}" '
+                    f"({self.active.phase})"
+                )
+            op = Operation(op_id=op_id, uid=uid, kind=kind, node=self.node)
+            self.active = op
+            self._history.pop(op_id, None)
+            reservation = min(reservation_seconds, self.reservation_limit)
+            op.task = asyncio.create_task(self._drive(op, job_factory(), reservation), name=f"op-{op_id}")
+            return op, True
+
+    async def commit(self, op_id: str) -> Operation:
+        op = self._require(op_id)
+        if op.phase is NodePhase.PREPARED:
+            op.committed.set()
+            op.set_phase(NodePhase.TRANSFERRING)
+        elif op.phase is NodePhase.PREPARING:
+            raise OperationConflict(f'{op.kind} "{op_id}" is not prepared yet')
+        elif op.phase in (NodePhase.FAILED, NodePhase.CANCELED):
+            raise OperationConflict(f'{op.kind} "{op_id}" cannot be committed: it is {op.phase}: {op.error}')
+        return op
+
+    async def abort(self, op_id: str, reason: str) -> Operation:
+        op = self._require(op_id)
+        if op.phase.terminal or op.task is None:
+            return op
+        op.abort_reason = reason
+        op.cancelled.set()
+        op.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(op.task), ABORT_WAIT_SECONDS)
+        return op
+
+    async def shutdown(self) -> None:
+        if self.active is not None:
+            await self.abort(self.active.id, "the agent is shutting down")
+
+    def _require(self, op_id: str) -> Operation:
+        op = self.get(op_id)
+        if op is None:
+            raise KeyError(op_id)
+        return op
+
+    async def _drive(self, op: Operation, job: Job, reservation: float) -> None:
+        succeeded = False
+        try:
+            await job.prepare(op)
+            op.set_phase(NodePhase.PREPARED)
+            try:
+                await asyncio.wait_for(op.committed.wait(), reservation)
+            except TimeoutError:
+                raise ReservationExpired(
+                    f"reservation expired: no commit arrived within {reservation:.0f}s"
+                ) from None
+            if op.phase is not NodePhase.TRANSFERRING:
+                op.set_phase(NodePhase.TRANSFERRING)
+            await job.transfer(op)
+            succeeded = True
+        except asyncio.CancelledError:
+            op.cancelled.set()
+            op.set_phase(NodePhase.CANCELED, op.abort_reason or "canceled")
+        except ShardkeeperError as exc:
+            op.cancelled.set()
+            op.set_phase(NodePhase.FAILED, str(exc))
+        except Exception as exc:
+            op.cancelled.set()
+            log.exception("operation.crashed", id=op.id)
+            op.set_phase(NodePhase.FAILED, f"{type(exc).__name__}: {exc}")
+        finally:
+            try:
+                await asyncio.shield(job.discard(op, succeeded=succeeded))
+            except Exception:
+                log.exception("operation.cleanup_failed", id=op.id)
+            async with self._lock:
+                if self.active is op:
+                    self.active = None
+                self._history[op.id] = op
+                while len(self._history) > HISTORY_SIZE:
+                    self._history.popitem(last=False)

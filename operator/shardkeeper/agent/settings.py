@@ -1,0 +1,58 @@
+"""Agent settings, read once at start from flags or the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from shardkeeper import conventions as c
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (cgroup/affinity aware), which bounds the worker pool."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    node: str
+    """The node name: the pod name (POD_NAME from the downward API)."""
+    data_root: Path
+    """The database's data directory; each top-level directory in it is a collection."""
+    token: SecretStr
+    """Bearer token every request except /healthz must carry."""
+    host: str = "0.0.0.0"  # noqa: S104 - an agent serves its pod's IP
+    port: int = c.AGENT_DEFAULT_PORT
+    hook_url: str | None = None
+    """Base URL of the workload hook; without it the agent snapshots crash-consistently."""
+    immutable_patterns: tuple[str, ...] = ("*.sst", "*.db", "*.bloom")
+    """Hookless mode: files matching these are hard-linked; all others are copied and re-checked."""
+    max_reservation_seconds: float = 600.0
+    hook_timeout_seconds: float = 60.0
+    cores: int = field(default_factory=usable_cores)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_root / c.AGENT_STATE_DIR
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.state_dir / "staging"
+
+
+def read_token(*, token_file: str | None, env: dict[str, str] | None = None) -> SecretStr:
+    env = dict(os.environ) if env is None else env
+    path = token_file or env.get("SHARDKEEPER_AGENT_TOKEN_FILE")
+    value = Path(path).read_text().strip() if path else env.get("SHARDKEEPER_AGENT_TOKEN", "").strip()
+    if not value:
+        raise SystemExit(
+            "no agent token: set SHARDKEEPER_AGENT_TOKEN_FILE (or SHARDKEEPER_AGENT_TOKEN), "
+            "from the Secret the chart creates"
+        )
+    return SecretStr(value)

@@ -1,0 +1,163 @@
+"""Freezing a node's file set into staging, so that uploads never race the database.
+
+Immutable files are hard-linked (instant, no extra space) and mutable ones copied, all inside the
+data volume under ``.shardkeeper/staging/<id>/``. With a workload hook the workload is paused only
+while that happens; without one, copied files are re-checked and copied again if they changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+import shutil
+import stat
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import structlog
+
+from shardkeeper.agent.hook import HookError, WorkloadHook
+from shardkeeper.api.hook import HookFile
+from shardkeeper.archive.pack import SourceFile
+from shardkeeper.errors import ShardkeeperError
+
+log = structlog.get_logger(__name__)
+
+_HOOKLESS_ATTEMPTS = 3
+
+
+class SnapshotError(ShardkeeperError):
+    pass
+
+
+@dataclass(frozen=True)
+class Frozen:
+    root: Path
+    """Staging directory: files are at ``root/<collection>/...``."""
+    files: dict[str, list[SourceFile]]
+    pause_ms: float | None
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for files in self.files.values() for f in files)
+
+    @property
+    def count(self) -> int:
+        return sum(len(files) for files in self.files.values())
+
+
+def local_collections(data_root: Path, state_dir_name: str) -> list[str]:
+    """Top-level directories of the data root, except hidden ones and the agent's own."""
+    if not data_root.is_dir():
+        return []
+    return sorted(
+        entry.name
+        for entry in os.scandir(data_root)
+        if entry.is_dir(follow_symlinks=False)
+        and not entry.name.startswith(".")
+        and entry.name != state_dir_name
+    )
+
+
+def _checked_path(path: str, collections: set[str], data_root: Path) -> PurePosixPath:
+    rel = PurePosixPath(path)
+    parts = path.split("/")
+    if rel.is_absolute() or len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
+        raise SnapshotError(f"workload hook listed an unsafe path {path!r}")
+    if parts[0] not in collections:
+        raise SnapshotError(f"workload hook listed {path!r}, outside the requested collections")
+    st = os.lstat(data_root / rel)
+    if not stat.S_ISREG(st.st_mode):
+        raise SnapshotError(f"workload hook listed {path!r}, which is not a regular file")
+    return rel
+
+
+def _source(staging: Path, rel: PurePosixPath) -> SourceFile:
+    st = (staging / rel).stat()
+    return SourceFile(path=rel.as_posix(), size=st.st_size, mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime)
+
+
+def _link_or_copy(data_root: Path, staging: Path, rel: PurePosixPath, immutable: bool) -> None:
+    src, dst = data_root / rel, staging / rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if immutable:
+        os.link(src, dst)
+    else:
+        shutil.copy2(src, dst)
+
+
+def _freeze_listed(
+    data_root: Path, staging: Path, files: Iterable[HookFile], collections: list[str]
+) -> dict[str, list[SourceFile]]:
+    wanted = set(collections)
+    out: dict[str, list[SourceFile]] = {name: [] for name in collections}
+    for f in files:
+        rel = _checked_path(f.path, wanted, data_root)
+        _link_or_copy(data_root, staging, rel, f.immutable)
+        out[rel.parts[0]].append(_source(staging, rel))
+    return out
+
+
+def _fingerprint(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _freeze_hookless(
+    data_root: Path, staging: Path, collections: list[str], patterns: tuple[str, ...]
+) -> dict[str, list[SourceFile]]:
+    out: dict[str, list[SourceFile]] = {}
+    for collection in collections:
+        out[collection] = []
+        for dirpath, _dirs, names in os.walk(data_root / collection):
+            for name in sorted(names):
+                src = Path(dirpath, name)
+                if not stat.S_ISREG(src.lstat().st_mode):
+                    continue
+                rel = PurePosixPath(src.relative_to(data_root).as_posix())
+                if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+                    _link_or_copy(data_root, staging, rel, immutable=True)
+                else:
+                    for _attempt in range(_HOOKLESS_ATTEMPTS):
+                        before = _fingerprint(src)
+                        (staging / rel).unlink(missing_ok=True)
+                        _link_or_copy(data_root, staging, rel, immutable=False)
+                        if _fingerprint(src) == before:
+                            break
+                    else:
+                        raise SnapshotError(f"{rel} kept changing while it was copied; use a workload hook")
+                out[collection].append(_source(staging, rel))
+    return out
+
+
+async def freeze(
+    *,
+    op_id: str,
+    collections: list[str],
+    data_root: Path,
+    staging: Path,
+    hook: WorkloadHook | None,
+    immutable_patterns: tuple[str, ...],
+) -> Frozen:
+    await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=False)
+    if hook is None:
+        files = await asyncio.to_thread(_freeze_hookless, data_root, staging, collections, immutable_patterns)
+        return Frozen(root=staging, files=files, pause_ms=None)
+
+    started = time.perf_counter()
+    try:
+        listed = await hook.prepare(op_id, collections)
+        files = await asyncio.to_thread(_freeze_listed, data_root, staging, listed, collections)
+    except (OSError, HookError) as exc:
+        raise SnapshotError(f"could not freeze the file set: {exc}") from exc
+    finally:
+        # Whatever happened, the workload must not stay paused because of us.
+        try:
+            await hook.release(op_id)
+        finally:
+            pause_ms = (time.perf_counter() - started) * 1000
+    log.info("snapshot.frozen", id=op_id, files=sum(map(len, files.values())), pause_ms=round(pause_ms, 2))
+    return Frozen(root=staging, files=files, pause_ms=pause_ms)

@@ -1,0 +1,101 @@
+"""The agent protocol: small JSON messages between the operator and each node's agent.
+
+Data never travels this way; agents stream it to and from the backend themselves.
+Every endpoint except ``/healthz`` requires ``Authorization: Bearer <token>``.
+
+    GET  /healthz                        liveness, no auth
+    GET  /v1/node                        NodeInfo
+    PUT  /v1/operations/{id}             PrepareBackup -> OperationStatus (202; idempotent; 409 if busy)
+    GET  /v1/operations/{id}             OperationStatus (404 if unknown)
+    POST /v1/operations/{id}/commit      -> OperationStatus
+    POST /v1/operations/{id}/abort       AbortRequest -> OperationStatus
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from shardkeeper.api.common import Backend, BackupId, CompressionLevel, Model
+
+
+class NodePhase(StrEnum):
+    """One node's part in an operation, as its agent reports it."""
+
+    PREPARING = "PREPARING"
+    PREPARED = "PREPARED"
+    TRANSFERRING = "TRANSFERRING"
+    TRANSFERRED = "TRANSFERRED"
+    FINALIZING = "FINALIZING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (NodePhase.SUCCESS, NodePhase.FAILED, NodePhase.CANCELED)
+
+
+class StoreProbe(Model):
+    """An object the operator wrote; an agent that can read it back shares the operator's store."""
+
+    key: str
+    nonce: str
+
+
+class PrepareBackup(Model):
+    kind: Literal["backup"] = "backup"
+    id: BackupId
+    uid: str = Field(
+        description="Identifies the request's origin (the CR's uid); a retry with the same uid is a no-op."
+    )
+    node: str = Field(description="The pod name the operator believes this agent serves.")
+    backend: Backend
+    path: str | None = None
+    collections: list[str] = Field(
+        description="The cluster-wide selection; each agent backs up those it holds."
+    )
+    compression_level: CompressionLevel = CompressionLevel.DEFAULT
+    chunk_size_mb: int = 128
+    cpu_percentage: int = 50
+    reservation_seconds: float = Field(
+        default=60.0, gt=0, description="The agent aborts by itself if no commit arrives within this time."
+    )
+    probe: StoreProbe | None = None
+
+
+class AbortRequest(Model):
+    reason: str = "aborted by the coordinator"
+
+
+class OperationStatus(Model):
+    id: str
+    uid: str
+    kind: Literal["backup", "restore"]
+    node: str
+    phase: NodePhase
+    error: str | None = None
+    collections: list[str] = Field(default_factory=list)
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    files_total: int = 0
+    pause_ms: float | None = None
+    started_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class NodeInfo(Model):
+    node: str
+    collections: list[str]
+    free_bytes: int
+    operation: OperationStatus | None = Field(
+        default=None, description="The operation holding this node, if any."
+    )
+
+
+class ErrorBody(Model):
+    error: str

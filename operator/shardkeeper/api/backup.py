@@ -1,0 +1,136 @@
+"""The Backup custom resource: what users write (spec) and what the operator reports (status)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from pydantic import ConfigDict, Field
+
+from shardkeeper.api.common import (
+    DNS_LABEL_PATTERN,
+    OPERATION_SPEC_RULES,
+    Backend,
+    BackupId,
+    CompressionLevel,
+    Condition,
+    Model,
+    Phase,
+    Selector,
+)
+
+CPU_PERCENTAGE_MIN, CPU_PERCENTAGE_MAX, CPU_PERCENTAGE_DEFAULT = 1, 80, 50
+CHUNK_SIZE_MIN_MB, CHUNK_SIZE_MAX_MB, CHUNK_SIZE_DEFAULT_MB = 2, 512, 128
+
+CpuPercentage = Annotated[
+    int,
+    Field(
+        ge=CPU_PERCENTAGE_MIN,
+        le=CPU_PERCENTAGE_MAX,
+        description="Share of the node's CPU cores the agent may use; its worker pool has "
+        "max(1, cores * cpuPercentage / 100) workers.",
+    ),
+]
+#: A path prefix inside the backend's root (bucket, container or BACKUP_FILESYSTEM_PATH).
+StoragePath = Annotated[
+    str,
+    Field(
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_.=/-]*$",
+        description="Where in the backend to keep this backup, replacing the backend's default "
+        "path (BACKUP_*_PATH). Relative to the bucket, container or BACKUP_FILESYSTEM_PATH; '..' is refused.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!self.split('/').exists(p, p == '..')",
+                    "message": "path must not contain '..' segments",
+                }
+            ]
+        },
+    ),
+]
+
+
+class BackupConfig(Model):
+    cpu_percentage: CpuPercentage = CPU_PERCENTAGE_DEFAULT
+    chunk_size: int = Field(
+        default=CHUNK_SIZE_DEFAULT_MB,
+        ge=CHUNK_SIZE_MIN_MB,
+        le=CHUNK_SIZE_MAX_MB,
+        description="Target uncompressed size of a chunk, in MB. "
+        "Files larger than this get a chunk of their own.",
+    )
+    compression_level: CompressionLevel = Field(
+        default=CompressionLevel.DEFAULT,
+        description="Codec and level: gzip (Default/BestSpeed/BestCompression), zstd (Zstd*) or none.",
+    )
+    path: StoragePath | None = None
+
+
+class BackupSpec(Model):
+    """A Backup copies the data of a StatefulSet's pods to a backend, consistently, through their agents.
+
+    The spec is immutable once created, except for setting cancel to true.
+    """
+
+    model_config = ConfigDict(json_schema_extra=OPERATION_SPEC_RULES)
+
+    backend: Backend = Field(description="Where the backup is stored; the backend must be enabled.")
+    cluster: str = Field(
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Name of the StatefulSet, in this namespace, whose pods hold the data.",
+    )
+    id: BackupId | None = Field(
+        default=None,
+        description="Backup id in the backend; defaults to metadata.name. Lowercase, digits, '_' and '-'.",
+    )
+    include: list[Selector] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Collections to back up ('*' and '?' wildcards). Default: all.",
+    )
+    exclude: list[Selector] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Collections to leave out ('*' and '?' wildcards).",
+    )
+    config: BackupConfig = Field(default_factory=BackupConfig, json_schema_extra={"default": {}})
+    cancel: bool = Field(
+        default=False,
+        description="Set to true to cancel a running backup. The only change allowed after creation.",
+    )
+
+
+class NodeStatus(Model):
+    phase: str = "PENDING"
+    pod_uid: str | None = None
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    files_total: int = 0
+    pause_ms: float | None = Field(
+        default=None, description="How long the workload was paused for the snapshot, in milliseconds."
+    )
+    unreachable_since: dt.datetime | None = Field(
+        default=None, description="Set while the node's agent does not answer."
+    )
+    error: str | None = None
+
+
+class BackupStatus(Model):
+    phase: Phase | None = None
+    backup_id: str | None = None
+    path: str | None = Field(default=None, description="Where the backup is stored, as a URL or path.")
+    collections: list[str] = Field(default_factory=list)
+    size: str | None = Field(default=None, description="Uncompressed size of the backed-up data.")
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    files_total: int = 0
+    started_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    error: str | None = None
+    nodes: dict[str, NodeStatus] = Field(default_factory=dict)
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)

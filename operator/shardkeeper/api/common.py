@@ -1,0 +1,125 @@
+"""Building blocks shared by the CR, agent and descriptor models."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+ID_PATTERN = r"^[a-z0-9_-]+$"
+#: DNS-1123 label: what a StatefulSet (and so a pod prefix) may be called.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: A collection is a top-level directory in a node's data root. Wildcards are allowed in selectors.
+COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+SELECTOR_PATTERN = r"^[A-Za-z0-9_*?][A-Za-z0-9_.*?-]*$"
+
+#: CEL rules shared by the Backup and Restore specs (immutability rules are added per field by ``crd``).
+OPERATION_SPEC_RULES: dict[str, Any] = {
+    "x-kubernetes-validations": [
+        {
+            "rule": "!(has(self.include) && size(self.include) > 0 && "
+            "has(self.exclude) && size(self.exclude) > 0)",
+            "message": "spec.include and spec.exclude are mutually exclusive: set at most one of them",
+            "fieldPath": ".include",
+            "reason": "FieldValueForbidden",
+        },
+        {
+            "rule": "!has(oldSelf.cancel) || !oldSelf.cancel || (has(self.cancel) && self.cancel)",
+            "message": "spec.cancel cannot be unset once it is true",
+            "fieldPath": ".cancel",
+        },
+    ]
+}
+
+BackupId = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=128)]
+Selector = Annotated[str, Field(pattern=SELECTOR_PATTERN, min_length=1, max_length=253)]
+
+
+class Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are ignored for forward compatibility."""
+
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel),
+        populate_by_name=True,
+        extra="ignore",
+        use_enum_values=False,
+    )
+
+    def wire(self) -> dict[str, object]:
+        """The JSON-ready form, as the API server, the agents and the backends see it."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Backend(StrEnum):
+    FILESYSTEM = "filesystem"
+    S3 = "s3"
+    GCS = "gcs"
+    AZURE = "azure"
+
+
+class CompressionLevel(StrEnum):
+    """The seed's compression settings. Which codec and level each maps to is decided in ``archive``."""
+
+    DEFAULT = "DefaultCompression"
+    BEST_SPEED = "BestSpeed"
+    BEST_COMPRESSION = "BestCompression"
+    ZSTD_DEFAULT = "ZstdDefaultCompression"
+    ZSTD_BEST_SPEED = "ZstdBestSpeed"
+    ZSTD_BEST_COMPRESSION = "ZstdBestCompression"
+    NONE = "NoCompression"
+
+
+class Phase(StrEnum):
+    """Operation status values, spelled as the seed spells them (CANCELED with one L)."""
+
+    STARTED = "STARTED"
+    TRANSFERRING = "TRANSFERRING"
+    TRANSFERRED = "TRANSFERRED"
+    FINALIZING = "FINALIZING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    CANCELLING = "CANCELLING"
+    CANCELED = "CANCELED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_PHASES
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCESS, Phase.FAILED, Phase.CANCELED})
+
+
+class Condition(Model):
+    """A standard Kubernetes condition (the shape of metav1.Condition)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: dt.datetime
+    observed_generation: int | None = None
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> '1.5 KiB': for printer columns and messages, never for arithmetic."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+class Codec(StrEnum):
+    """The stream format of a chunk, as recorded in descriptors. Any reader of that format restores it."""
+
+    GZIP = "gzip"
+    ZSTD = "zstd"
+    NONE = "none"

@@ -1,0 +1,194 @@
+"""CustomResourceDefinitions generated from the pydantic models.
+
+The models are the one source of the schema; ``crds/*.yaml`` are generated from them
+(``shardkeeper crds --write``) and a unit test fails when the committed files drift.
+
+Kubernetes wants a *structural* OpenAPI v3 schema: no ``$ref``, no ``anyOf`` around optional
+fields, ``type`` everywhere. ``structural()`` turns pydantic's JSON Schema into that.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import BaseModel
+
+from shardkeeper import conventions as c
+from shardkeeper.api.backup import BackupSpec, BackupStatus
+from shardkeeper.api.restore import RestoreSpec, RestoreStatus
+
+Schema = dict[str, Any]
+
+_DROP_KEYS = {"title"}
+
+
+def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]])
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        return _resolve({**target, **extra}, defs)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"cannot express a union in a structural schema: {node['anyOf']}")
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        if rest.get("default", ...) is None:
+            del rest["default"]
+        return _resolve({**options[0], **rest}, defs)
+    out: Schema = {}
+    for key, value in node.items():
+        if key in _DROP_KEYS or key == "$defs":
+            continue
+        if key == "properties":
+            out[key] = {name: _resolve(prop, defs) for name, prop in value.items()}
+        elif key == "default" and value is None:
+            continue
+        else:
+            out[key] = _resolve(value, defs)
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    if out.get("format") == "date-time":
+        out["type"] = "string"
+    return out
+
+
+def structural(model: type[BaseModel]) -> Schema:
+    """The model's JSON Schema as a Kubernetes structural schema (aliases on, refs inlined)."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    resolved: Schema = _resolve(raw, defs)
+    return resolved
+
+
+def _immutability_rules(spec: Schema, *, mutable: set[str]) -> list[Schema]:
+    """One rule per field, so that the API server's message names the field that changed."""
+    rules: list[Schema] = []
+    for name in sorted(spec["properties"]):
+        if name in mutable:
+            continue
+        rules.append(
+            {
+                "rule": f"has(self.{name}) == has(oldSelf.{name}) && "
+                f"(!has(self.{name}) || self.{name} == oldSelf.{name})",
+                "message": f"spec.{name} is immutable: only spec.cancel may change after creation",
+                "fieldPath": f".{name}",
+            }
+        )
+    return rules
+
+
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    spec_model: type[BaseModel],
+    status_model: type[BaseModel],
+    columns: list[Schema],
+) -> Schema:
+    spec = structural(spec_model)
+    spec.pop("description", None)
+    spec.setdefault("x-kubernetes-validations", []).extend(_immutability_rules(spec, mutable={"cancel"}))
+    status = structural(status_model)
+    status.pop("description", None)
+    # Defaults in status would be written by the API server on every read; status is ours alone.
+    _strip_defaults(status)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{c.GROUP}"},
+        "spec": {
+            "group": c.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
+                "categories": ["shardkeeper"],
+            },
+            "versions": [
+                {
+                    "name": c.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": (spec_model.__doc__ or kind).strip().splitlines()[0],
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _strip_defaults(node: Any) -> None:
+    if isinstance(node, dict):
+        node.pop("default", None)
+        for value in node.values():
+            _strip_defaults(value)
+    elif isinstance(node, list):
+        for item in node:
+            _strip_defaults(item)
+
+
+_COMMON_COLUMNS: list[Schema] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Backend", "type": "string", "jsonPath": ".spec.backend"},
+    {"name": "Collections", "type": "string", "jsonPath": ".status.collections"},
+    {"name": "Size", "type": "string", "jsonPath": ".status.size"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Error", "type": "string", "jsonPath": ".status.error", "priority": 1},
+]
+
+
+def backup_crd() -> Schema:
+    return _crd(
+        kind=c.BACKUP_KIND,
+        plural=c.BACKUP_PLURAL,
+        short_names=["skb"],
+        spec_model=BackupSpec,
+        status_model=BackupStatus,
+        columns=_COMMON_COLUMNS,
+    )
+
+
+def restore_crd() -> Schema:
+    return _crd(
+        kind=c.RESTORE_KIND,
+        plural=c.RESTORE_PLURAL,
+        short_names=["skr"],
+        spec_model=RestoreSpec,
+        status_model=RestoreStatus,
+        columns=[
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Backup", "type": "string", "jsonPath": ".spec.backupId"},
+            *_COMMON_COLUMNS[1:],
+        ],
+    )
+
+
+def all_crds() -> dict[str, Schema]:
+    """File name -> CRD, as committed under ``crds/``."""
+    return {
+        f"{c.BACKUP_PLURAL}.{c.GROUP}.yaml": backup_crd(),
+        f"{c.RESTORE_PLURAL}.{c.GROUP}.yaml": restore_crd(),
+    }

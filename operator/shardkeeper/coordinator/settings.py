@@ -1,0 +1,28 @@
+"""Operator settings: every deadline the operator keeps, in one place, with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    agent_token: SecretStr
+    tick_seconds: float = 2.0
+    """How often a running operation is reconciled (agents polled, status mirrored)."""
+    reservation_seconds: float = 60.0
+    """How long a prepared agent waits for commit before it frees itself. Covers a few ticks and a
+    short operator restart; a longer outage aborts the backup, which is the safe side."""
+    prepare_timeout_seconds: float = 300.0
+    """Phase 1 (quiesce + freeze) must finish on every node within this, or everything aborts."""
+    agent_unreachable_seconds: float = 60.0
+    """A node whose agent does not answer for this long is declared failed, and the operation with it."""
+    pods_ready_timeout_seconds: float = 120.0
+    """How long a new operation waits for every pod of the cluster to be Ready before failing."""
+    agent_request_timeout: float = 15.0
+    agent_abort_timeout: float = 90.0
+    """Abort waits until the agent has stopped its transfer and removed staging."""
+    progress_interval_seconds: float = 5.0
+    """Progress-only status updates are written at most this often per object."""

@@ -1,0 +1,113 @@
+"""The two-phase commit, as a pure function of what the coordinator last saw.
+
+Each reconcile tick observes every node, then asks ``decide`` what to do. Everything the decision
+needs is in the arguments (the phase recorded in the CR status and this tick's observations), so an
+operator that restarts in any phase simply observes again and carries on; nothing lives in memory.
+
+    STARTED       nodes preparing; all PREPARED        -> RECORD_COMMIT (phase TRANSFERRING)
+    TRANSFERRING  nodes PREPARED                        -> COMMIT (idempotent, repeated until they move)
+                  all SUCCESS                           -> FINALIZE (phase TRANSFERRED)
+    TRANSFERRED                                         -> FINALIZE
+    any phase     a node FAILED/CANCELED/lost/silent    -> ABORT (phase FAILED)
+    any phase     spec.cancel                           -> CANCEL (phase CANCELED)
+
+The commit decision is recorded in the CR *before* any commit is sent: after a restart, a
+TRANSFERRING phase means "commit", a STARTED phase means "may still abort".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum, auto
+
+from shardkeeper.api.agent import NodePhase
+from shardkeeper.api.common import Phase
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    phase: NodePhase | None
+    """None: the agent answered but does not know the operation (it restarted, or lost it)."""
+    error: str | None = None
+    silent_for: float = 0.0
+    """Seconds since the agent last answered; 0 if it answered this tick."""
+    last_problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    prepare_timeout: float
+    unreachable_timeout: float
+
+
+class Step(Enum):
+    WAIT = auto()
+    RECORD_COMMIT = auto()
+    COMMIT = auto()
+    FINALIZE = auto()
+    ABORT = auto()
+    CANCEL = auto()
+
+
+@dataclass(frozen=True)
+class Decision:
+    step: Step
+    phase: Phase
+    reason: str | None = None
+
+
+def _failure(nodes: Sequence[NodeView], limits: Limits) -> str | None:
+    for node in sorted(nodes, key=lambda n: n.name):
+        if node.phase in (NodePhase.FAILED, NodePhase.CANCELED):
+            return f'node "{node.name}": {node.error or node.phase.value.lower()}'
+        if node.silent_for > limits.unreachable_timeout:
+            detail = f": {node.last_problem}" if node.last_problem else ""
+            return f'node "{node.name}" did not answer for {node.silent_for:.0f}s{detail}'
+        if node.phase is None and node.silent_for == 0:
+            why = node.error or "its agent no longer knows this operation (the agent restarted?)"
+            return f'node "{node.name}": {why}'
+    return None
+
+
+def decide(
+    phase: Phase,
+    nodes: Sequence[NodeView],
+    *,
+    cancel: bool,
+    preparing_for: float,
+    limits: Limits,
+) -> Decision:
+    """What to do this tick. ``preparing_for``: seconds since prepare was first sent."""
+    if phase.terminal:
+        return Decision(Step.WAIT, phase)
+    if cancel:
+        return Decision(Step.CANCEL, Phase.CANCELED, "canceled by spec.cancel")
+    failure = _failure(nodes, limits)
+    if failure is not None:
+        return Decision(Step.ABORT, Phase.FAILED, failure)
+
+    phases = [n.phase for n in nodes if n.silent_for == 0]
+    everyone_answered = len(phases) == len(nodes)
+    if phase is Phase.STARTED:
+        if everyone_answered and all(p is NodePhase.PREPARED for p in phases):
+            return Decision(Step.RECORD_COMMIT, Phase.TRANSFERRING, "every node is prepared")
+        if preparing_for > limits.prepare_timeout:
+            late = sorted(n.name for n in nodes if n.phase is not NodePhase.PREPARED)
+            return Decision(
+                Step.ABORT,
+                Phase.FAILED,
+                f"nodes {late} did not prepare within {limits.prepare_timeout:.0f}s",
+            )
+        return Decision(Step.WAIT, Phase.STARTED)
+    if phase is Phase.TRANSFERRING:
+        if everyone_answered and all(p is NodePhase.SUCCESS for p in phases):
+            return Decision(Step.FINALIZE, Phase.TRANSFERRED, "every node has uploaded its data")
+        if any(p is NodePhase.PREPARED for p in phases):
+            return Decision(Step.COMMIT, Phase.TRANSFERRING)
+        return Decision(Step.WAIT, Phase.TRANSFERRING)
+    if phase is Phase.TRANSFERRED:
+        return Decision(Step.FINALIZE, Phase.TRANSFERRED)
+    # CANCELLING (or a phase this version does not drive) ends canceled, never stuck.
+    return Decision(Step.CANCEL, Phase.CANCELED, "canceled")

@@ -1,0 +1,150 @@
+"""The agent's protocol, against a real agent app on a real data directory and filesystem backend.
+
+No workload hook here: the agent freezes files itself (hookless mode), which also covers that path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from shardkeeper.agent.app import create_app
+from shardkeeper.agent.backup import worker_count
+from shardkeeper.agent.settings import AgentSettings
+
+TOKEN = "t0ken-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+async def agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[TestClient[Any, Any], Path, Path]]:
+    data, store = tmp_path / "data", tmp_path / "store"
+    for collection in ("articles", "users"):
+        (data / collection).mkdir(parents=True)
+        (data / collection / "000001.sst").write_bytes(collection.encode() * 10_000)
+        (data / collection / "MANIFEST-000001").write_bytes(b"manifest")
+    store.mkdir()
+    monkeypatch.setenv("BACKUP_FILESYSTEM_PATH", str(store))
+    settings = AgentSettings(node="db-0", data_root=data, token=SecretStr(TOKEN))
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    yield client, data, store
+    await client.close()
+
+
+def _prepare(op_id: str = "b1", **overrides: Any) -> dict[str, Any]:
+    return {
+        "kind": "backup",
+        "id": op_id,
+        "uid": "uid-1",
+        "node": "db-0",
+        "backend": "filesystem",
+        "collections": ["articles", "users", "absent"],
+        **overrides,
+    }
+
+
+async def _wait_phase(
+    client: TestClient[Any, Any], op_id: str, *phases: str, timeout: float = 10
+) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        body: dict[str, Any] = await (await client.get(f"/v1/operations/{op_id}", headers=AUTH)).json()
+        if body.get("phase") in phases:
+            return body
+        assert asyncio.get_running_loop().time() < deadline, body
+        await asyncio.sleep(0.05)
+
+
+async def test_every_endpoint_but_healthz_requires_the_token(agent) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = agent
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/v1/node")).status == 401
+    assert (await client.get("/v1/node", headers={"Authorization": "Bearer wrong"})).status == 401
+    assert (await client.put("/v1/operations/b1", json=_prepare())).status == 401
+    node = await (await client.get("/v1/node", headers=AUTH)).json()
+    assert node["node"] == "db-0" and node["collections"] == ["articles", "users"]
+
+
+async def test_backup_prepare_commit_success(agent) -> None:  # type: ignore[no-untyped-def]
+    client, data, store = agent
+    resp = await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
+    assert resp.status == 202
+    prepared = await _wait_phase(client, "b1", "PREPARED")
+    assert prepared["collections"] == ["articles", "users"]  # "absent" is not on this node
+    assert prepared["filesTotal"] == 4
+    # A retry of the same request is a no-op, not a second operation.
+    again = await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
+    assert again.status == 200
+    assert (await client.post("/v1/operations/b1/commit", headers=AUTH)).status == 200
+    done = await _wait_phase(client, "b1", "SUCCESS", "FAILED")
+    assert done["phase"] == "SUCCESS" and done["bytesDone"] == done["bytesTotal"]
+    descriptor = json.loads((store / "b1" / "db-0" / "backup.json").read_text())
+    assert [c["name"] for c in descriptor["collections"]] == ["articles", "users"]
+    assert (store / "b1" / "db-0" / "articles" / "chunk-1").exists()
+    assert not any((data / ".shardkeeper" / "staging").iterdir())
+    assert "operation" not in await (await client.get("/v1/node", headers=AUTH)).json()
+
+
+async def test_one_operation_per_node(agent) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = agent
+    assert (await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)).status == 202
+    busy = await client.put("/v1/operations/b2", json=_prepare("b2"), headers=AUTH)
+    assert busy.status == 409
+    assert 'node "db-0" is busy with backup "b1"' in (await busy.json())["error"]
+    await client.post("/v1/operations/b1/abort", json={"reason": "test over"}, headers=AUTH)
+
+
+async def test_reservation_expires_without_commit(agent) -> None:  # type: ignore[no-untyped-def]
+    client, data, _ = agent
+    await client.put("/v1/operations/b1", json=_prepare(reservationSeconds=0.3), headers=AUTH)
+    failed = await _wait_phase(client, "b1", "FAILED")
+    assert "reservation expired" in failed["error"]
+    assert not (data / ".shardkeeper" / "staging" / "b1").exists()
+    # The node is free for the next operation.
+    assert (await client.put("/v1/operations/b2", json=_prepare("b2"), headers=AUTH)).status == 202
+    await client.post("/v1/operations/b2/abort", json={}, headers=AUTH)
+
+
+async def test_abort_cancels_and_removes_staging(agent) -> None:  # type: ignore[no-untyped-def]
+    client, data, store = agent
+    await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
+    await _wait_phase(client, "b1", "PREPARED")
+    assert (data / ".shardkeeper" / "staging" / "b1").exists()
+    aborted = await (
+        await client.post("/v1/operations/b1/abort", json={"reason": "user said so"}, headers=AUTH)
+    ).json()
+    assert aborted["phase"] == "CANCELED" and aborted["error"] == "user said so"
+    assert not (data / ".shardkeeper" / "staging" / "b1").exists()
+    assert not (store / "b1" / "db-0").exists()
+    commit = await client.post("/v1/operations/b1/commit", headers=AUTH)
+    assert commit.status == 409
+
+
+async def test_wrong_node_is_refused(agent) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = agent
+    await client.put("/v1/operations/b1", json=_prepare(node="db-7"), headers=AUTH)
+    failed = await _wait_phase(client, "b1", "FAILED")
+    assert 'serves node "db-0", not "db-7"' in failed["error"]
+
+
+async def test_unknown_operation_is_404(agent) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = agent
+    assert (await client.get("/v1/operations/nope", headers=AUTH)).status == 404
+    assert (await client.post("/v1/operations/nope/commit", headers=AUTH)).status == 404
+
+
+@pytest.mark.parametrize(
+    ("cores", "pct", "workers"), [(2, 50, 1), (2, 80, 1), (8, 50, 4), (16, 80, 12), (1, 1, 1)]
+)
+def test_worker_pool_follows_cpu_percentage(cores: int, pct: int, workers: int) -> None:
+    assert worker_count(cores, pct) == workers

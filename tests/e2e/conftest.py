@@ -1,0 +1,136 @@
+"""End-to-end fixtures: one real control plane per session; per test a namespace, a sample cluster
+(real sampledb + agent processes per pod) and the real operator process running as its own
+ServiceAccount, so RBAC is enforced."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from testbed.cluster import SampleCluster
+from testbed.controlplane import ControlPlane
+from testbed.operator import OperatorProcess
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    cp = ControlPlane(tmp_path_factory.mktemp("control-plane")).start()
+    yield cp
+    cp.stop()
+
+
+@dataclass
+class Env:
+    """Everything one test works with."""
+
+    cp: ControlPlane
+    namespace: str
+    root: Path
+    token_file: Path
+    backups: Path
+    backend_env: dict[str, str]
+    cluster: SampleCluster | None = None
+    operator: OperatorProcess | None = None
+
+    def make_cluster(self, *, replicas: int = 3, name: str = "sampledb", **kwargs: Any) -> SampleCluster:
+        self.cluster = SampleCluster(
+            self.cp,
+            namespace=self.namespace,
+            root=self.root / name,
+            token_file=self.token_file,
+            name=name,
+            replicas=replicas,
+            agent_env=self.backend_env,
+            **kwargs,
+        ).create()
+        return self.cluster
+
+    def start_operator(self, **env: str) -> OperatorProcess:
+        if self.operator is None:
+            self.operator = OperatorProcess(
+                self.cp,
+                self.root / "operator",
+                self.token_file,
+                [self.namespace],
+                env={**self.backend_env, **env},
+            )
+        return self.operator.start()
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
+        result = self.cp.kubectl(*args, "-n", self.namespace, check=check, input=input)
+        return result.stdout + (result.stderr if not check else "")
+
+    def apply(self, manifest: dict[str, Any] | str) -> str:
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
+        return self.kubectl("apply", "-f", "-", input=text)
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        return json.loads(self.kubectl("get", kind, name, "-o", "json"))  # type: ignore[no-any-return]
+
+    def wait_for(
+        self, kind: str, name: str, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 120
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        obj: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            obj = self.get(kind, name)
+            if predicate(obj):
+                return obj
+            time.sleep(0.5)
+        raise AssertionError(
+            f"{kind}/{name} did not reach the expected state in {timeout}s; last status:\n"
+            f"{json.dumps(obj.get('status'), indent=1)}\noperator log tail:\n"
+            f"{self.operator.logs()[-4000:] if self.operator else ''}"
+        )
+
+    def wait_phase(self, kind: str, name: str, *phases: str, timeout: float = 120) -> dict[str, Any]:
+        return self.wait_for(
+            kind, name, lambda o: o.get("status", {}).get("phase") in phases, timeout=timeout
+        )
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        items = json.loads(self.kubectl("get", "events", "-o", "json"))["items"]
+        return [e for e in items if e["involvedObject"]["name"] == name]
+
+
+@pytest.fixture
+def env(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Env]:
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    token_file = tmp_path / "agent-token"
+    token_file.write_text(secrets.token_hex(24))
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    e = Env(
+        cp=control_plane,
+        namespace=namespace,
+        root=tmp_path,
+        token_file=token_file,
+        backups=backups,
+        backend_env={"BACKUP_FILESYSTEM_PATH": str(backups)},
+    )
+    control_plane.kubectl("create", "namespace", namespace)
+    yield e
+    if e.operator is not None:
+        e.operator.stop()
+    if e.cluster is not None:
+        e.cluster.stop()
+
+
+def backup_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "shardkeeper.io/v1alpha1",
+        "kind": "Backup",
+        "metadata": {"name": name},
+        "spec": {"backend": "filesystem", "cluster": "sampledb", **spec},
+    }

@@ -1,0 +1,69 @@
+"""The API server itself refuses invalid Backups, with messages that name the field (OpenAPI + CEL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Env, backup_manifest
+
+
+def _refused(env: Env, manifest: dict[str, Any]) -> str:
+    out = env.kubectl("apply", "-f", "-", input=_yaml(manifest), check=False)
+    assert "invalid" in out, out
+    return out
+
+
+def _yaml(manifest: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(manifest)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ({"include": ["a"], "exclude": ["b"]}, "spec.include", "mutually exclusive"),
+        ({"id": "Nightly"}, "spec.id", "should match"),
+        ({"config": {"cpuPercentage": 0}}, "spec.config.cpuPercentage", "greater than or equal to 1"),
+        ({"config": {"cpuPercentage": 81}}, "spec.config.cpuPercentage", "less than or equal to 80"),
+        ({"backend": "ftp"}, "spec.backend", 'Unsupported value: "ftp"'),
+        (
+            {"config": {"compressionLevel": "Fastest"}},
+            "spec.config.compressionLevel",
+            'Unsupported value: "Fastest"',
+        ),
+        ({"config": {"chunkSize": 1}}, "spec.config.chunkSize", "greater than or equal to 2"),
+        ({"config": {"path": "../escape"}}, "spec.config.path", "'..'"),
+    ],
+)
+def test_invalid_spec_is_refused_naming_the_field(
+    env: Env, spec: dict[str, Any], field: str, words: str
+) -> None:
+    out = _refused(env, backup_manifest("bad", **spec))
+    assert field in out and words in out
+    assert "NotFound" in env.kubectl("get", "backup", "bad", check=False)
+
+
+def test_spec_is_immutable_after_creation_except_cancel(env: Env) -> None:
+    env.apply(backup_manifest("frozen", include=["articles"]))
+    created = env.get("backup", "frozen")
+    assert created["spec"]["config"] == {
+        "chunkSize": 128,
+        "compressionLevel": "DefaultCompression",
+        "cpuPercentage": 50,
+    }
+
+    for change, field in (
+        ({"backend": "s3"}, "spec.backend"),
+        ({"include": ["users"]}, "spec.include"),
+        ({"config": {"cpuPercentage": 10}}, "spec.config"),
+        ({"id": "other"}, "spec.id"),
+    ):
+        out = _refused(env, backup_manifest("frozen", **{"include": ["articles"], **change}))
+        assert f"{field} is immutable" in out, out
+
+    assert "configured" in env.apply(backup_manifest("frozen", include=["articles"], cancel=True))
+    out = _refused(env, backup_manifest("frozen", include=["articles"], cancel=False))
+    assert "spec.cancel cannot be unset" in out

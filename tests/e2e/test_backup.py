@@ -1,0 +1,123 @@
+"""A Backup, end to end: kubectl apply -> two-phase commit over real agents -> files in the backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import requests
+
+from tests.backup_reader import check_collection, materialize, read_backup
+from tests.e2e.conftest import Env, backup_manifest
+
+LAYOUT = {"articles": [0, 1, 2], "users": [0, 1], "vectors": [2]}
+
+
+def test_backup_reaches_success_with_every_frozen_file_checksummed(env: Env, tmp_path: Path) -> None:
+    cluster = env.make_cluster()
+    cluster.fill(LAYOUT, keys=3000)
+    cluster.start_writers()
+    env.start_operator()
+    before = {n.name: cluster.db(i, "GET", "/stats")["acked"] for i, n in enumerate(cluster.nodes)}
+
+    env.kubectl("apply", "-f", str(Path("examples/backup.yaml").resolve()))
+    waited = env.cp.kubectl(
+        "wait", "--for=condition=Complete", "backup/first-backup", "-n", env.namespace, "--timeout=120s"
+    )
+    assert "condition met" in waited.stdout
+
+    after = cluster.stop_writers()
+    backup = env.get("backup", "first-backup")
+    status = backup["status"]
+    assert status["phase"] == "SUCCESS"
+    assert status["collections"] == sorted(LAYOUT)
+    assert status["observedGeneration"] == backup["metadata"]["generation"]
+    assert {n: s["phase"] for n, s in status["nodes"].items()} == {n.name: "SUCCESS" for n in cluster.nodes}
+    assert status["bytesDone"] == status["bytesTotal"] > 0
+    assert status["path"] == str(env.backups / "first-backup")
+
+    descriptor, nodes = read_backup(env.backups / "first-backup")
+    assert descriptor["status"] == "SUCCESS"
+    assert descriptor["codec"] == "gzip"
+    for i, node in enumerate(cluster.nodes):
+        stats = cluster.db(i, "GET", "/stats")
+        # Exactly the files the workload froze at prepare, no more, no fewer, same sizes.
+        listed = stats["prepared"]["first-backup"]
+        assert {p: len(c) for p, c in nodes[node.name].files.items()} == listed
+        # And they are a consistent database: each collection a gap-free prefix of what was written,
+        # taken while the writers kept going (the backup is behind what they wrote afterwards).
+        materialize(nodes[node.name], tmp_path / node.name)
+        held = sorted(c for c, idx in LAYOUT.items() if i in idx)
+        assert [c["name"] for c in nodes[node.name].descriptor["collections"]] == held
+        for collection in held:
+            records = check_collection(
+                tmp_path / node.name / collection, collection, node.name, cluster.value_size
+            )
+            assert before[node.name][collection] <= records < after[node.name][collection]
+
+    # Staging is gone and every agent is free again.
+    for node in cluster.nodes:
+        assert not any((node.data / ".shardkeeper" / "staging").iterdir())
+        info = requests.get(
+            f"{node.agent_url}/v1/node",
+            headers={"Authorization": f"Bearer {env.token_file.read_text()}"},
+            timeout=5,
+        ).json()
+        assert "operation" not in info
+
+    reasons = [e["reason"] for e in env.events("first-backup")]
+    for reason in ("Started", "Transferring", "Succeeded"):
+        assert reason in reasons
+    table = env.kubectl("get", "backups")
+    assert "first-backup" in table and "SUCCESS" in table and "filesystem" in table
+
+
+def test_one_agent_refusing_prepare_fails_the_backup_and_frees_every_agent(env: Env) -> None:
+    cluster = env.make_cluster()
+    cluster.fill(LAYOUT, keys=200)
+    token = env.token_file.read_text()
+    headers = {"Authorization": f"Bearer {token}"}
+    # Another coordinator holds node 1 (reserved for 20 s, never committed).
+    busy = cluster.nodes[1]
+    foreign = {
+        "kind": "backup",
+        "id": "someone-else",
+        "uid": "foreign",
+        "node": busy.name,
+        "backend": "filesystem",
+        "collections": ["articles"],
+        "reservationSeconds": 20,
+    }
+    resp = requests.put(
+        f"{busy.agent_url}/v1/operations/someone-else", json=foreign, headers=headers, timeout=10
+    )
+    assert resp.status_code == 202, resp.text
+    env.start_operator()
+
+    env.apply(backup_manifest("refused"))
+    backup = env.wait_phase("backup", "refused", "FAILED", "SUCCESS")
+    status = backup["status"]
+    assert status["phase"] == "FAILED"
+    assert busy.name in status["error"] and "busy" in status["error"] and "someone-else" in status["error"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "PrepareRefused"
+    assert "busy" in status["nodes"][busy.name]["error"]
+
+    # Nothing was uploaded by any node: only the FAILED descriptor exists for this id.
+    stored = sorted(p.relative_to(env.backups).as_posix() for p in env.backups.rglob("*") if p.is_file())
+    assert stored == ["refused/backup_config.json"]
+    assert json.loads((env.backups / "refused" / "backup_config.json").read_text())["status"] == "FAILED"
+
+    # Every agent that prepared was aborted; the busy one still holds only its own reservation.
+    for node in cluster.nodes:
+        op = requests.get(f"{node.agent_url}/v1/operations/refused", headers=headers, timeout=5)
+        if node is busy:
+            assert op.status_code == 404
+        else:
+            assert op.json()["phase"] == "CANCELED"
+        assert not any((node.data / ".shardkeeper" / "staging").glob("refused*"))
+    for i in (0, 2):
+        assert cluster.db(i, "GET", "/stats")["holding"] == []
+    requests.post(f"{busy.agent_url}/v1/operations/someone-else/abort", json={}, headers=headers, timeout=60)
+    infos = [requests.get(f"{n.agent_url}/v1/node", headers=headers, timeout=5).json() for n in cluster.nodes]
+    assert all("operation" not in info for info in infos)

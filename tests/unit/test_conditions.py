@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from shardkeeper.api.common import Phase
+from shardkeeper.coordinator.conditions import conditions_for
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(minutes=1)
+
+
+def _by_type(conds):  # type: ignore[no-untyped-def]
+    return {c.type: c for c in conds}
+
+
+def test_running_then_success() -> None:
+    running = conditions_for([], Phase.TRANSFERRING, error=None, failure_reason=None, generation=1, now=T0)
+    assert {t: c.status for t, c in _by_type(running).items()} == {"Complete": "False", "Failed": "False"}
+    done = _by_type(
+        conditions_for(running, Phase.SUCCESS, error=None, failure_reason=None, generation=1, now=T1)
+    )
+    assert done["Complete"].status == "True" and done["Complete"].last_transition_time == T1
+    # Failed stayed False, so its transition time did not move.
+    assert done["Failed"].status == "False" and done["Failed"].last_transition_time == T0
+    assert done["Complete"].observed_generation == 1
+
+
+def test_failure_carries_reason_and_message() -> None:
+    conds = _by_type(
+        conditions_for(
+            [], Phase.FAILED, error='node "a": disk full', failure_reason="NodeFailed", generation=2, now=T0
+        )
+    )
+    assert conds["Failed"].status == "True" and conds["Failed"].reason == "NodeFailed"
+    assert conds["Failed"].message == 'node "a": disk full'
+    assert conds["Complete"].status == "False"
+
+
+def test_canceled_is_a_failed_condition_with_reason_canceled() -> None:
+    conds = _by_type(
+        conditions_for([], Phase.CANCELED, error=None, failure_reason="Canceled", generation=2, now=T0)
+    )
+    assert conds["Failed"].status == "True" and conds["Failed"].reason == "Canceled"

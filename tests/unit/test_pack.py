@@ -1,0 +1,118 @@
+"""Packing files into chunks: planning, every codec, checksums, and stopping when cancelled."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from shardkeeper.api.common import Codec, CompressionLevel
+from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
+from shardkeeper.archive.pack import Cancelled, SourceFile, pack_chunk, plan_chunks
+from shardkeeper.storage.filesystem import FilesystemStorage
+
+
+def _files(*sizes: int) -> list[SourceFile]:
+    return [SourceFile(path=f"c/f{i}", size=s, mode=0o644, mtime=0) for i, s in enumerate(sizes)]
+
+
+def test_plan_groups_small_files_and_isolates_big_ones() -> None:
+    chunks = plan_chunks(_files(10, 20, 30, 100, 5, 60, 50), target_bytes=64)
+    assert [[f.size for f in c] for c in chunks] == [[10, 20, 30], [100], [5], [60], [50]]
+
+
+def test_plan_of_nothing_is_nothing() -> None:
+    assert plan_chunks([], target_bytes=64) == []
+
+
+def _source(tmp_path: Path) -> list[SourceFile]:
+    root = tmp_path / "data"
+    (root / "col" / "sub").mkdir(parents=True)
+    contents = {
+        "col/a.sst": os.urandom(300_000),
+        "col/b.json": b'{"k": "v"}\n' * 50_000,
+        "col/sub/empty": b"",
+    }
+    files = []
+    for rel, data in contents.items():
+        (root / rel).write_bytes(data)
+        files.append(SourceFile(path=rel, size=len(data), mode=0o640, mtime=1_700_000_000))
+    return files
+
+
+def _unpack(codec: Codec, stored: bytes) -> dict[str, bytes]:
+    raw = {
+        Codec.GZIP: gzip.decompress,
+        Codec.ZSTD: lambda b: zstandard.ZstdDecompressor().decompressobj().decompress(b),
+        Codec.NONE: lambda b: b,
+    }[codec](stored)
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("level", list(CompressionLevel))
+def test_every_level_round_trips_with_a_plain_reader(tmp_path: Path, level: CompressionLevel) -> None:
+    files = _source(tmp_path)
+    storage = FilesystemStorage(root=tmp_path / "store")
+    choice = CODEC_FOR_LEVEL[level]
+    read: list[int] = []
+    with storage.writer("chunk-1") as writer:
+        packed = pack_chunk(
+            files,
+            root=tmp_path / "data",
+            writer=writer,
+            choice=choice,
+            on_bytes=read.append,
+            cancelled=threading.Event(),
+        )
+    stored = storage.get_bytes("chunk-1")
+    assert packed.sha256 == hashlib.sha256(stored).hexdigest() and packed.size == len(stored)
+    assert sum(read) == sum(f.size for f in files)
+    out = _unpack(choice.codec, stored)
+    for f, p in zip(files, packed.files, strict=True):
+        content = (tmp_path / "data" / f.path).read_bytes()
+        assert out[f.path] == content
+        assert p.sha256 == hashlib.sha256(content).hexdigest() and p.size == f.size and p.mode == 0o640
+    if choice.codec is not Codec.NONE:
+        assert packed.size < packed.raw_size
+
+
+def test_cancelling_stops_the_chunk_and_leaves_no_object(tmp_path: Path) -> None:
+    files = _source(tmp_path)
+    storage = FilesystemStorage(root=tmp_path / "store")
+    cancelled = threading.Event()
+    cancelled.set()
+    with pytest.raises(Cancelled), storage.writer("chunk-1") as writer:
+        pack_chunk(
+            files,
+            root=tmp_path / "data",
+            writer=writer,
+            choice=CODEC_FOR_LEVEL[CompressionLevel.DEFAULT],
+            on_bytes=lambda n: None,
+            cancelled=cancelled,
+        )
+    assert storage.list("") == []
+    assert not any((tmp_path / "store").rglob("*tmp*"))
+
+
+def test_a_file_that_shrank_fails_the_chunk(tmp_path: Path) -> None:
+    files = _source(tmp_path)
+    (tmp_path / "data" / files[0].path).write_bytes(b"short")
+    storage = FilesystemStorage(root=tmp_path / "store")
+    with pytest.raises(OSError, match="unexpected end of data"), storage.writer("chunk-1") as writer:
+        pack_chunk(
+            files,
+            root=tmp_path / "data",
+            writer=writer,
+            choice=CODEC_FOR_LEVEL[CompressionLevel.NONE],
+            on_bytes=lambda n: None,
+            cancelled=threading.Event(),
+        )
+    assert storage.list("") == []

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+
+from shardkeeper.coordinator.selection import resolve
+from shardkeeper.errors import SpecError
+
+AVAILABLE = ["articles", "authors", "users", "vectors_a", "vectors_b"]
+
+
+def test_no_selector_means_everything() -> None:
+    assert resolve(AVAILABLE, include=None, exclude=None) == AVAILABLE
+
+
+def test_include_with_wildcards() -> None:
+    assert resolve(AVAILABLE, include=["vectors_*", "a?thors"], exclude=None) == [
+        "authors",
+        "vectors_a",
+        "vectors_b",
+    ]
+
+
+def test_exclude_with_wildcards() -> None:
+    assert resolve(AVAILABLE, include=None, exclude=["a*"]) == ["users", "vectors_a", "vectors_b"]
+
+
+@pytest.mark.parametrize(
+    ("include", "exclude", "message"),
+    [
+        (["users", "users"], None, "spec.include contains a duplicate: users"),
+        (["nope"], None, 'spec.include: collection "nope" matches no collection'),
+        (["zz*"], None, 'spec.include: pattern "zz*" matches no collection'),
+        (None, ["ghost"], 'spec.exclude: collection "ghost" matches no collection'),
+        (None, ["*"], "nothing left to back up"),
+        (["users"], ["users"], "mutually exclusive"),
+    ],
+)
+def test_mistakes_name_the_field_and_list_what_exists(
+    include: list[str] | None, exclude: list[str] | None, message: str
+) -> None:
+    with pytest.raises(SpecError) as err:
+        resolve(AVAILABLE, include=include, exclude=exclude)
+    assert message in str(err.value)
+    if "matches no" in message or "nothing left" in message:
+        assert str(AVAILABLE) in str(err.value)
+
+
+def test_empty_cluster_is_an_error() -> None:
+    with pytest.raises(SpecError, match="no collections"):
+        resolve([], include=None, exclude=None)

@@ -1,0 +1,71 @@
+"""The two-phase commit decisions, one situation at a time."""
+
+from __future__ import annotations
+
+from shardkeeper.api.agent import NodePhase as N
+from shardkeeper.api.common import Phase
+from shardkeeper.coordinator.twophase import Limits, NodeView, Step, decide
+
+LIMITS = Limits(prepare_timeout=300, unreachable_timeout=60)
+
+
+def _decide(phase: Phase, *nodes: NodeView, cancel: bool = False, age: float = 1.0):  # type: ignore[no-untyped-def]
+    return decide(phase, nodes, cancel=cancel, preparing_for=age, limits=LIMITS)
+
+
+def test_waits_while_some_node_prepares() -> None:
+    d = _decide(Phase.STARTED, NodeView("a", N.PREPARED), NodeView("b", N.PREPARING))
+    assert d.step is Step.WAIT and d.phase is Phase.STARTED
+
+
+def test_commit_is_recorded_before_it_is_sent() -> None:
+    d = _decide(Phase.STARTED, NodeView("a", N.PREPARED), NodeView("b", N.PREPARED))
+    assert d.step is Step.RECORD_COMMIT and d.phase is Phase.TRANSFERRING
+    d = _decide(Phase.TRANSFERRING, NodeView("a", N.PREPARED), NodeView("b", N.TRANSFERRING))
+    assert d.step is Step.COMMIT
+
+
+def test_no_commit_while_a_prepared_node_is_silent() -> None:
+    d = _decide(Phase.STARTED, NodeView("a", N.PREPARED), NodeView("b", N.PREPARED, silent_for=5))
+    assert d.step is Step.WAIT
+
+
+def test_any_failure_aborts_everyone_with_that_nodes_reason() -> None:
+    d = _decide(Phase.STARTED, NodeView("a", N.PREPARED), NodeView("b", N.FAILED, error="disk full"))
+    assert d.step is Step.ABORT and d.phase is Phase.FAILED and d.reason == 'node "b": disk full'
+    d = _decide(Phase.TRANSFERRING, NodeView("a", N.TRANSFERRING), NodeView("b", N.CANCELED, error="expired"))
+    assert d.step is Step.ABORT and "expired" in (d.reason or "")
+
+
+def test_a_node_that_lost_the_operation_fails_it() -> None:
+    d = _decide(Phase.TRANSFERRING, NodeView("a", N.SUCCESS), NodeView("b", None))
+    assert d.step is Step.ABORT and "no longer knows" in (d.reason or "")
+
+
+def test_silence_is_tolerated_until_the_deadline() -> None:
+    quiet = NodeView("b", N.TRANSFERRING, silent_for=59, last_problem="connection refused")
+    assert _decide(Phase.TRANSFERRING, NodeView("a", N.SUCCESS), quiet).step is Step.WAIT
+    gone = NodeView("b", N.TRANSFERRING, silent_for=61, last_problem="connection refused")
+    d = _decide(Phase.TRANSFERRING, NodeView("a", N.SUCCESS), gone)
+    assert d.step is Step.ABORT and "did not answer for 61s: connection refused" in (d.reason or "")
+
+
+def test_prepare_has_a_deadline() -> None:
+    d = _decide(Phase.STARTED, NodeView("a", N.PREPARED), NodeView("b", N.PREPARING), age=301)
+    assert d.step is Step.ABORT and "['b'] did not prepare within 300s" in (d.reason or "")
+
+
+def test_all_nodes_done_finalizes() -> None:
+    d = _decide(Phase.TRANSFERRING, NodeView("a", N.SUCCESS), NodeView("b", N.SUCCESS))
+    assert d.step is Step.FINALIZE and d.phase is Phase.TRANSFERRED
+    assert _decide(Phase.TRANSFERRED, NodeView("a", N.SUCCESS)).step is Step.FINALIZE
+
+
+def test_cancel_wins_over_everything_but_a_finished_backup() -> None:
+    assert _decide(Phase.TRANSFERRING, NodeView("a", N.FAILED), cancel=True).step is Step.CANCEL
+    assert _decide(Phase.SUCCESS, NodeView("a", N.SUCCESS), cancel=True).step is Step.WAIT
+
+
+def test_terminal_phases_do_nothing() -> None:
+    for phase in (Phase.SUCCESS, Phase.FAILED, Phase.CANCELED):
+        assert _decide(phase, NodeView("a", N.FAILED)).step is Step.WAIT
