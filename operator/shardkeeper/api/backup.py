@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from pydantic import ConfigDict, Field
@@ -13,11 +12,10 @@ from shardkeeper.api.common import (
     Backend,
     BackupId,
     CompressionLevel,
-    Condition,
     Model,
-    Phase,
     Selector,
 )
+from shardkeeper.api.status import OperationStatusBase
 
 CPU_PERCENTAGE_MIN, CPU_PERCENTAGE_MAX, CPU_PERCENTAGE_DEFAULT = 1, 80, 50
 CHUNK_SIZE_MIN_MB, CHUNK_SIZE_MAX_MB, CHUNK_SIZE_DEFAULT_MB = 2, 512, 128
@@ -102,35 +100,5 @@ class BackupSpec(Model):
     )
 
 
-class NodeStatus(Model):
-    phase: str = "PENDING"
-    pod_uid: str | None = None
-    bytes_done: int = 0
-    bytes_total: int = 0
-    files_done: int = 0
-    files_total: int = 0
-    pause_ms: float | None = Field(
-        default=None, description="How long the workload was paused for the snapshot, in milliseconds."
-    )
-    unreachable_since: dt.datetime | None = Field(
-        default=None, description="Set while the node's agent does not answer."
-    )
-    error: str | None = None
-
-
-class BackupStatus(Model):
-    phase: Phase | None = None
-    backup_id: str | None = None
-    path: str | None = Field(default=None, description="Where the backup is stored, as a URL or path.")
-    collections: list[str] = Field(default_factory=list)
-    size: str | None = Field(default=None, description="Uncompressed size of the backed-up data.")
-    bytes_done: int = 0
-    bytes_total: int = 0
-    files_done: int = 0
-    files_total: int = 0
-    started_at: dt.datetime | None = None
-    completed_at: dt.datetime | None = None
-    error: str | None = None
-    nodes: dict[str, NodeStatus] = Field(default_factory=dict)
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+class BackupStatus(OperationStatusBase):
+    """What the operator reports about a Backup."""

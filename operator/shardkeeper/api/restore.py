@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from pydantic import ConfigDict, Field
 
-from shardkeeper.api.backup import CPU_PERCENTAGE_DEFAULT, CpuPercentage, NodeStatus, StoragePath
+from shardkeeper.api.backup import CPU_PERCENTAGE_DEFAULT, CpuPercentage, StoragePath
 from shardkeeper.api.common import (
     DNS_LABEL_PATTERN,
     OPERATION_SPEC_RULES,
     Backend,
     BackupId,
-    Condition,
     Model,
-    Phase,
     Selector,
 )
+from shardkeeper.api.status import OperationStatusBase
 
 
 class RestoreConfig(Model):
@@ -50,19 +47,5 @@ class RestoreSpec(Model):
     cancel: bool = False
 
 
-class RestoreStatus(Model):
-    phase: Phase | None = None
-    backup_id: str | None = None
-    path: str | None = None
-    collections: list[str] = Field(default_factory=list)
-    size: str | None = None
-    bytes_done: int = 0
-    bytes_total: int = 0
-    files_done: int = 0
-    files_total: int = 0
-    started_at: dt.datetime | None = None
-    completed_at: dt.datetime | None = None
-    error: str | None = None
-    nodes: dict[str, NodeStatus] = Field(default_factory=dict)
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+class RestoreStatus(OperationStatusBase):
+    """What the operator reports about a Restore."""

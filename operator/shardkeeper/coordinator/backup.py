@@ -17,9 +17,10 @@ from typing import Literal, TypeVar
 import structlog
 
 from shardkeeper.api.agent import NodePhase, OperationStatus, PrepareBackup, StoreProbe
-from shardkeeper.api.backup import BackupSpec, BackupStatus, NodeStatus
+from shardkeeper.api.backup import BackupSpec, BackupStatus
 from shardkeeper.api.common import Phase, human_bytes, utcnow
 from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, NodeSummary, Owner
+from shardkeeper.api.status import NodeStatus
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
 from shardkeeper.coordinator import selection
 from shardkeeper.coordinator.agents import NodeEndpoint

@@ -1,0 +1,43 @@
+"""Status shared by Backup and Restore: phase, progress, per-node detail, conditions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import Field
+
+from shardkeeper.api.common import Condition, Model, Phase
+
+
+class NodeStatus(Model):
+    phase: str = "PENDING"
+    pod_uid: str | None = None
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    files_total: int = 0
+    pause_ms: float | None = Field(
+        default=None, description="How long the workload was paused for the snapshot, in milliseconds."
+    )
+    unreachable_since: dt.datetime | None = Field(
+        default=None, description="Set while the node's agent does not answer."
+    )
+    error: str | None = None
+
+
+class OperationStatusBase(Model):
+    phase: Phase | None = None
+    backup_id: str | None = None
+    path: str | None = Field(default=None, description="Where the backup is, as a URL or path.")
+    collections: list[str] = Field(default_factory=list)
+    size: str | None = Field(default=None, description="Uncompressed size of the data.")
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    files_total: int = 0
+    started_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    error: str | None = None
+    nodes: dict[str, NodeStatus] = Field(default_factory=dict)
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
