@@ -39,10 +39,10 @@ COPIED_PREFIXES = ("CURRENT", "MANIFEST-", "OPTIONS-", "IDENTITY", "rocksdict-co
 
 
 def value_for(collection: str, node: str, seq: int, size: int) -> bytes:
-    """Deterministic, mildly compressible value: tests recompute it to check restored data."""
-    seed = hashlib.sha256(f"{collection}/{node}/{seq}".encode()).digest()
+    """Deterministic, half text and half noise (like a record with a vector): tests recompute it to
+    check restored data, and it compresses about as well as real data does."""
     text = (f"{collection}:{node}:{seq}:" * (size // 16 + 1)).encode()[: size // 2]
-    return (text + seed * (size // 64 + 1))[:size]
+    return text + hashlib.shake_128(f"{collection}/{node}/{seq}".encode()).digest(size - len(text))
 
 
 def seq_key(seq: int) -> str:
@@ -77,6 +77,8 @@ class SampleDb:
         self.holds: dict[str, tuple[list[str], asyncio.TimerHandle]] = {}
         self.writers: dict[str, threading.Event] = {}
         self.fail_next_prepare = False
+        #: Test switch: how long a prepare waits before it holds writes (a slow node).
+        self.prepare_delay = 0.0
         self.pauses_ms: list[float] = []
         #: What each prepare listed (path -> size), so tests can check the backup holds exactly that.
         self.prepared: dict[str, dict[str, int]] = {}
@@ -103,6 +105,11 @@ class SampleDb:
                 seq = col.next_seq
                 col.db[seq_key(seq).encode()] = value_for(col.name, self.node, seq, self.value_size)
                 col.next_seq = col.acked = seq + 1
+
+    def put_seq(self, col: Collection, seq: int) -> None:
+        with col.lock:
+            col.db[seq_key(seq).encode()] = value_for(col.name, "cluster", seq, self.value_size)
+            col.acked = max(col.acked, seq + 1)
 
     def _writer_loop(self, col: Collection, stop: threading.Event, interval: float) -> None:
         while not stop.is_set():
@@ -144,7 +151,9 @@ class SampleDb:
                 files.append({"path": f"{col.name}/{name}", "immutable": False})
         return files
 
-    async def prepare(self, op_id: str, names: list[str]) -> list[dict[str, Any]]:
+    async def prepare(self, op_id: str, names: list[str], hold_timeout: float) -> list[dict[str, Any]]:
+        if self.prepare_delay:
+            await asyncio.sleep(self.prepare_delay)
         if self.fail_next_prepare:
             self.fail_next_prepare = False
             raise web.HTTPServiceUnavailable(text="sampledb: refusing this prepare (test switch)")
@@ -165,7 +174,8 @@ class SampleDb:
             self._unhold([c.name for c in cols])
             raise
         self.prepared[op_id] = {f["path"]: (self.root / f["path"]).stat().st_size for f in files}
-        timer = asyncio.get_running_loop().call_later(self.hold_timeout, self._expire, op_id)
+        timeout = min(self.hold_timeout, hold_timeout + 5)
+        timer = asyncio.get_running_loop().call_later(timeout, self._expire, op_id)
         self.holds[op_id] = ([c.name for c in cols], timer)
         return files
 
@@ -280,6 +290,19 @@ def make_app(db: SampleDb) -> web.Application:
             }
         )
 
+    @routes.post("/debug/prepare-delay")
+    async def prepare_delay(request: web.Request) -> web.Response:
+        db.prepare_delay = float((await request.json())["seconds"])
+        return web.json_response({"ok": True})
+
+    @routes.put("/collections/{name}/records/{seq}")
+    async def put_record(request: web.Request) -> web.Response:
+        """A write with a sequence number chosen by the client (a writer spread over nodes)."""
+        col = db.open(request.match_info["name"])
+        seq = int(request.match_info["seq"])
+        await asyncio.to_thread(db.put_seq, col, seq)
+        return web.json_response({"seq": seq})
+
     @routes.post("/debug/fail-next-prepare")
     async def fail_next(_: web.Request) -> web.Response:
         db.fail_next_prepare = True
@@ -288,7 +311,8 @@ def make_app(db: SampleDb) -> web.Application:
     @routes.post("/hook/prepare")
     async def hook_prepare(request: web.Request) -> web.Response:
         body = await request.json()
-        return web.json_response({"files": await db.prepare(body["id"], list(body["collections"]))})
+        files = await db.prepare(body["id"], list(body["collections"]), float(body["holdTimeoutSeconds"]))
+        return web.json_response({"files": files})
 
     @routes.post("/hook/release")
     async def hook_release(request: web.Request) -> web.Response:

@@ -90,3 +90,18 @@ def check_collection(path: Path, collection: str, node: str, value_size: int) ->
         return expected
     finally:
         db.close()
+
+
+def ledger_seqs(path: Path, collection: str, value_size: int) -> set[int]:
+    """Sequence numbers in a materialized collection written by a cluster-wide writer (one sequence
+    spread over every node); checks each value on the way."""
+    db = rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True))
+    try:
+        seqs = set()
+        for key, value in db.items():
+            seq = int(key[1:].decode())
+            assert value == value_for(collection, "cluster", seq, value_size), f"{collection}: value of {seq}"
+            seqs.add(seq)
+        return seqs
+    finally:
+        db.close()

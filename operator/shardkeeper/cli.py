@@ -18,7 +18,7 @@ def _operator(args: argparse.Namespace) -> int:
     from shardkeeper.agent.settings import read_token
     from shardkeeper.coordinator import handlers
     from shardkeeper.coordinator.context import OperatorContext
-    from shardkeeper.coordinator.discovery import load_kube_config
+    from shardkeeper.coordinator.kube import load_kube_config
     from shardkeeper.coordinator.settings import OperatorSettings
 
     settings = OperatorSettings(
@@ -61,6 +61,7 @@ def _agent(args: argparse.Namespace) -> int:
             host=host or "0.0.0.0",  # noqa: S104
             port=int(port),
             hook_url=args.hook_url or os.environ.get("SHARDKEEPER_HOOK_URL") or None,
+            max_bytes_per_second=int(os.environ.get("SHARDKEEPER_MAX_BYTES_PER_SECOND", 0)) or None,
         )
     )
     return 0

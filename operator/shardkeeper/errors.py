@@ -50,9 +50,11 @@ class AgentUnreachable(AgentError):
 class AgentRefused(AgentError):
     """The agent answered, and said no (busy, bad request, precondition failed)."""
 
-    def __init__(self, message: str, *, status: int) -> None:
+    def __init__(self, message: str, *, status: int, holder_uid: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        #: With 409: the uid of whoever holds the node (the CR that started that operation).
+        self.holder_uid = holder_uid
 
 
 # --- archives --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from testbed.cluster import SampleCluster
@@ -101,7 +102,32 @@ class Env:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         items = json.loads(self.kubectl("get", "events", "-o", "json"))["items"]
-        return [e for e in items if e["involvedObject"]["name"] == name]
+        # resourceVersion grows with every write to etcd: the order in which events were posted.
+        return sorted(
+            (e for e in items if e["involvedObject"]["name"] == name),
+            key=lambda e: int(e["metadata"]["resourceVersion"]),
+        )
+
+    def agent(self, i: int, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Asks node i's agent directly, as the operator would (with the token)."""
+        assert self.cluster is not None
+        headers = {"Authorization": f"Bearer {self.token_file.read_text()}"}
+        return requests.request(
+            method, f"{self.cluster.nodes[i].agent_url}{path}", headers=headers, timeout=90, **kwargs
+        )
+
+    def agents_free(self) -> bool:
+        assert self.cluster is not None
+        return all(
+            "operation" not in self.agent(i, "GET", "/v1/node").json() for i in range(len(self.cluster.nodes))
+        )
+
+    def stored(self, backup_id: str) -> list[str]:
+        root = self.backups / backup_id
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    def condition(self, obj: dict[str, Any], type_: str) -> dict[str, Any]:
+        return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
 
 
 @pytest.fixture
@@ -125,6 +151,14 @@ def env(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Env]:
         e.operator.stop()
     if e.cluster is not None:
         e.cluster.stop()
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
 
 
 def backup_manifest(name: str, **spec: Any) -> dict[str, Any]:

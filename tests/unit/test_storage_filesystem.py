@@ -52,3 +52,13 @@ def test_path_override_replaces_the_default_path(tmp_path: Path) -> None:
     s.put_bytes("id/backup_config.json", b"{}")
     assert (tmp_path / "team-a" / "nightly" / "id" / "backup_config.json").exists()
     assert s.url("id") == str(tmp_path / "team-a" / "nightly" / "id")
+
+
+def test_delete_prefix_removes_what_a_crashed_writer_left(tmp_path: Path) -> None:
+    s = FilesystemStorage(root=tmp_path)
+    s.put_bytes("b/n/chunk-1", b"done")
+    dead = s._writer(s.full("b/n/chunk-2"))  # a writer whose process died: never committed or aborted
+    dead.write(b"half")
+    assert [o.key for o in s.list("b/")] == ["b/n/chunk-1"]
+    assert s.delete_prefix("b/n") == 1
+    assert not (tmp_path / "b").exists()

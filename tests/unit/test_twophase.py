@@ -55,10 +55,11 @@ def test_prepare_has_a_deadline() -> None:
     assert d.step is Step.ABORT and "['b'] did not prepare within 300s" in (d.reason or "")
 
 
-def test_all_nodes_done_finalizes() -> None:
+def test_all_nodes_done_is_recorded_then_finalized() -> None:
     d = _decide(Phase.TRANSFERRING, NodeView("a", N.SUCCESS), NodeView("b", N.SUCCESS))
-    assert d.step is Step.FINALIZE and d.phase is Phase.TRANSFERRED
-    assert _decide(Phase.TRANSFERRED, NodeView("a", N.SUCCESS)).step is Step.FINALIZE
+    assert d.step is Step.RECORD_TRANSFERRED and d.phase is Phase.TRANSFERRED
+    d = _decide(Phase.TRANSFERRED, NodeView("a", N.SUCCESS))
+    assert d.step is Step.FINALIZE and d.phase is Phase.SUCCESS
 
 
 def test_cancel_wins_over_everything_but_a_finished_backup() -> None:

@@ -88,10 +88,16 @@ async def _prepare(request: web.Request) -> web.Response:
             uid=req.uid,
             kind="backup",
             reservation_seconds=req.reservation_seconds,
-            job_factory=lambda: BackupJob(settings, req, storage, request.app.get(HOOK)),
+            job_factory=lambda: BackupJob(
+                settings,
+                req,
+                storage,
+                request.app.get(HOOK),
+                reservation=request.app[REGISTRY].reservation(req.reservation_seconds),
+            ),
         )
     except OperationConflict as exc:
-        return _error(409, str(exc))
+        return _json(ErrorBody(error=str(exc), holder=exc.holder), 409)
     return _json(op.status(), 202 if created else 200)
 
 
@@ -101,6 +107,18 @@ async def _status(request: web.Request) -> web.Response:
         return _error(
             404, f'node "{request.app[SETTINGS].node}" has no operation "{request.match_info["id"]}"'
         )
+    return _json(op.status())
+
+
+async def _release(request: web.Request) -> web.Response:
+    try:
+        op = await request.app[REGISTRY].release(request.match_info["id"])
+    except KeyError:
+        return _error(404, f'no operation "{request.match_info["id"]}"')
+    except OperationConflict as exc:
+        return _error(409, str(exc))
+    except ShardkeeperError as exc:
+        return _error(502, str(exc))
     return _json(op.status())
 
 
@@ -152,6 +170,7 @@ def create_app(settings: AgentSettings) -> web.Application:
     app.router.add_get("/v1/node", _node)
     app.router.add_put("/v1/operations/{id}", _prepare)
     app.router.add_get("/v1/operations/{id}", _status)
+    app.router.add_post("/v1/operations/{id}/release", _release)
     app.router.add_post("/v1/operations/{id}/commit", _commit)
     app.router.add_post("/v1/operations/{id}/abort", _abort)
     return app

@@ -13,13 +13,14 @@ from shardkeeper import conventions as c
 from shardkeeper.agent.hook import WorkloadHook
 from shardkeeper.agent.operations import Operation, in_thread
 from shardkeeper.agent.settings import AgentSettings
-from shardkeeper.agent.snapshot import Frozen, freeze, local_collections
+from shardkeeper.agent.snapshot import Frozen, freeze, local_collections, release
+from shardkeeper.agent.throttle import Throttle
 from shardkeeper.api.agent import NodePhase, PrepareBackup
-from shardkeeper.api.common import Phase, utcnow
+from shardkeeper.api.common import Consistency, Phase, utcnow
 from shardkeeper.api.descriptors import ChunkEntry, CollectionEntry, FileEntry, NodeDescriptor
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
 from shardkeeper.archive.pack import Cancelled, PackedChunk, SourceFile, pack_chunk, plan_chunks
-from shardkeeper.errors import ObjectNotFound, SpecError, StorageError
+from shardkeeper.errors import ObjectNotFound, ShardkeeperError, SpecError, StorageError
 from shardkeeper.storage import BackupLayout, Storage
 
 log = structlog.get_logger(__name__)
@@ -33,7 +34,13 @@ def worker_count(cores: int, cpu_percentage: int) -> int:
 
 class BackupJob:
     def __init__(
-        self, settings: AgentSettings, request: PrepareBackup, storage: Storage, hook: WorkloadHook | None
+        self,
+        settings: AgentSettings,
+        request: PrepareBackup,
+        storage: Storage,
+        hook: WorkloadHook | None,
+        *,
+        reservation: float,
     ) -> None:
         self.settings = settings
         self.request = request
@@ -42,6 +49,8 @@ class BackupJob:
         self.layout = BackupLayout(request.id)
         self.staging = settings.staging_dir / request.id
         self.frozen: Frozen | None = None
+        #: The hold may last until the reservation expires, never longer.
+        self.reservation = reservation
         self.started_at = utcnow()
         #: Only an operation that began uploading may delete what is under its node's prefix.
         self.uploading = False
@@ -62,9 +71,22 @@ class BackupJob:
             staging=self.staging,
             hook=self.hook,
             immutable_patterns=self.settings.immutable_patterns,
+            hold_timeout=self.reservation,
         )
-        op.pause_ms = self.frozen.pause_ms
         op.bytes_total, op.files_total = self.frozen.bytes, self.frozen.count
+        op.workers = worker_count(self.settings.cores, req.cpu_percentage)
+        if req.consistency is Consistency.CLUSTER and self.frozen.hold_started is not None:
+            op.held = True  # until the coordinator sees every node frozen and calls /release
+        else:
+            await self.release(op)
+
+    async def release(self, op: Operation) -> None:
+        if self.frozen is None:
+            return
+        pause_ms = await release(self.frozen, self.hook, op.id)
+        if pause_ms is not None:
+            op.pause_ms = pause_ms
+        op.held = False
 
     def _check_store(self) -> None:
         probe = self.request.probe
@@ -91,6 +113,7 @@ class BackupJob:
     # --- phase 2 -------------------------------------------------------------------------------
 
     async def transfer(self, op: Operation) -> None:
+        await self.release(op)
         self.uploading = True
         descriptor = await in_thread(op, lambda: self._upload(op))
         op.set_phase(NodePhase.TRANSFERRED)
@@ -107,6 +130,12 @@ class BackupJob:
             for n, files in enumerate(plan_chunks(self.frozen.files[collection], target), start=1):
                 jobs.append((collection, n, files))
 
+        throttle = Throttle(self.settings.max_bytes_per_second, op.cancelled)
+
+        def on_bytes(n: int) -> None:
+            op.add_bytes(n)
+            throttle.take(n)
+
         def upload(collection: str, n: int, files: list[SourceFile]) -> PackedChunk:
             key = self.layout.chunk(op.node, self.layout.chunk_key(collection, n))
             with self.storage.writer(key) as writer:
@@ -115,13 +144,13 @@ class BackupJob:
                     root=self.frozen.root if self.frozen else self.staging,
                     writer=writer,
                     choice=choice,
-                    on_bytes=op.add_bytes,
+                    on_bytes=on_bytes,
                     cancelled=op.cancelled,
                 )
             op.add_files(len(files))
             return packed
 
-        workers = worker_count(self.settings.cores, self.request.cpu_percentage)
+        workers = op.workers or 1
         results: dict[tuple[str, int], PackedChunk] = {}
         with ThreadPoolExecutor(workers, thread_name_prefix=f"pack-{op.id}") as pool:
             futures: dict[Future[PackedChunk], tuple[str, int]] = {
@@ -184,6 +213,10 @@ class BackupJob:
     # --- the end, whichever it is ---------------------------------------------------------------
 
     async def discard(self, op: Operation, *, succeeded: bool) -> None:
+        try:
+            await self.release(op)
+        except ShardkeeperError as exc:
+            log.warning("backup.release_failed", id=op.id, error=str(exc))
         await asyncio.to_thread(shutil.rmtree, self.staging, True)
         if not succeeded and self.uploading:
             try:

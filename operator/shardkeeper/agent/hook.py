@@ -35,8 +35,9 @@ class WorkloadHook:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise HookError(f"workload hook {name} at {url} failed: {exc!r}") from exc
 
-    async def prepare(self, op_id: str, collections: list[str]) -> list[HookFile]:
-        data = await self._post("prepare", HookPrepare(id=op_id, collections=collections))
+    async def prepare(self, op_id: str, collections: list[str], *, hold_timeout: float) -> list[HookFile]:
+        request = HookPrepare(id=op_id, collections=collections, hold_timeout_seconds=hold_timeout)
+        data = await self._post("prepare", request)
         try:
             return HookFileList.model_validate(data).files
         except ValidationError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal, Protocol, TypeVar
@@ -31,6 +32,10 @@ ABORT_WAIT_SECONDS = 60.0
 class OperationConflict(ShardkeeperError):
     """The request does not fit the node's current state (busy, not prepared yet, ...)."""
 
+    def __init__(self, message: str, *, holder: OperationStatus | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
 
 class ReservationExpired(ShardkeeperError):
     pass
@@ -44,6 +49,11 @@ class Operation:
         self.collections: list[str] = []
         self.bytes_total = self.files_total = 0
         self.pause_ms: float | None = None
+        self.held = False
+        self.workers: int | None = None
+        self.job: Job | None = None
+        self._transfer_started: float | None = None
+        self._transfer_ended: float | None = None
         self.started_at = self.updated_at = utcnow()
         #: Set when the operation must stop; worker threads poll it between reads.
         self.cancelled = threading.Event()
@@ -54,6 +64,10 @@ class Operation:
         self._bytes_done = self._files_done = 0
 
     def set_phase(self, phase: NodePhase, error: str | None = None) -> None:
+        if phase is NodePhase.TRANSFERRING and self._transfer_started is None:
+            self._transfer_started = time.monotonic()
+        elif phase is not NodePhase.TRANSFERRING and self._transfer_started is not None:
+            self._transfer_ended = self._transfer_ended or time.monotonic()
         self.phase = phase
         if error is not None:
             self.error = error
@@ -71,6 +85,10 @@ class Operation:
     def status(self) -> OperationStatus:
         with self._counters:
             bytes_done, files_done = self._bytes_done, self._files_done
+        rate = None
+        if self._transfer_started is not None:
+            elapsed = (self._transfer_ended or time.monotonic()) - self._transfer_started
+            rate = int(bytes_done / elapsed) if elapsed > 0 else None
         return OperationStatus(
             id=self.id,
             uid=self.uid,
@@ -84,6 +102,9 @@ class Operation:
             files_done=files_done,
             files_total=self.files_total,
             pause_ms=self.pause_ms,
+            held=self.held,
+            workers=self.workers,
+            bytes_per_second=rate,
             started_at=self.started_at,
             updated_at=self.updated_at,
         )
@@ -93,6 +114,9 @@ class Job(Protocol):
     """What an operation kind (backup, restore) does in each step."""
 
     async def prepare(self, op: Operation) -> None: ...
+
+    async def release(self, op: Operation) -> None:
+        """Ends the workload's write hold, if this operation still has one."""
 
     async def transfer(self, op: Operation) -> None: ...
 
@@ -142,14 +166,28 @@ class Registry:
             if self.active is not None:
                 raise OperationConflict(
                     f'node "{self.node}" is busy with {self.active.kind} "{self.active.id}" '
-                    f"({self.active.phase})"
+                    f"({self.active.phase})",
+                    holder=self.active.status(),
                 )
             op = Operation(op_id=op_id, uid=uid, kind=kind, node=self.node)
+            op.job = job_factory()
             self.active = op
             self._history.pop(op_id, None)
-            reservation = min(reservation_seconds, self.reservation_limit)
-            op.task = asyncio.create_task(self._drive(op, job_factory(), reservation), name=f"op-{op_id}")
+            op.task = asyncio.create_task(
+                self._drive(op, op.job, self.reservation(reservation_seconds)), name=f"op-{op_id}"
+            )
             return op, True
+
+    def reservation(self, requested: float) -> float:
+        return min(requested, self.reservation_limit)
+
+    async def release(self, op_id: str) -> Operation:
+        op = self._require(op_id)
+        if op.phase is NodePhase.PREPARED and op.job is not None:
+            await op.job.release(op)
+        elif op.phase in (NodePhase.PREPARING, NodePhase.FAILED, NodePhase.CANCELED):
+            raise OperationConflict(f'{op.kind} "{op_id}" cannot be released: it is {op.phase}')
+        return op
 
     async def commit(self, op_id: str) -> Operation:
         op = self._require(op_id)

@@ -11,12 +11,24 @@ from pydantic import SecretStr
 from shardkeeper import conventions as c
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (cgroup/affinity aware), which bounds the worker pool."""
+def _cgroup_cpu_limit(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> float | None:
+    """The container's CPU limit in cores (cgroup v2 ``cpu.max``: "<quota> <period>" or "max ...")."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def usable_cores(env: dict[str, str] | None = None) -> int:
+    """Cores this process may use: ``SHARDKEEPER_CPU_CORES`` if set, else the CPU affinity capped
+    by the container's CPU limit. It bounds the worker pool together with ``cpuPercentage``."""
+    env = dict(os.environ) if env is None else env
+    if env.get("SHARDKEEPER_CPU_CORES"):
+        return max(1, int(env["SHARDKEEPER_CPU_CORES"]))
+    cores = len(os.sched_getaffinity(0))
+    limit = _cgroup_cpu_limit()
+    return max(1, min(cores, int(limit)) if limit else cores)
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,8 @@ class AgentSettings:
     max_reservation_seconds: float = 600.0
     hook_timeout_seconds: float = 60.0
     cores: int = field(default_factory=usable_cores)
+    max_bytes_per_second: int | None = None
+    """Bandwidth limit per node for transfers (SHARDKEEPER_MAX_BYTES_PER_SECOND); None: unlimited."""
 
     @property
     def state_dir(self) -> Path:

@@ -8,6 +8,7 @@ while that happens; without one, copied files are re-checked and copied again if
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import os
 import shutil
@@ -33,12 +34,13 @@ class SnapshotError(ShardkeeperError):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass
 class Frozen:
     root: Path
     """Staging directory: files are at ``root/<collection>/...``."""
     files: dict[str, list[SourceFile]]
-    pause_ms: float | None
+    hold_started: float | None = None
+    """perf_counter() when the workload was asked to hold; None once released (or without a hook)."""
 
     @property
     def bytes(self) -> int:
@@ -141,23 +143,38 @@ async def freeze(
     staging: Path,
     hook: WorkloadHook | None,
     immutable_patterns: tuple[str, ...],
+    hold_timeout: float,
 ) -> Frozen:
+    """Freezes the file set into ``staging``. With a hook, the workload is still holding writes
+    when this returns: the caller ends the hold with ``release`` (at once, or when the whole
+    cluster has frozen)."""
     await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=False)
     if hook is None:
         files = await asyncio.to_thread(_freeze_hookless, data_root, staging, collections, immutable_patterns)
-        return Frozen(root=staging, files=files, pause_ms=None)
+        return Frozen(root=staging, files=files)
 
     started = time.perf_counter()
     try:
-        listed = await hook.prepare(op_id, collections)
+        listed = await hook.prepare(op_id, collections, hold_timeout=hold_timeout)
         files = await asyncio.to_thread(_freeze_listed, data_root, staging, listed, collections)
-    except (OSError, HookError) as exc:
-        raise SnapshotError(f"could not freeze the file set: {exc}") from exc
-    finally:
-        # Whatever happened, the workload must not stay paused because of us.
-        try:
+    except BaseException as exc:
+        # The workload may be holding writes already; it must not stay paused because of us.
+        with contextlib.suppress(HookError):
             await hook.release(op_id)
-        finally:
-            pause_ms = (time.perf_counter() - started) * 1000
-    log.info("snapshot.frozen", id=op_id, files=sum(map(len, files.values())), pause_ms=round(pause_ms, 2))
-    return Frozen(root=staging, files=files, pause_ms=pause_ms)
+        if isinstance(exc, (OSError, HookError)):
+            raise SnapshotError(f"could not freeze the file set: {exc}") from exc
+        raise
+    return Frozen(root=staging, files=files, hold_started=started)
+
+
+async def release(frozen: Frozen, hook: WorkloadHook | None, op_id: str) -> float | None:
+    """Ends the workload's hold, once; returns how long it lasted in milliseconds."""
+    if frozen.hold_started is None or hook is None:
+        return None
+    started, frozen.hold_started = frozen.hold_started, None
+    try:
+        await hook.release(op_id)
+    finally:
+        pause_ms = (time.perf_counter() - started) * 1000
+        log.info("snapshot.released", id=op_id, files=frozen.count, pause_ms=round(pause_ms, 2))
+    return pause_ms

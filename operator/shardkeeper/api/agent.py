@@ -7,6 +7,7 @@ Every endpoint except ``/healthz`` requires ``Authorization: Bearer <token>``.
     GET  /v1/node                        NodeInfo
     PUT  /v1/operations/{id}             PrepareBackup -> OperationStatus (202; idempotent; 409 if busy)
     GET  /v1/operations/{id}             OperationStatus (404 if unknown)
+    POST /v1/operations/{id}/release     -> OperationStatus   (cluster consistency: end the write hold)
     POST /v1/operations/{id}/commit      -> OperationStatus
     POST /v1/operations/{id}/abort       AbortRequest -> OperationStatus
 """
@@ -19,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from shardkeeper.api.common import Backend, BackupId, CompressionLevel, Model
+from shardkeeper.api.common import Backend, BackupId, CompressionLevel, Consistency, Model
 
 
 class NodePhase(StrEnum):
@@ -61,6 +62,10 @@ class PrepareBackup(Model):
     compression_level: CompressionLevel = CompressionLevel.DEFAULT
     chunk_size_mb: int = 128
     cpu_percentage: int = 50
+    consistency: Consistency = Field(
+        default=Consistency.NODE,
+        description="cluster: keep the workload's write hold after freezing, until /release or commit.",
+    )
     reservation_seconds: float = Field(
         default=60.0, gt=0, description="The agent aborts by itself if no commit arrives within this time."
     )
@@ -84,6 +89,9 @@ class OperationStatus(Model):
     files_done: int = 0
     files_total: int = 0
     pause_ms: float | None = None
+    held: bool = Field(default=False, description="The workload is holding writes for this operation.")
+    workers: int | None = None
+    bytes_per_second: int | None = None
     started_at: dt.datetime
     updated_at: dt.datetime
 
@@ -99,3 +107,6 @@ class NodeInfo(Model):
 
 class ErrorBody(Model):
     error: str
+    holder: OperationStatus | None = Field(
+        default=None, description="With 409: the operation that holds the node, so callers can tell who."
+    )

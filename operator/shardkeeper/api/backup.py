@@ -12,6 +12,7 @@ from shardkeeper.api.common import (
     Backend,
     BackupId,
     CompressionLevel,
+    Consistency,
     Model,
     Selector,
 )
@@ -92,6 +93,11 @@ class BackupSpec(Model):
         default=None,
         max_length=1000,
         description="Collections to leave out ('*' and '?' wildcards).",
+    )
+    consistency: Consistency = Field(
+        default=Consistency.NODE,
+        description="node: each node's snapshot is consistent on its own. cluster: all nodes hold writes "
+        "until every node has frozen its files, so the backup is one consistent cut of the cluster.",
     )
     config: BackupConfig = Field(default_factory=BackupConfig, json_schema_extra={"default": {}})
     cancel: bool = Field(

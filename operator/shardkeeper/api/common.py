@@ -73,8 +73,12 @@ class CompressionLevel(StrEnum):
 
 
 class Phase(StrEnum):
-    """Operation status values, spelled as the seed spells them (CANCELED with one L)."""
+    """Operation status values, spelled as the seed spells them (CANCELED with one L).
 
+    QUEUED is ours: another operation holds the same cluster, and this one waits its turn.
+    """
+
+    QUEUED = "QUEUED"
     STARTED = "STARTED"
     TRANSFERRING = "TRANSFERRING"
     TRANSFERRED = "TRANSFERRED"
@@ -90,6 +94,18 @@ class Phase(StrEnum):
 
 
 TERMINAL_PHASES = frozenset({Phase.SUCCESS, Phase.FAILED, Phase.CANCELED})
+
+
+class Consistency(StrEnum):
+    """How consistent a backup is across nodes.
+
+    ``node``: each node is a point-in-time snapshot of its own, taken at about the same moment.
+    ``cluster``: every node holds writes from its prepare until all nodes have frozen their files,
+    so the whole backup is one consistent cut of the cluster (writes pause a little longer).
+    """
+
+    NODE = "node"
+    CLUSTER = "cluster"
 
 
 class Condition(Model):

@@ -11,7 +11,7 @@ import datetime as dt
 
 from pydantic import Field
 
-from shardkeeper.api.common import Backend, Codec, CompressionLevel, Model, Phase
+from shardkeeper.api.common import Backend, Codec, CompressionLevel, Consistency, Model, Phase
 from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION
 from shardkeeper.errors import UnknownFormatVersion
 
@@ -92,6 +92,7 @@ class GlobalDescriptor(Versioned):
     codec: Codec
     compression_level: CompressionLevel
     chunk_size_mb: int
+    consistency: Consistency = Consistency.NODE
     collections: list[str]
     nodes: dict[str, NodeSummary]
     bytes: int = 0

@@ -2,8 +2,8 @@
 
 The workload serves three endpoints next to the agent (usually on localhost in the same pod):
 
-    POST {hook}/prepare   HookPrepare -> HookFileList   flush, pause compaction, hold writes if asked,
-                                                        and list the files that make up the collections
+    POST {hook}/prepare   HookPrepare -> HookFileList   hold writes, pause compaction, flush, and list
+                                                        the files that make up the collections
     POST {hook}/release   HookRelease                   resume writes and compaction
     POST {hook}/restored  HookRestored                  collections were moved into place: load them
 
@@ -21,6 +21,9 @@ from shardkeeper.api.common import Model
 class HookPrepare(Model):
     id: str
     collections: list[str]
+    hold_timeout_seconds: float = Field(
+        description="If no release arrives within this time, the workload must release by itself."
+    )
 
 
 class HookFile(Model):

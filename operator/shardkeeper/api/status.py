@@ -16,6 +16,10 @@ class NodeStatus(Model):
     bytes_total: int = 0
     files_done: int = 0
     files_total: int = 0
+    bytes_per_second: int | None = Field(default=None, description="Average transfer rate so far.")
+    workers: int | None = Field(
+        default=None, description="Size of the agent's worker pool (from cpuPercentage)."
+    )
     pause_ms: float | None = Field(
         default=None, description="How long the workload was paused for the snapshot, in milliseconds."
     )
@@ -35,6 +39,10 @@ class OperationStatusBase(Model):
     bytes_total: int = 0
     files_done: int = 0
     files_total: int = 0
+    bytes_per_second: int | None = None
+    throughput: str | None = Field(
+        default=None, description="Transfer rate of all nodes together, e.g. '85.1 MiB/s'."
+    )
     started_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None
     error: str | None = None

@@ -60,11 +60,17 @@ class AgentClient:
                 if resp.status == 404 and allow_404:
                     return None
                 if resp.status >= 300:
+                    holder = None
                     try:
-                        message = ErrorBody.model_validate_json(text).error
+                        error = ErrorBody.model_validate_json(text)
+                        message, holder = error.error, error.holder
                     except ValidationError:
                         message = text[:300] or resp.reason or str(resp.status)
-                    raise AgentRefused(f'node "{ep.name}": {message}', status=resp.status)
+                    raise AgentRefused(
+                        f'node "{ep.name}": {message}',
+                        status=resp.status,
+                        holder_uid=holder.uid if holder else None,
+                    )
                 return model.model_validate_json(text)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise AgentUnreachable(f'node "{ep.name}": agent at {ep.url} did not answer: {exc!r}') from exc
@@ -84,6 +90,11 @@ class AgentClient:
     async def status(self, ep: NodeEndpoint, op_id: str) -> OperationStatus | None:
         """None if the agent does not know the operation (it restarted, or never got it)."""
         return await self._call(ep, "GET", f"/v1/operations/{op_id}", OperationStatus, allow_404=True)
+
+    async def release(self, ep: NodeEndpoint, op_id: str) -> OperationStatus:
+        status = await self._call(ep, "POST", f"/v1/operations/{op_id}/release", OperationStatus)
+        assert status is not None
+        return status
 
     async def commit(self, ep: NodeEndpoint, op_id: str) -> OperationStatus:
         status = await self._call(ep, "POST", f"/v1/operations/{op_id}/commit", OperationStatus)

@@ -10,23 +10,25 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 import structlog
 
+from shardkeeper import conventions as c
 from shardkeeper.api.agent import NodePhase, OperationStatus, PrepareBackup, StoreProbe
 from shardkeeper.api.backup import BackupSpec, BackupStatus
-from shardkeeper.api.common import Phase, human_bytes, utcnow
+from shardkeeper.api.common import Consistency, Phase, human_bytes, utcnow
 from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, NodeSummary, Owner
 from shardkeeper.api.status import NodeStatus
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-from shardkeeper.coordinator import selection
+from shardkeeper.coordinator import queue, selection
 from shardkeeper.coordinator.agents import NodeEndpoint
 from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
-from shardkeeper.coordinator.discovery import ClusterView
+from shardkeeper.coordinator.kube import ClusterView, KubernetesUnavailable
 from shardkeeper.coordinator.twophase import Decision, NodeView, Step, decide
 from shardkeeper.errors import (
     AgentError,
@@ -41,6 +43,11 @@ from shardkeeper.storage import BackupLayout, Storage
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+#: While nodes prepare, the reconciler polls them this often within one tick, so that a cluster-wide
+#: write hold ends as soon as the last node has frozen, not a whole tick later.
+PREPARE_POLL_INTERVAL = 0.05
+PREPARE_POLL_BUDGET = 5.0
 
 
 @dataclass(frozen=True)
@@ -58,12 +65,25 @@ class BackupObject:
     namespace: str
     uid: str
     generation: int | None
+    created: str
     spec: BackupSpec
     status: BackupStatus
+    peers: Sequence[queue.OpRef] = ()
+    """Every Backup and Restore of the same cluster, as the operator's index last saw them."""
 
     @property
     def backup_id(self) -> str:
         return self.spec.id or self.name
+
+    def ref(self) -> queue.OpRef:
+        return queue.OpRef(
+            kind="Backup",
+            namespace=self.namespace,
+            name=self.name,
+            uid=self.uid,
+            created=self.created,
+            phase=self.status.phase,
+        )
 
 
 @dataclass
@@ -92,6 +112,7 @@ class BackupReconciler:
         self.events: list[Event] = []
         self._storage: Storage | None = None
         self._failure_reason: str | None = None
+        self._message: str | None = None
 
     # --- entry points --------------------------------------------------------------------------
 
@@ -101,15 +122,17 @@ class BackupReconciler:
         st.observed_generation = self.obj.generation
         st.backup_id = self.obj.backup_id
         try:
-            if st.phase is None or (st.phase is Phase.STARTED and not st.nodes):
+            if self.spec.cancel and not st.nodes and (st.phase is None or not st.phase.terminal):
+                self._finish(Phase.CANCELED, "canceled before it started", reason="Canceled")
+            elif st.phase in (None, Phase.QUEUED) or (st.phase is Phase.STARTED and not st.nodes):
                 await self._start()
-            elif not st.phase.terminal:
+            elif st.phase is not None and not st.phase.terminal:
                 await self._advance()
         except _Stop:
             pass
         if st.phase in (Phase.FAILED, Phase.CANCELED) and st.phase is not before:
             await self._write_final_descriptor()
-        if st.phase is not before or self._failure_reason is not None or not st.conditions:
+        if st.phase is not before or self._failure_reason or self._message or not st.conditions:
             self._refresh_conditions()
         return Outcome(status=st, events=self.events)
 
@@ -122,11 +145,12 @@ class BackupReconciler:
             await self._write_final_descriptor()
         return Outcome(status=st, events=self.events)
 
-    # --- phase 0: validate, claim, prepare -----------------------------------------------------
+    # --- phase 0: wait for the cluster, validate, claim, prepare -------------------------------
 
     async def _start(self) -> None:
         st, spec = self.status, self.spec
-        if st.phase is None:
+        await self._wait_for_turn()
+        if st.phase in (None, Phase.QUEUED):
             st.phase = Phase.STARTED
             st.started_at = self.now
             self._event(
@@ -158,14 +182,14 @@ class BackupReconciler:
         probe = StoreProbe(key=self.layout.probe(nonce), nonce=nonce)
         await _thread(lambda: storage.put_bytes(probe.key, nonce.encode()))
 
-        requests = {ep.name: self._prepare_request(ep, probe) for ep in view.nodes}
         answers = await asyncio.gather(
-            *(self.ctx.agents.prepare(ep, requests[ep.name]) for ep in view.nodes), return_exceptions=True
+            *(self.ctx.agents.prepare(ep, self._prepare_request(ep, probe)) for ep in view.nodes),
+            return_exceptions=True,
         )
         st.nodes = {
             ep.name: NodeStatus(phase=NodePhase.PREPARING.value, pod_uid=ep.pod_uid) for ep in view.nodes
         }
-        refusal: BaseException | None = None
+        refusal: AgentError | None = None
         for ep, answer in zip(view.nodes, answers, strict=True):
             if isinstance(answer, OperationStatus):
                 self._mirror(st.nodes[ep.name], answer)
@@ -177,8 +201,40 @@ class BackupReconciler:
                 raise answer
         if refusal is not None:
             await self._abort_all(f"aborted: {refusal}", view.nodes)
-            self._fail(str(refusal), reason="PrepareRefused")
+            self._requeue_or_fail(refusal)
         self._event("Normal", "Preparing", f"asked {len(view.nodes)} nodes to prepare {st.collections}")
+        await self._publish()
+        await self._advance({ep.name: ep for ep in view.nodes})
+
+    async def _wait_for_turn(self) -> None:
+        blocking = queue.blocker(self.obj.ref(), self.obj.peers)
+        if blocking is None:
+            return
+        st = self.status
+        if st.phase is not Phase.QUEUED:
+            st.phase = Phase.QUEUED
+            self._event(
+                "Normal", "Queued", f'waiting for {blocking} to finish on cluster "{self.spec.cluster}"'
+            )
+        self._message = f'waiting for {blocking} to finish on cluster "{self.spec.cluster}"'
+        created = dt.datetime.fromisoformat(self.obj.created.replace("Z", "+00:00"))
+        if (self.now - created).total_seconds() > self.ctx.settings.queue_timeout_seconds:
+            self._fail(
+                f"waited more than {self.ctx.settings.queue_timeout_seconds:.0f}s for {blocking}",
+                reason="QueueTimeout",
+            )
+        raise _Stop
+
+    def _requeue_or_fail(self, refusal: AgentError) -> None:
+        """A node busy with another Backup/Restore of this cluster means: not our turn after all
+        (the queue index lagged). Anything else that refuses is a failure."""
+        known = {p.uid for p in self.obj.peers}
+        if isinstance(refusal, AgentRefused) and refusal.holder_uid in known:
+            st = self.status
+            st.phase, st.nodes, st.started_at = Phase.QUEUED, {}, None
+            self._message = f"a node is busy with another operation of this cluster: {refusal}"
+            raise _Stop
+        self._fail(str(refusal), reason="PrepareRefused")
 
     def _prepare_request(self, ep: NodeEndpoint, probe: StoreProbe) -> PrepareBackup:
         cfg = self.spec.config
@@ -192,6 +248,7 @@ class BackupReconciler:
             compression_level=cfg.compression_level,
             chunk_size_mb=cfg.chunk_size,
             cpu_percentage=cfg.cpu_percentage,
+            consistency=self.spec.consistency,
             reservation_seconds=self.ctx.settings.reservation_seconds,
             probe=probe,
         )
@@ -210,18 +267,26 @@ class BackupReconciler:
 
     # --- phases 1 and 2: observe, decide, act --------------------------------------------------
 
-    async def _advance(self) -> None:
+    async def _advance(self, endpoints: dict[str, NodeEndpoint] | None = None) -> None:
         st = self.status
-        endpoints = await self._endpoints()
-        views = await asyncio.gather(*(self._observe(name, endpoints.get(name)) for name in sorted(st.nodes)))
-        started = st.started_at or self.now
-        decision = decide(
-            st.phase or Phase.STARTED,
-            views,
-            cancel=self.spec.cancel,
-            preparing_for=(self.now - started).total_seconds(),
-            limits=self.ctx.limits,
-        )
+        if endpoints is None:
+            endpoints = await self._endpoints()
+        deadline = time.monotonic() + PREPARE_POLL_BUDGET
+        while True:
+            views = await asyncio.gather(
+                *(self._observe(name, endpoints.get(name)) for name in sorted(st.nodes))
+            )
+            decision = decide(
+                st.phase or Phase.STARTED,
+                views,
+                cancel=self.spec.cancel,
+                preparing_for=(self.now - (st.started_at or self.now)).total_seconds(),
+                limits=self.ctx.limits,
+            )
+            still_preparing = decision.step is Step.WAIT and st.phase is Phase.STARTED
+            if not still_preparing or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(PREPARE_POLL_INTERVAL)
         self._sum_progress()
         await self._act(decision, endpoints)
 
@@ -231,13 +296,22 @@ class BackupReconciler:
             case Step.WAIT:
                 st.phase = decision.phase
             case Step.RECORD_COMMIT:
+                if self.spec.consistency is Consistency.CLUSTER:
+                    # Every node has frozen its files while holding writes: that instant is the cut.
+                    await self._each(st.nodes, endpoints, self._release_one)
                 st.phase = decision.phase
                 self._event("Normal", "Transferring", f"all {len(st.nodes)} nodes prepared; committing")
+                # The decision must be on record before any node hears "commit"; once it is, commit
+                # at once rather than a tick later. If it cannot be recorded now, the next tick will.
+                if await self._publish():
+                    await self._each(st.nodes, endpoints, self._commit_one)
             case Step.COMMIT:
                 prepared = [n for n, s in st.nodes.items() if s.phase == NodePhase.PREPARED.value]
                 await self._each(prepared, endpoints, self._commit_one)
+            case Step.RECORD_TRANSFERRED:
+                st.phase = decision.phase
+                self._event("Normal", "Transferred", f"all {len(st.nodes)} nodes uploaded {st.size} of data")
             case Step.FINALIZE:
-                st.phase = Phase.TRANSFERRED
                 await self._finalize()
             case Step.ABORT:
                 reason = decision.reason or "aborted"
@@ -246,6 +320,13 @@ class BackupReconciler:
             case Step.CANCEL:
                 await self._abort_all("canceled by the user", list(endpoints.values()))
                 self._finish(Phase.CANCELED, "canceled: spec.cancel is true", reason="Canceled")
+
+    async def _release_one(self, ep: NodeEndpoint) -> None:
+        try:
+            self._mirror(self.status.nodes[ep.name], await self.ctx.agents.release(ep, self.obj.backup_id))
+        except AgentError as exc:
+            # Commit releases too, and the workload's own hold timeout is the last resort.
+            self.log.warning("backup.release_not_delivered", node=ep.name, error=str(exc))
 
     async def _commit_one(self, ep: NodeEndpoint) -> None:
         try:
@@ -271,9 +352,7 @@ class BackupReconciler:
         else:
             try:
                 answer = await self.ctx.agents.status(ep, self.obj.backup_id)
-            except AgentUnreachable as exc:
-                problem = str(exc)
-            except AgentRefused as exc:
+            except (AgentUnreachable, AgentRefused) as exc:
                 problem = str(exc)
             else:
                 node.unreachable_since = None
@@ -305,6 +384,8 @@ class BackupReconciler:
         node.bytes_done, node.bytes_total = answer.bytes_done, answer.bytes_total
         node.files_done, node.files_total = answer.files_done, answer.files_total
         node.pause_ms = round(answer.pause_ms, 3) if answer.pause_ms is not None else None
+        node.workers = answer.workers
+        node.bytes_per_second = answer.bytes_per_second
 
     def _sum_progress(self) -> None:
         st = self.status
@@ -314,6 +395,10 @@ class BackupReconciler:
         st.files_done = sum(n.files_done for n in nodes)
         st.files_total = sum(n.files_total for n in nodes)
         st.size = human_bytes(st.bytes_total)
+        moving = [n.bytes_per_second for n in nodes if n.bytes_per_second]
+        if moving:
+            st.bytes_per_second = sum(moving)
+            st.throughput = f"{human_bytes(st.bytes_per_second)}/s"
 
     async def _each(
         self,
@@ -323,9 +408,9 @@ class BackupReconciler:
     ) -> None:
         await asyncio.gather(*(fn(endpoints[n]) for n in names if n in endpoints))
 
-    async def _abort_all(self, reason: str, endpoints: list[NodeEndpoint] | None = None) -> None:
+    async def _abort_all(self, reason: str, endpoints: Iterable[NodeEndpoint] | None = None) -> None:
         if endpoints is None:
-            endpoints = list((await self._endpoints()).values())
+            endpoints = (await self._endpoints()).values()
 
         async def abort(ep: NodeEndpoint) -> None:
             try:
@@ -334,7 +419,7 @@ class BackupReconciler:
                 # Its reservation expires by itself if it never committed; say so and move on.
                 self.log.warning("backup.abort_not_delivered", node=ep.name, error=str(exc))
                 return
-            if answer is not None and ep.name in self.status.nodes:
+            if answer is not None and answer.uid == self.obj.uid and ep.name in self.status.nodes:
                 self._mirror(self.status.nodes[ep.name], answer)
 
         await asyncio.gather(*(abort(ep) for ep in endpoints))
@@ -378,6 +463,7 @@ class BackupReconciler:
         if (self.now - started).total_seconds() > self.ctx.settings.pods_ready_timeout_seconds:
             self._fail(message, reason=reason)
         self.log.info("backup.waiting", why=message)
+        self._message = message
         raise _Stop
 
     async def _cluster_or_fail(self) -> ClusterView:
@@ -420,17 +506,17 @@ class BackupReconciler:
     ) -> None:
         st, cfg = self.status, self.spec.config
         by_node = {n.node: n for n in nodes or []}
-        summaries = {
-            name: NodeSummary(
-                status=by_node[name].status if name in by_node else _phase_of(node.phase),
-                collections=[c.name for c in by_node[name].collections] if name in by_node else [],
-                bytes=by_node[name].bytes if name in by_node else 0,
-                stored_bytes=by_node[name].stored_bytes if name in by_node else 0,
-                files=by_node[name].file_count if name in by_node else 0,
+        summaries = {}
+        for name, node in st.nodes.items():
+            done = by_node.get(name)
+            summaries[name] = NodeSummary(
+                status=done.status if done else _phase_of(node.phase),
+                collections=[c.name for c in done.collections] if done else [],
+                bytes=done.bytes if done else 0,
+                stored_bytes=done.stored_bytes if done else 0,
+                files=done.file_count if done else 0,
                 error=node.error,
             )
-            for name, node in st.nodes.items()
-        }
         descriptor = GlobalDescriptor(
             id=self.obj.backup_id,
             status=phase,
@@ -440,6 +526,7 @@ class BackupReconciler:
             codec=CODEC_FOR_LEVEL[cfg.compression_level].codec,
             compression_level=cfg.compression_level,
             chunk_size_mb=cfg.chunk_size,
+            consistency=self.spec.consistency,
             collections=st.collections,
             nodes=summaries,
             bytes=sum(s.bytes for s in summaries.values()),
@@ -453,17 +540,21 @@ class BackupReconciler:
         )
 
     async def _write_final_descriptor(self) -> None:
-        """Records FAILED/CANCELED in the backend, but only over a descriptor this Backup wrote."""
+        """Records FAILED/CANCELED in the backend and removes partial uploads, but only for a
+        backup id this Backup claimed (never someone else's)."""
         try:
             storage = self._open_storage()
         except _Stop:
             return
         try:
             existing = await _thread(lambda: self._read_global(storage))
-            if existing is not None and self._is_ours(existing):
-                phase = self.status.phase or Phase.FAILED
-                await _thread(lambda: self._write_descriptor(storage, phase))
-                await _thread(lambda: storage.delete_prefix(self.layout.probe_dir))
+            if existing is None or not self._is_ours(existing):
+                return
+            for node in self.status.nodes:
+                await _thread(lambda node=node: storage.delete_prefix(self.layout.node_dir(node)))  # type: ignore[misc]
+            await _thread(lambda: storage.delete_prefix(self.layout.probe_dir))
+            phase = self.status.phase or Phase.FAILED
+            await _thread(lambda: self._write_descriptor(storage, phase))
         except ShardkeeperError as exc:
             self.log.warning("backup.final_descriptor_not_written", error=str(exc))
 
@@ -473,12 +564,25 @@ class BackupReconciler:
         st = self.status
         st.conditions = conditions_for(
             st.conditions,
-            st.phase or Phase.STARTED,
+            st.phase or Phase.QUEUED,
             error=st.error,
             failure_reason=self._failure_reason,
+            message=self._message,
             generation=self.obj.generation,
             now=self.now,
         )
+
+    async def _publish(self) -> bool:
+        """Writes the status now rather than at the end of the tick; False if that failed."""
+        self._refresh_conditions()
+        try:
+            await self.ctx.publish_status(
+                c.BACKUP_PLURAL, self.obj.namespace, self.obj.name, self.status.wire()
+            )
+        except KubernetesUnavailable as exc:
+            self.log.warning("backup.status_not_published", error=str(exc))
+            return False
+        return True
 
     def _event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))

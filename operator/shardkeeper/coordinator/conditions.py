@@ -42,6 +42,7 @@ def conditions_for(
     failure_reason: str | None,
     generation: int | None,
     now: dt.datetime,
+    message: str | None = None,
 ) -> list[Condition]:
     progress_reason = phase.value.capitalize()
     if phase is Phase.SUCCESS:
@@ -54,7 +55,7 @@ def conditions_for(
         complete = ("False", "Canceled", error or "canceled")
         failed = ("True", "Canceled", error or "canceled")
     else:
-        complete = ("False", progress_reason, f"in progress: {phase.value}")
+        complete = ("False", progress_reason, message or f"in progress: {phase.value}")
         failed = ("False", progress_reason, "")
     for type_, (status, reason, message) in ((COMPLETE, complete), (FAILED, failed)):
         conditions = set_condition(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
 from shardkeeper.api.common import Backend
 from shardkeeper.coordinator.agents import AgentClient
-from shardkeeper.coordinator.discovery import ClusterView, discover
+from shardkeeper.coordinator.kube import ClusterView, discover, publish_status
 from shardkeeper.coordinator.settings import OperatorSettings
 from shardkeeper.coordinator.twophase import Limits
 from shardkeeper.storage import open_storage
@@ -22,6 +23,7 @@ StorageOpener = Callable[..., Storage]
 class OperatorContext:
     settings: OperatorSettings
     discover: Callable[[str, str], Awaitable[ClusterView]] = discover
+    publish_status: Callable[[str, str, str, dict[str, Any]], Awaitable[None]] = publish_status
     open_storage: StorageOpener = open_storage
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
     _agents: AgentClient | None = field(default=None, init=False)

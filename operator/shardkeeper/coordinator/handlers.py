@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import kopf
@@ -15,10 +16,11 @@ import structlog
 
 from shardkeeper import conventions as c
 from shardkeeper.api.backup import BackupSpec, BackupStatus
-from shardkeeper.api.common import TERMINAL_PHASES
+from shardkeeper.api.common import TERMINAL_PHASES, Phase
 from shardkeeper.coordinator.backup import BackupObject, BackupReconciler, Outcome
 from shardkeeper.coordinator.context import OperatorContext
-from shardkeeper.coordinator.discovery import KubernetesUnavailable
+from shardkeeper.coordinator.kube import KubernetesUnavailable
+from shardkeeper.coordinator.queue import OpRef
 from shardkeeper.errors import StorageError
 
 log = structlog.get_logger(__name__)
@@ -28,15 +30,30 @@ _PROGRESS_FIELDS = {"bytesDone", "filesDone"}
 _LAST_PROGRESS_WRITE = "shardkeeper-last-progress-write"
 
 
-def _backup_object(body: kopf.Body) -> BackupObject:
+def _backup_object(body: kopf.Body, peers: Sequence[OpRef] = ()) -> BackupObject:
     meta = body.get("metadata", {})
     return BackupObject(
         name=meta["name"],
         namespace=meta["namespace"],
         uid=meta["uid"],
         generation=meta.get("generation"),
+        created=meta.get("creationTimestamp", ""),
         spec=BackupSpec.model_validate(body.get("spec", {})),
         status=BackupStatus.model_validate(body.get("status") or {}),
+        peers=peers,
+    )
+
+
+def _op_ref(kind: str, body: kopf.Body) -> OpRef:
+    meta, status = body.get("metadata", {}), body.get("status") or {}
+    phase = status.get("phase")
+    return OpRef(
+        kind=kind,
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
+        created=meta.get("creationTimestamp", ""),
+        phase=Phase(phase) if phase in {p.value for p in Phase} else None,
     )
 
 
@@ -94,18 +111,34 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     async def close(**_: Any) -> None:
         await ctx.close()
 
+    # Handlers defined in a function get "register.<locals>." ids; give them plain ones (the index's
+    # id is also the name of the keyword argument that carries it).
+    @kopf.index(c.GROUP, c.VERSION, c.BACKUP_PLURAL, id="operations_by_cluster", registry=registry)
+    def operations_by_cluster(body: kopf.Body, namespace: str | None, spec: kopf.Spec, **_: Any) -> Any:
+        return {(namespace, spec.get("cluster")): _op_ref(c.BACKUP_KIND, body)}
+
     @kopf.timer(
         c.GROUP,
         c.VERSION,
         c.BACKUP_PLURAL,
+        id="reconcile_backup",
         interval=interval,
         initial_delay=0.1,
         backoff=interval,
         when=_unfinished,
         registry=registry,
     )
-    async def reconcile_backup(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        obj = _backup_object(body)
+    async def reconcile_backup(
+        body: kopf.Body,
+        patch: kopf.Patch,
+        memo: kopf.Memo,
+        namespace: str | None,
+        spec: kopf.Spec,
+        **kwargs: Any,
+    ) -> None:
+        index: kopf.Index[tuple[str | None, str | None], OpRef] = kwargs["operations_by_cluster"]
+        peers = list(index.get((namespace, spec.get("cluster")), []))
+        obj = _backup_object(body, peers)
         try:
             outcome = await BackupReconciler(ctx, obj).tick()
         except (KubernetesUnavailable, StorageError) as exc:
@@ -113,7 +146,9 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             raise kopf.TemporaryError(str(exc), delay=interval) from exc
         _apply(outcome, body=body, patch=patch, memo=memo, interval=ctx.settings.progress_interval_seconds)
 
-    @kopf.on.delete(c.GROUP, c.VERSION, c.BACKUP_PLURAL, registry=registry, backoff=interval)
+    @kopf.on.delete(
+        c.GROUP, c.VERSION, c.BACKUP_PLURAL, id="delete_backup", registry=registry, backoff=interval
+    )
     async def delete_backup(body: kopf.Body, **_: Any) -> None:
         outcome = await BackupReconciler(ctx, _backup_object(body)).delete()
         for event in outcome.events:

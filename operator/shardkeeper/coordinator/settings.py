@@ -24,5 +24,7 @@ class OperatorSettings:
     agent_request_timeout: float = 15.0
     agent_abort_timeout: float = 90.0
     """Abort waits until the agent has stopped its transfer and removed staging."""
+    queue_timeout_seconds: float = 6 * 3600.0
+    """A queued operation gives up if the cluster stays busy this long (measured from its creation)."""
     progress_interval_seconds: float = 5.0
     """Progress-only status updates are written at most this often per object."""

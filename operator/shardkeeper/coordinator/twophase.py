@@ -6,8 +6,8 @@ operator that restarts in any phase simply observes again and carries on; nothin
 
     STARTED       nodes preparing; all PREPARED        -> RECORD_COMMIT (phase TRANSFERRING)
     TRANSFERRING  nodes PREPARED                        -> COMMIT (idempotent, repeated until they move)
-                  all SUCCESS                           -> FINALIZE (phase TRANSFERRED)
-    TRANSFERRED                                         -> FINALIZE
+                  all SUCCESS                           -> RECORD_TRANSFERRED (phase TRANSFERRED)
+    TRANSFERRED                                         -> FINALIZE (phase SUCCESS)
     any phase     a node FAILED/CANCELED/lost/silent    -> ABORT (phase FAILED)
     any phase     spec.cancel                           -> CANCEL (phase CANCELED)
 
@@ -46,6 +46,7 @@ class Step(Enum):
     WAIT = auto()
     RECORD_COMMIT = auto()
     COMMIT = auto()
+    RECORD_TRANSFERRED = auto()
     FINALIZE = auto()
     ABORT = auto()
     CANCEL = auto()
@@ -103,11 +104,11 @@ def decide(
         return Decision(Step.WAIT, Phase.STARTED)
     if phase is Phase.TRANSFERRING:
         if everyone_answered and all(p is NodePhase.SUCCESS for p in phases):
-            return Decision(Step.FINALIZE, Phase.TRANSFERRED, "every node has uploaded its data")
+            return Decision(Step.RECORD_TRANSFERRED, Phase.TRANSFERRED, "every node has uploaded its data")
         if any(p is NodePhase.PREPARED for p in phases):
             return Decision(Step.COMMIT, Phase.TRANSFERRING)
         return Decision(Step.WAIT, Phase.TRANSFERRING)
     if phase is Phase.TRANSFERRED:
-        return Decision(Step.FINALIZE, Phase.TRANSFERRED)
+        return Decision(Step.FINALIZE, Phase.SUCCESS)
     # CANCELLING (or a phase this version does not drive) ends canceled, never stuck.
     return Decision(Step.CANCEL, Phase.CANCELED, "canceled")

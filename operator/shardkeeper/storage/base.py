@@ -140,11 +140,15 @@ class Storage(abc.ABC):
         return sorted((ObjectInfo(self._relative(o.key), o.size) for o in found), key=lambda o: o.key)
 
     def delete_prefix(self, prefix: str) -> int:
-        """Deletes every object under ``prefix/``; returns how many there were."""
-        objects = self.list(prefix.rstrip("/") + "/")
-        paths = [self.full(o.key) for o in objects]
+        """Deletes everything under ``prefix/``, including what a crashed writer left half-written;
+        returns how many objects there were."""
+        path = self.full(prefix.rstrip("/"))
+        return self._retry(lambda: self._delete_tree(path), what=f"delete {prefix}/")
+
+    def _delete_tree(self, path: str) -> int:
+        paths = [o.key for o in self._list(path + "/")]
         if paths:
-            self._retry(lambda: self._delete(paths), what=f"delete {prefix}/")
+            self._delete(paths)
         return len(paths)
 
     def delete(self, key: str) -> None:

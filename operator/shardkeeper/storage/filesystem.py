@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -110,6 +111,20 @@ class FilesystemStorage(Storage):
                         yield ObjectInfo(rel, full.stat().st_size)
                     except FileNotFoundError:
                         continue
+
+    def _delete_tree(self, path: str) -> int:
+        directory = self._path(path)
+        if not directory.is_dir():
+            return 0
+        count = sum(
+            1 for _root, _dirs, files in os.walk(directory) for name in files if _TMP_MARK not in name
+        )
+        try:
+            shutil.rmtree(directory)
+        except OSError as exc:
+            raise _translate(exc, path) from exc
+        self._prune_empty_dirs([path])
+        return count
 
     def _delete(self, paths: list[str]) -> None:
         for path in paths:

@@ -1,5 +1,6 @@
-"""Finding a cluster's nodes the way a user sees them: the pods of a StatefulSet.
+"""What the operator asks the Kubernetes API itself (kopf does the watching and the final patches).
 
+Finding a cluster's nodes the way a user sees them: the pods of a StatefulSet.
 A node's name is its pod name; its agent is the pod's container port named ``shardkeeper``
 (default 8470) on the pod IP. Only pods owned by the StatefulSet count, and an operation needs
 every replica Ready, because a backup of some nodes is not a backup of the cluster.
@@ -101,3 +102,21 @@ def _discover(namespace: str, name: str) -> ClusterView:
 
 async def discover(namespace: str, statefulset: str) -> ClusterView:
     return await asyncio.to_thread(_discover, namespace, statefulset)
+
+
+def _patch_status(plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+    try:
+        client.CustomObjectsApi().patch_namespaced_custom_object_status(
+            c.GROUP, c.VERSION, namespace, plural, name, {"status": status}
+        )
+    except ApiException as exc:
+        raise KubernetesUnavailable(
+            f"patching {plural} {namespace}/{name}: {exc.status} {exc.reason}"
+        ) from exc
+    except Exception as exc:
+        raise KubernetesUnavailable(f"patching {plural} {namespace}/{name}: {exc!r}") from exc
+
+
+async def publish_status(plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+    """Writes status now, in the middle of a reconcile, when users should see a phase at once."""
+    await asyncio.to_thread(_patch_status, plural, namespace, name, status)

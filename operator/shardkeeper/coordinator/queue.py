@@ -1,0 +1,47 @@
+"""One operation per cluster at a time: who goes next.
+
+Backups and Restores of the same cluster (namespace + StatefulSet) queue up in creation order. An
+operation may start when nothing else on its cluster is running and nothing older is waiting. The
+operator keeps an index of every operation by cluster (a kopf index, fed by its watch), so this is
+decided without extra API calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from shardkeeper.api.common import Phase
+
+RUNNING = frozenset(
+    {Phase.STARTED, Phase.TRANSFERRING, Phase.TRANSFERRED, Phase.FINALIZING, Phase.CANCELLING}
+)
+WAITING = frozenset({None, Phase.QUEUED})
+
+
+@dataclass(frozen=True)
+class OpRef:
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    created: str
+    """creationTimestamp (RFC 3339, so it sorts as text)."""
+    phase: Phase | None
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+def _order(op: OpRef) -> tuple[str, str, str]:
+    return (op.created, op.kind, op.name)
+
+
+def blocker(me: OpRef, others: Iterable[OpRef]) -> OpRef | None:
+    """The operation ``me`` must wait for, or None if it may start now."""
+    peers = [o for o in others if o.uid != me.uid]
+    running = [o for o in peers if o.phase in RUNNING]
+    if running:
+        return min(running, key=_order)
+    ahead = [o for o in peers if o.phase in WAITING and _order(o) < _order(me)]
+    return min(ahead, key=_order) if ahead else None

@@ -1,0 +1,148 @@
+"""What a user watches: phases, progress and events; and what a user does: cancel, delete, reuse ids."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from typing import Any
+
+import urllib3
+from kubernetes import client, config, watch
+
+from tests.e2e.conftest import Env, backup_manifest
+
+# Agents limited to 1 MB/s, with ~4 MB per node: transfers take seconds, long enough to watch.
+THROTTLE = {"SHARDKEEPER_MAX_BYTES_PER_SECOND": str(1_000_000)}
+
+
+def _slow_cluster(env: Env, replicas: int = 3) -> None:
+    env.backend_env.update(THROTTLE)
+    cluster = env.make_cluster(replicas=replicas, value_size=4096)
+    cluster.fill({"articles": list(range(replicas))}, keys=1000)
+
+
+class StatusWatch:
+    """Records every version of a Backup's status the API server hands out (every write)."""
+
+    def __init__(self, env: Env, name: str) -> None:
+        api = config.new_client_from_config(str(env.cp.kubeconfig))
+        self.objects = client.CustomObjectsApi(api)
+        self.env, self.name = env, name
+        self.versions: list[dict[str, Any]] = []
+        self._stopped = False
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self._watch.stream(
+                self.objects.list_namespaced_custom_object,
+                "shardkeeper.io",
+                "v1alpha1",
+                self.env.namespace,
+                "backups",
+                field_selector=f"metadata.name={self.name}",
+                timeout_seconds=120,
+            ):
+                self.versions.append(event["object"].get("status") or {})
+        except urllib3.exceptions.HTTPError:
+            if not self._stopped:
+                raise
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._watch.stop()
+
+
+def test_phases_progress_and_events_while_transferring(env: Env) -> None:
+    _slow_cluster(env)
+    env.start_operator()
+    watcher = StatusWatch(env, "watched")
+    env.apply(backup_manifest("watched"))
+
+    mid = env.wait_for(
+        "backup",
+        "watched",
+        lambda o: o.get("status", {}).get("phase") == "TRANSFERRING" and o["status"]["bytesDone"] > 0,
+        timeout=60,
+    )["status"]
+    assert mid["bytesDone"] < mid["bytesTotal"]
+    assert mid["filesTotal"] > 0
+    assert mid["throughput"].endswith("/s") and mid["bytesPerSecond"] > 0
+    for node in mid["nodes"].values():
+        assert node["phase"] == "TRANSFERRING" and node["bytesTotal"] > 0 and node["pauseMs"] > 0
+    assert env.condition(env.get("backup", "watched"), "Complete")["reason"] == "Transferring"
+
+    done = env.wait_phase("backup", "watched", "SUCCESS", "FAILED", timeout=90)["status"]
+    watcher.stop()
+    assert done["phase"] == "SUCCESS" and done["bytesDone"] == done["bytesTotal"]
+
+    # Every phase showed on the CR, in order, and each change was an Event.
+    seen = [v["phase"] for v in watcher.versions if v.get("phase")]
+    phases = [p for i, p in enumerate(seen) if i == 0 or p != seen[i - 1]]
+    assert phases == ["STARTED", "TRANSFERRING", "TRANSFERRED", "SUCCESS"]
+    reasons = [e["reason"] for e in env.events("watched")]
+    assert reasons == ["Started", "Preparing", "Transferring", "Transferred", "Succeeded"]
+
+    # Progress-only writes are rate-limited to one per 5 s: the transfer took several seconds with a
+    # progress change every tick, yet few versions of the status were written while it ran.
+    transferring = [v for v in watcher.versions if v.get("phase") == "TRANSFERRING"]
+    seconds = _seconds(done["startedAt"], done["completedAt"])
+    assert seconds >= 3
+    assert len(transferring) <= seconds / 5 + 3, (len(transferring), seconds)
+
+
+def _seconds(start: str, end: str) -> float:
+    parse = dt.datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
+
+
+def test_cancel_mid_transfer_stops_everything_and_the_id_can_be_reused(env: Env) -> None:
+    _slow_cluster(env)
+    env.start_operator()
+    env.apply(backup_manifest("tonight"))
+    env.wait_for("backup", "tonight", lambda o: o.get("status", {}).get("bytesDone", 0) > 0, timeout=60)
+
+    env.apply(backup_manifest("tonight", cancel=True))
+    canceled = env.wait_phase("backup", "tonight", "CANCELED", "SUCCESS", "FAILED", timeout=60)
+    assert canceled["status"]["phase"] == "CANCELED"
+    assert env.condition(canceled, "Failed")["reason"] == "Canceled"
+    assert "Canceled" in [e["reason"] for e in env.events("tonight")]
+    for i, node in enumerate(env.cluster.nodes):  # type: ignore[union-attr]
+        op = env.agent(i, "GET", "/v1/operations/tonight").json()
+        assert op["phase"] == "CANCELED"
+        assert not (node.data / ".shardkeeper" / "staging" / "tonight").exists()
+    assert env.agents_free()
+    # Transfers stopped and partial uploads are gone: only the CANCELED descriptor remains.
+    assert env.stored("tonight") == ["backup_config.json"]
+    assert json.loads((env.backups / "tonight" / "backup_config.json").read_text())["status"] == "CANCELED"
+
+    # A canceled id may be used again.
+    env.apply(backup_manifest("tonight-again", id="tonight"))
+    again = env.wait_phase("backup", "tonight-again", "SUCCESS", "FAILED", timeout=90)
+    assert again["status"]["phase"] == "SUCCESS"
+    assert json.loads((env.backups / "tonight" / "backup_config.json").read_text())["status"] == "SUCCESS"
+
+    # Any other existing id is refused, naming where it is.
+    env.apply(backup_manifest("tonight-twice", id="tonight"))
+    refused = env.wait_phase("backup", "tonight-twice", "SUCCESS", "FAILED", timeout=30)
+    assert refused["status"]["error"] == f'backup "tonight" already exists at "{env.backups / "tonight"}"'
+    assert env.condition(refused, "Failed")["reason"] == "AlreadyExists"
+    assert json.loads((env.backups / "tonight" / "backup_config.json").read_text())["status"] == "SUCCESS"
+
+
+def test_deleting_a_running_backup_cancels_it(env: Env) -> None:
+    _slow_cluster(env)
+    env.start_operator()
+    env.apply(backup_manifest("doomed"))
+    env.wait_for("backup", "doomed", lambda o: o.get("status", {}).get("bytesDone", 0) > 0, timeout=60)
+
+    env.kubectl("delete", "backup", "doomed", "--timeout=60s")
+    assert "NotFound" in env.kubectl("get", "backup", "doomed", check=False)
+    for i in range(3):
+        assert env.agent(i, "GET", "/v1/operations/doomed").json()["phase"] == "CANCELED"
+    assert env.agents_free()
+    assert env.stored("doomed") == ["backup_config.json"]
+    assert json.loads((env.backups / "doomed" / "backup_config.json").read_text())["status"] == "CANCELED"
