@@ -75,6 +75,9 @@ class SampleDb:
         self.hold_timeout = hold_timeout
         self.collections: dict[str, Collection] = {}
         self.holds: dict[str, tuple[list[str], asyncio.TimerHandle]] = {}
+        #: A release that overtakes its prepare (still running) must keep that prepare from holding.
+        self.preparing: set[str] = set()
+        self.released: set[str] = set()
         self.writers: dict[str, threading.Event] = {}
         self.fail_next_prepare = False
         #: Test switch: how long a prepare waits before it holds writes (a slow node).
@@ -159,6 +162,8 @@ class SampleDb:
             raise web.HTTPServiceUnavailable(text="sampledb: refusing this prepare (test switch)")
         if op_id in self.holds:
             raise web.HTTPConflict(text=f"already holding for {op_id}")
+        self.preparing.add(op_id)
+        self.released.discard(op_id)
         cols = [self.open(n) for n in names if (self.root / n).is_dir()]
         # Flush once before holding writes, so that the flush inside the hold has little to do.
         for col in cols:
@@ -173,6 +178,11 @@ class SampleDb:
         except Exception:
             self._unhold([c.name for c in cols])
             raise
+        finally:
+            self.preparing.discard(op_id)
+        if op_id in self.released:  # the release overtook this prepare: do not hold at all
+            self._unhold([c.name for c in cols])
+            raise web.HTTPConflict(text=f"{op_id} was released while it was being prepared")
         self.prepared[op_id] = {f["path"]: (self.root / f["path"]).stat().st_size for f in files}
         timeout = min(self.hold_timeout, hold_timeout + 5)
         timer = asyncio.get_running_loop().call_later(timeout, self._expire, op_id)
@@ -187,6 +197,8 @@ class SampleDb:
                 col.lock.release()
 
     def release(self, op_id: str) -> None:
+        if op_id in self.preparing:
+            self.released.add(op_id)
         held = self.holds.pop(op_id, None)
         if held is None:
             return

@@ -26,6 +26,7 @@ def _operator(args: argparse.Namespace) -> int:
         tick_seconds=args.tick_seconds,
         reservation_seconds=args.reservation_seconds,
         agent_unreachable_seconds=args.agent_unreachable_seconds,
+        progress_interval_seconds=float(os.environ.get("SHARDKEEPER_PROGRESS_INTERVAL_SECONDS", 5.0)),
     )
     load_kube_config()
     registry = kopf.OperatorRegistry()

@@ -58,6 +58,9 @@ class Env:
         return self.cluster
 
     def start_operator(self, **env: str) -> OperatorProcess:
+        """The real operator, for this namespace only. Progress is written every second here (the
+        default is 5 s, which one test checks) so tests can act while a transfer is under way."""
+        env = {"SHARDKEEPER_PROGRESS_INTERVAL_SECONDS": "1", **env}
         if self.operator is None:
             self.operator = OperatorProcess(
                 self.cp,

@@ -77,7 +77,7 @@ def test_one_agent_refusing_prepare_fails_the_backup_and_frees_every_agent(env: 
     cluster.fill(LAYOUT, keys=200)
     token = env.token_file.read_text()
     headers = {"Authorization": f"Bearer {token}"}
-    # Another coordinator holds node 1 (reserved for 20 s, never committed).
+    # Another coordinator holds node 1 (reserved for 120 s, never committed).
     busy = cluster.nodes[1]
     foreign = {
         "kind": "backup",
@@ -86,7 +86,7 @@ def test_one_agent_refusing_prepare_fails_the_backup_and_frees_every_agent(env: 
         "node": busy.name,
         "backend": "filesystem",
         "collections": ["articles"],
-        "reservationSeconds": 20,
+        "reservationSeconds": 120,
     }
     resp = requests.put(
         f"{busy.agent_url}/v1/operations/someone-else", json=foreign, headers=headers, timeout=10

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 import structlog
@@ -21,7 +22,7 @@ from shardkeeper.api.descriptors import ChunkEntry, CollectionEntry, FileEntry, 
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
 from shardkeeper.archive.pack import Cancelled, PackedChunk, SourceFile, pack_chunk, plan_chunks
 from shardkeeper.errors import ObjectNotFound, ShardkeeperError, SpecError, StorageError
-from shardkeeper.storage import BackupLayout, Storage
+from shardkeeper.storage import BackgroundWriter, BackupLayout, Storage
 
 log = structlog.get_logger(__name__)
 MB = 1_000_000
@@ -119,7 +120,6 @@ class BackupJob:
         op.set_phase(NodePhase.TRANSFERRED)
         body = descriptor.model_dump_json(by_alias=True, exclude_none=True, indent=1).encode()
         await in_thread(op, lambda: self.storage.put_bytes(self.layout.node_descriptor(op.node), body))
-        op.set_phase(NodePhase.SUCCESS)
 
     def _upload(self, op: Operation) -> NodeDescriptor:
         assert self.frozen is not None
@@ -136,9 +136,17 @@ class BackupJob:
             op.add_bytes(n)
             throttle.take(n)
 
+        workers = op.workers or 1
+        # CPU workers pack and compress; each chunk's bytes go to the backend on an I/O thread of its
+        # own, and its commit overlaps the next chunk. A few chunks may be in flight, not more.
+        in_flight = threading.BoundedSemaphore(workers + 1)
+        commits: list[Future[None]] = []
+
         def upload(collection: str, n: int, files: list[SourceFile]) -> PackedChunk:
             key = self.layout.chunk(op.node, self.layout.chunk_key(collection, n))
-            with self.storage.writer(key) as writer:
+            in_flight.acquire()
+            writer = BackgroundWriter(self.storage.open_writer(key))
+            try:
                 packed = pack_chunk(
                     files,
                     root=self.frozen.root if self.frozen else self.staging,
@@ -147,11 +155,21 @@ class BackupJob:
                     on_bytes=on_bytes,
                     cancelled=op.cancelled,
                 )
-            op.add_files(len(files))
+            except BaseException:
+                writer.abort()
+                in_flight.release()
+                raise
+
+            def committed_(_: Future[None]) -> None:
+                in_flight.release()
+                op.add_files(len(files))
+
+            committed = writer.commit_later()
+            committed.add_done_callback(committed_)
+            commits.append(committed)
             return packed
 
-        workers = op.workers or 1
-        results: dict[tuple[str, int], PackedChunk] = {}
+        failed: list[Future[PackedChunk]] = []
         with ThreadPoolExecutor(workers, thread_name_prefix=f"pack-{op.id}") as pool:
             futures: dict[Future[PackedChunk], tuple[str, int]] = {
                 pool.submit(upload, collection, n, files): (collection, n) for collection, n, files in jobs
@@ -162,9 +180,13 @@ class BackupJob:
                 op.cancelled.set()  # stop the chunks still running
                 for f in futures:
                     f.cancel()
-                raise failed[0].exception()  # type: ignore[misc]
-            for future, where in futures.items():
-                results[where] = future.result()
+        # Every commit must have ended before anyone cleans up what this operation wrote.
+        wait(commits)
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]
+        for commit in commits:
+            commit.result()
+        results = {where: future.result() for future, where in futures.items()}
         if op.cancelled.is_set():
             raise Cancelled
 

@@ -58,6 +58,7 @@ class Operation:
         #: Set when the operation must stop; worker threads poll it between reads.
         self.cancelled = threading.Event()
         self.abort_reason: str | None = None
+        self.finishing = False
         self.committed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self._counters = threading.Lock()
@@ -206,7 +207,8 @@ class Registry:
             return op
         op.abort_reason = reason
         op.cancelled.set()
-        op.task.cancel()
+        if not op.finishing:  # once cleaning up, it ends by itself; a cancel would cut the cleanup short
+            op.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.shield(op.task), ABORT_WAIT_SECONDS)
         return op
@@ -222,7 +224,10 @@ class Registry:
         return op
 
     async def _drive(self, op: Operation, job: Job, reservation: float) -> None:
+        """Runs the operation to its end. The terminal phase is reported only once staging is
+        cleaned and the node is free again, so whoever sees it can rely on both."""
         succeeded = False
+        final: tuple[NodePhase, str | None] = (NodePhase.SUCCESS, None)
         try:
             await job.prepare(op)
             op.set_phase(NodePhase.PREPARED)
@@ -238,15 +243,16 @@ class Registry:
             succeeded = True
         except asyncio.CancelledError:
             op.cancelled.set()
-            op.set_phase(NodePhase.CANCELED, op.abort_reason or "canceled")
+            final = (NodePhase.CANCELED, op.abort_reason or "canceled")
         except ShardkeeperError as exc:
             op.cancelled.set()
-            op.set_phase(NodePhase.FAILED, str(exc))
+            final = (NodePhase.FAILED, str(exc))
         except Exception as exc:
             op.cancelled.set()
             log.exception("operation.crashed", id=op.id)
-            op.set_phase(NodePhase.FAILED, f"{type(exc).__name__}: {exc}")
+            final = (NodePhase.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
+            op.finishing = True
             try:
                 await asyncio.shield(job.discard(op, succeeded=succeeded))
             except Exception:
@@ -254,6 +260,7 @@ class Registry:
             async with self._lock:
                 if self.active is op:
                     self.active = None
+                op.set_phase(*final)
                 self._history[op.id] = op
                 while len(self._history) > HISTORY_SIZE:
                     self._history.popitem(last=False)

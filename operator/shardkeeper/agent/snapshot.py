@@ -16,7 +16,7 @@ import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import structlog
 
@@ -64,31 +64,43 @@ def local_collections(data_root: Path, state_dir_name: str) -> list[str]:
     )
 
 
-def _checked_path(path: str, collections: set[str], data_root: Path) -> PurePosixPath:
-    rel = PurePosixPath(path)
+def _collection_of(path: str, collections: set[str]) -> str:
+    """The collection a listed path belongs to; refuses anything that could leave the data root."""
     parts = path.split("/")
-    if rel.is_absolute() or len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
+    if path.startswith("/") or len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
         raise SnapshotError(f"workload hook listed an unsafe path {path!r}")
     if parts[0] not in collections:
         raise SnapshotError(f"workload hook listed {path!r}, outside the requested collections")
-    st = os.lstat(data_root / rel)
-    if not stat.S_ISREG(st.st_mode):
-        raise SnapshotError(f"workload hook listed {path!r}, which is not a regular file")
-    return rel
+    return parts[0]
 
 
-def _source(staging: Path, rel: PurePosixPath) -> SourceFile:
-    st = (staging / rel).stat()
-    return SourceFile(path=rel.as_posix(), size=st.st_size, mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime)
+class _Stager:
+    """Hard-links (immutable) or copies (mutable) files into staging with as few system calls as
+    possible: this runs while the workload is paused, once per file."""
 
+    def __init__(self, data_root: Path, staging: Path) -> None:
+        self._src, self._dst = str(data_root), str(staging)
+        self._made: set[str] = set()
 
-def _link_or_copy(data_root: Path, staging: Path, rel: PurePosixPath, immutable: bool) -> None:
-    src, dst = data_root / rel, staging / rel
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if immutable:
-        os.link(src, dst)
-    else:
-        shutil.copy2(src, dst)
+    def stage(self, rel: str, *, immutable: bool) -> SourceFile:
+        src, dst = f"{self._src}/{rel}", f"{self._dst}/{rel}"
+        st = os.lstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise SnapshotError(f"{rel!r} is not a regular file")
+        parent = dst.rpartition("/")[0]
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
+        if immutable:
+            os.link(src, dst)  # same inode: the lstat above describes the staged file too
+        else:
+            shutil.copy2(src, dst)
+            st = os.stat(dst)
+        return SourceFile(path=rel, size=st.st_size, mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime)
+
+    def unstage(self, rel: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{self._dst}/{rel}")
 
 
 def _freeze_listed(
@@ -96,15 +108,15 @@ def _freeze_listed(
 ) -> dict[str, list[SourceFile]]:
     wanted = set(collections)
     out: dict[str, list[SourceFile]] = {name: [] for name in collections}
+    stager = _Stager(data_root, staging)
     for f in files:
-        rel = _checked_path(f.path, wanted, data_root)
-        _link_or_copy(data_root, staging, rel, f.immutable)
-        out[rel.parts[0]].append(_source(staging, rel))
+        collection = _collection_of(f.path, wanted)
+        out[collection].append(stager.stage(f.path, immutable=f.immutable))
     return out
 
 
-def _fingerprint(path: Path) -> tuple[int, int]:
-    st = path.stat()
+def _fingerprint(path: str) -> tuple[int, int]:
+    st = os.stat(path)
     return st.st_size, st.st_mtime_ns
 
 
@@ -112,26 +124,28 @@ def _freeze_hookless(
     data_root: Path, staging: Path, collections: list[str], patterns: tuple[str, ...]
 ) -> dict[str, list[SourceFile]]:
     out: dict[str, list[SourceFile]] = {}
+    stager = _Stager(data_root, staging)
+    root = str(data_root)
     for collection in collections:
         out[collection] = []
         for dirpath, _dirs, names in os.walk(data_root / collection):
             for name in sorted(names):
-                src = Path(dirpath, name)
-                if not stat.S_ISREG(src.lstat().st_mode):
+                src = os.path.join(dirpath, name)
+                if not stat.S_ISREG(os.lstat(src).st_mode):
                     continue
-                rel = PurePosixPath(src.relative_to(data_root).as_posix())
+                rel = src[len(root) + 1 :]
                 if any(fnmatch.fnmatchcase(name, p) for p in patterns):
-                    _link_or_copy(data_root, staging, rel, immutable=True)
+                    out[collection].append(stager.stage(rel, immutable=True))
+                    continue
+                for _attempt in range(_HOOKLESS_ATTEMPTS):
+                    before = _fingerprint(src)
+                    stager.unstage(rel)
+                    staged = stager.stage(rel, immutable=False)
+                    if _fingerprint(src) == before:
+                        break
                 else:
-                    for _attempt in range(_HOOKLESS_ATTEMPTS):
-                        before = _fingerprint(src)
-                        (staging / rel).unlink(missing_ok=True)
-                        _link_or_copy(data_root, staging, rel, immutable=False)
-                        if _fingerprint(src) == before:
-                            break
-                    else:
-                        raise SnapshotError(f"{rel} kept changing while it was copied; use a workload hook")
-                out[collection].append(_source(staging, rel))
+                    raise SnapshotError(f"{rel} kept changing while it was copied; use a workload hook")
+                out[collection].append(staged)
     return out
 
 
@@ -154,11 +168,16 @@ async def freeze(
         return Frozen(root=staging, files=files)
 
     started = time.perf_counter()
+    prepare = asyncio.ensure_future(hook.prepare(op_id, collections, hold_timeout=hold_timeout))
     try:
-        listed = await hook.prepare(op_id, collections, hold_timeout=hold_timeout)
+        listed = await asyncio.shield(prepare)
         files = await asyncio.to_thread(_freeze_listed, data_root, staging, listed, collections)
     except BaseException as exc:
-        # The workload may be holding writes already; it must not stay paused because of us.
+        # The workload may be holding writes already; it must not stay paused because of us. If we
+        # were interrupted (an abort), its prepare may still be running: a release sent now would
+        # arrive first and be lost, so wait for the prepare (bounded by the hook timeout) first.
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(prepare)
         with contextlib.suppress(HookError):
             await hook.release(op_id)
         if isinstance(exc, (OSError, HookError)):

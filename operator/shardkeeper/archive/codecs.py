@@ -37,21 +37,21 @@ CODEC_FOR_LEVEL: dict[CompressionLevel, CodecChoice] = {
 
 
 class Compressor(Protocol):
-    def compress(self, data: bytes | memoryview, /) -> bytes: ...
+    def compress(self, data: bytes | memoryview, /) -> bytes | memoryview: ...
 
     def flush(self) -> bytes: ...
 
 
 class Decompressor(Protocol):
-    def decompress(self, data: bytes | memoryview, /) -> bytes: ...
+    def decompress(self, data: bytes | memoryview, /) -> bytes | memoryview: ...
 
 
 class _Identity:
-    def compress(self, data: bytes | memoryview, /) -> bytes:
-        return bytes(data)
+    def compress(self, data: bytes | memoryview, /) -> bytes | memoryview:
+        return data  # no copy: callers only read it
 
-    def decompress(self, data: bytes | memoryview, /) -> bytes:
-        return bytes(data)
+    def decompress(self, data: bytes | memoryview, /) -> bytes | memoryview:
+        return data
 
     def flush(self) -> bytes:
         return b""

@@ -7,7 +7,9 @@ stored bytes), both on the way through.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
 import tarfile
 import threading
 from collections.abc import Callable, Sequence
@@ -82,7 +84,7 @@ class _ChunkSink:
         self.raw_size = 0
         self.stored_size = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         self.raw_size += len(data)
         self._emit(self._compressor.compress(data))
         return len(data)
@@ -94,31 +96,122 @@ class _ChunkSink:
         self._emit(self._compressor.flush())
         return self._sha.hexdigest()
 
-    def _emit(self, out: bytes) -> None:
+    def _emit(self, out: bytes | memoryview) -> None:
         if out:
             self._sha.update(out)
             self._writer.write(out)
             self.stored_size += len(out)
 
 
-class _HashingReader:
-    def __init__(self, path: Path, on_bytes: Callable[[int], None], cancelled: threading.Event) -> None:
-        self._file = path.open("rb", buffering=0)
-        self._sha = hashlib.sha256()
-        self._on_bytes = on_bytes
+class _Prefetcher:
+    """Reads a chunk's files, in order, on a thread of its own: each file is hashed there, and its
+    blocks wait in a short queue for the thread that frames and compresses them. Both hashlib and
+    the codecs release the GIL, so reading, hashing and compressing overlap on two cores while
+    memory stays at ``depth`` blocks."""
+
+    _END = object()
+
+    def __init__(
+        self,
+        files: Sequence[SourceFile],
+        root: Path,
+        on_bytes: Callable[[int], None],
+        cancelled: threading.Event,
+        depth: int = 8,
+    ) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._cancelled = cancelled
+        self._stop = threading.Event()
+        self.digests: list[str] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(files, root, on_bytes), name="pack-prefetch", daemon=True
+        )
+        self._thread.start()
 
-    def read(self, n: int = -1) -> bytes:
-        if self._cancelled.is_set():
-            raise Cancelled
-        data = self._file.read(n)
-        self._sha.update(data)
-        self._on_bytes(len(data))
-        return data
+    def _put(self, item: object) -> None:
+        while True:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set() or self._cancelled.is_set():
+                    raise Cancelled from None
 
-    def close(self) -> str:
-        self._file.close()
-        return self._sha.hexdigest()
+    def _run(self, files: Sequence[SourceFile], root: Path, on_bytes: Callable[[int], None]) -> None:
+        try:
+            for f in files:
+                sha = hashlib.sha256()
+                with (root / f.path).open("rb", buffering=0) as src:
+                    while block := src.read(COPY_BUFFER):
+                        if self._stop.is_set() or self._cancelled.is_set():
+                            raise Cancelled
+                        sha.update(block)
+                        on_bytes(len(block))
+                        self._put(block)
+                self.digests.append(sha.hexdigest())
+                self._put(self._END)
+        except BaseException as exc:  # handed to the consuming thread, which raises it
+            with contextlib.suppress(Cancelled):
+                self._put(exc)
+
+    def reader(self) -> _BlockReader:
+        return _BlockReader(self._queue, self._cancelled)
+
+    def close(self) -> None:
+        """Stops the thread (if the consumer gave up early) and waits for it."""
+        self._stop.set()
+        self._thread.join()
+
+
+class _BlockReader:
+    """The file object tarfile reads one file from: blocks from the prefetch queue, exact sizes."""
+
+    def __init__(self, blocks: queue.Queue[object], cancelled: threading.Event) -> None:
+        self._blocks = blocks
+        self._cancelled = cancelled
+        self._pending = memoryview(b"")
+        self._ended = False
+
+    def _next(self) -> None:
+        while True:
+            try:
+                item = self._blocks.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if self._cancelled.is_set():
+                    raise Cancelled from None
+        if item is _Prefetcher._END:
+            self._ended = True
+        elif isinstance(item, BaseException):
+            raise item
+        else:
+            self._pending = memoryview(item)  # type: ignore[arg-type]
+
+    def read(self, n: int = -1) -> bytes | memoryview:
+        if n < 0:
+            n = 1 << 62
+        if not self._pending and not self._ended:
+            self._next()
+        if len(self._pending) >= n or self._ended:
+            out, self._pending = self._pending[:n], self._pending[n:]
+            return out
+        parts = [self._pending]
+        got = len(self._pending)
+        self._pending = memoryview(b"")
+        while got < n and not self._ended:
+            self._next()
+            take = self._pending[: n - got]
+            self._pending = self._pending[len(take) :]
+            parts.append(take)
+            got += len(take)
+        return b"".join(parts)
+
+    def finish(self) -> None:
+        """Consumes the end marker of this file (tarfile stops reading at the declared size)."""
+        while not self._ended:
+            if self._pending:
+                raise OSError("file grew while it was packed")
+            self._next()
 
 
 def pack_chunk(
@@ -136,18 +229,27 @@ def pack_chunk(
     agent only packs its frozen staging copy.
     """
     sink = _ChunkSink(writer, choice)
-    packed: list[PackedFile] = []
-    with tarfile.TarFile(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER) as tar:  # type: ignore[arg-type]
-        for f in files:
-            info = tarfile.TarInfo(f.path)
-            info.size = f.size
-            info.mode = f.mode & 0o7777
-            info.mtime = int(f.mtime)
-            reader = _HashingReader(root / f.path, on_bytes, cancelled)
-            try:
-                tar.addfile(info, reader)
-            finally:
-                digest = reader.close()
-            packed.append(PackedFile(path=f.path, size=f.size, sha256=digest, mode=info.mode))
-    digest = sink.finish()
-    return PackedChunk(sha256=digest, size=sink.stored_size, raw_size=sink.raw_size, files=packed)
+    prefetch = _Prefetcher(files, root, on_bytes, cancelled)
+    try:
+        tar_file = tarfile.TarFile(
+            fileobj=sink,  # type: ignore[arg-type]
+            mode="w",
+            format=tarfile.PAX_FORMAT,
+            copybufsize=COPY_BUFFER,
+        )
+        with tar_file as tar:
+            for f in files:
+                info = tarfile.TarInfo(f.path)
+                info.size = f.size
+                info.mode = f.mode & 0o7777
+                info.mtime = int(f.mtime)
+                reader = prefetch.reader()
+                tar.addfile(info, reader)  # type: ignore[arg-type]
+                reader.finish()
+    finally:
+        prefetch.close()
+    packed = [
+        PackedFile(path=f.path, size=f.size, sha256=digest, mode=f.mode & 0o7777)
+        for f, digest in zip(files, prefetch.digests, strict=True)
+    ]
+    return PackedChunk(sha256=sink.finish(), size=sink.stored_size, raw_size=sink.raw_size, files=packed)

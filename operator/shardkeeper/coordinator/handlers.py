@@ -26,7 +26,7 @@ from shardkeeper.errors import StorageError
 log = structlog.get_logger(__name__)
 
 #: Fields that change with every byte moved; writing them is rate-limited.
-_PROGRESS_FIELDS = {"bytesDone", "filesDone"}
+_PROGRESS_FIELDS = {"bytesDone", "filesDone", "bytesPerSecond", "throughput"}
 _LAST_PROGRESS_WRITE = "shardkeeper-last-progress-write"
 
 

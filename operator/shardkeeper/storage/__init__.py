@@ -4,8 +4,16 @@ Backends are synchronous on purpose: the SDKs they wrap are, and the agent runs 
 worker threads anyway. Retry policy lives once, in ``base``.
 """
 
-from shardkeeper.storage.base import ObjectInfo, Storage, Writer
+from shardkeeper.storage.base import BackgroundWriter, ObjectInfo, Storage, Writer
 from shardkeeper.storage.layout import BackupLayout
 from shardkeeper.storage.registry import configured_backends, open_storage
 
-__all__ = ["BackupLayout", "ObjectInfo", "Storage", "Writer", "configured_backends", "open_storage"]
+__all__ = [
+    "BackgroundWriter",
+    "BackupLayout",
+    "ObjectInfo",
+    "Storage",
+    "Writer",
+    "configured_backends",
+    "open_storage",
+]

@@ -1,0 +1,207 @@
+"""Shared benchmark plumbing: a real agent process, a static workload hook, baselines, reporting."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: The baseline compressor for each level: the same library and level the agent uses, as a
+#: command-line filter (stdin -> stdout), so that only the pipeline around it differs.
+COMPRESS_FILTER = {
+    "gzip": [sys.executable, "-m", "isal.igzip", "-c", "-{level}"],
+    "zstd": [sys.executable, str(REPO / "benchmarks" / "zstd_filter.py"), "{level}"],
+}
+DECOMPRESS_FILTER = {
+    "gzip": [sys.executable, "-m", "isal.igzip", "-d", "-c"],
+    "zstd": [sys.executable, str(REPO / "benchmarks" / "zstd_filter.py"), "-d"],
+}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class StaticHook:
+    """A workload hook for data that does not change: every file is immutable. Runs in a thread."""
+
+    def __init__(self, data_root: Path) -> None:
+        self.data_root = data_root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop_ready = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+        self._loop_ready.wait(10)
+
+    def _serve(self) -> None:
+        import asyncio
+
+        async def prepare(request: web.Request) -> web.Response:
+            body = await request.json()
+            files = []
+            for collection in body["collections"]:
+                for dirpath, _dirs, names in os.walk(self.data_root / collection):
+                    rel = os.path.relpath(dirpath, self.data_root)
+                    files.extend({"path": f"{rel}/{name}", "immutable": True} for name in sorted(names))
+            return web.json_response({"files": files})
+
+        async def ok(_: web.Request) -> web.Response:
+            return web.json_response({"ok": True})
+
+        app = web.Application()
+        app.router.add_post("/prepare", prepare)
+        app.router.add_post("/release", ok)
+        app.router.add_post("/restored", ok)
+        loop = asyncio.new_event_loop()
+        runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._loop_ready.set()
+        loop.run_forever()
+
+
+@dataclass
+class Agent:
+    proc: subprocess.Popen[bytes]
+    url: str
+    token: str
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = requests.request(
+            method, self.url + path, headers={"Authorization": f"Bearer {self.token}"}, timeout=600, **kwargs
+        )
+        resp.raise_for_status()
+        return resp.json()
+
+    def wait(self, op_id: str, *phases: str, timeout: float = 3600) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status: dict[str, Any] = self.call("GET", f"/v1/operations/{op_id}")
+            if status["phase"] in phases:
+                return status
+            if status["phase"] in ("FAILED", "CANCELED"):
+                raise RuntimeError(f"{op_id}: {status['phase']}: {status.get('error')}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(status)
+            time.sleep(0.02)
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM")
+
+
+@contextmanager
+def agent_process(
+    data_root: Path, store: Path, *, hook_url: str, env: dict[str, str] | None = None
+) -> Iterator[Agent]:
+    """A real ``shardkeeper agent`` process; a fresh one per run, so its peak RSS is that run's."""
+    token = secrets.token_hex(16)
+    port = free_port()
+    proc_env = {
+        **os.environ,
+        "POD_NAME": "bench-0",
+        "SHARDKEEPER_AGENT_TOKEN": token,
+        "BACKUP_FILESYSTEM_PATH": str(store),
+        "SHARDKEEPER_LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shardkeeper",
+            "agent",
+            "--data-root",
+            str(data_root),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--hook-url",
+            hook_url,
+        ],
+        env=proc_env,
+    )
+    agent = Agent(proc, f"http://127.0.0.1:{port}", token)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(agent.url + "/healthz", timeout=1)
+            break
+        except requests.RequestException:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise
+            time.sleep(0.05)
+    try:
+        yield agent
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def fsync_tree(path: Path) -> None:
+    for p in path.rglob("*") if path.is_dir() else [path]:
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def run_pipeline(stages: list[list[str]], *, stdout: Path | None = None, cwd: Path | None = None) -> float:
+    """Runs ``a | b | c [> stdout]`` and returns its wall time (including an fsync of the output)."""
+    started = time.perf_counter()
+    procs: list[subprocess.Popen[bytes]] = []
+    prev = None
+    out_file = stdout.open("wb") if stdout else None
+    for i, argv in enumerate(stages):
+        last = i == len(stages) - 1
+        proc = subprocess.Popen(
+            argv,
+            stdin=prev,
+            stdout=(out_file if last and out_file else subprocess.PIPE if not last else None),
+            cwd=cwd,
+        )
+        if prev is not None:
+            prev.close()
+        prev = proc.stdout
+        procs.append(proc)
+    for proc in procs:
+        if proc.wait() != 0:
+            raise RuntimeError(f"{proc.args} exited {proc.returncode}")
+    if out_file:
+        out_file.flush()
+        os.fsync(out_file.fileno())
+        out_file.close()
+    return time.perf_counter() - started
+
+
+def reset(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""The agent and a workload hook: the hold always ends, and never before the prepare that began it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from shardkeeper.agent.app import create_app
+from shardkeeper.agent.settings import AgentSettings
+
+AUTH = {"Authorization": "Bearer tok"}
+
+
+class SlowHook:
+    """A workload whose prepare takes a while; it logs the order of what it is asked."""
+
+    def __init__(self, data: Path, delay: float) -> None:
+        self.data, self.delay = data, delay
+        self.calls: list[str] = []
+        self.holding = False
+
+    def app(self) -> web.Application:
+        async def prepare(request: web.Request) -> web.Response:
+            body = await request.json()
+            self.calls.append("prepare-start")
+            await asyncio.sleep(self.delay)
+            self.holding = True
+            self.calls.append("prepare-done")
+            files = [
+                {"path": p.relative_to(self.data).as_posix(), "immutable": True}
+                for c in body["collections"]
+                for p in sorted((self.data / c).iterdir())
+            ]
+            return web.json_response({"files": files})
+
+        async def release(_: web.Request) -> web.Response:
+            self.calls.append("release")
+            self.holding = False
+            return web.json_response({})
+
+        app = web.Application()
+        app.router.add_post("/prepare", prepare)
+        app.router.add_post("/release", release)
+        return app
+
+
+@pytest.fixture
+async def setup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[TestClient[Any, Any], SlowHook]]:
+    data = tmp_path / "data"
+    (data / "col").mkdir(parents=True)
+    (data / "col" / "1.sst").write_bytes(b"x" * 1000)
+    monkeypatch.setenv("BACKUP_FILESYSTEM_PATH", str(tmp_path / "store"))
+    (tmp_path / "store").mkdir()
+    hook = SlowHook(data, delay=0.5)
+    hook_server = TestServer(hook.app())
+    await hook_server.start_server()
+    settings = AgentSettings(
+        node="n0", data_root=data, token=SecretStr("tok"), hook_url=str(hook_server.make_url(""))
+    )
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    yield client, hook
+    await client.close()
+    await hook_server.close()
+
+
+def _prepare(**extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "backup",
+        "id": "b1",
+        "uid": "u",
+        "node": "n0",
+        "backend": "filesystem",
+        "collections": ["col"],
+        **extra,
+    }
+
+
+async def test_abort_during_a_slow_prepare_releases_after_it(setup) -> None:  # type: ignore[no-untyped-def]
+    client, hook = setup
+    await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
+    await asyncio.sleep(0.1)  # the workload is in the middle of its prepare
+    aborted = await (await client.post("/v1/operations/b1/abort", json={"reason": "no"}, headers=AUTH)).json()
+    assert aborted["phase"] == "CANCELED"
+    assert hook.calls == ["prepare-start", "prepare-done", "release"]
+    assert not hook.holding
+
+
+async def test_cluster_consistency_holds_until_release(setup) -> None:  # type: ignore[no-untyped-def]
+    client, hook = setup
+    await client.put("/v1/operations/b1", json=_prepare(consistency="cluster"), headers=AUTH)
+    for _ in range(100):
+        status = await (await client.get("/v1/operations/b1", headers=AUTH)).json()
+        if status["phase"] == "PREPARED":
+            break
+        await asyncio.sleep(0.02)
+    assert status["held"] is True and hook.holding
+    released = await (await client.post("/v1/operations/b1/release", headers=AUTH)).json()
+    assert released["held"] is False and released["pauseMs"] >= 500
+    assert not hook.holding and hook.calls[-1] == "release"
+    await client.post("/v1/operations/b1/abort", json={}, headers=AUTH)
+    assert hook.calls.count("release") == 1  # the hold ended once
+
+
+async def test_node_consistency_releases_right_after_freezing(setup) -> None:  # type: ignore[no-untyped-def]
+    client, hook = setup
+    await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
+    for _ in range(100):
+        status = await (await client.get("/v1/operations/b1", headers=AUTH)).json()
+        if status["phase"] == "PREPARED":
+            break
+        await asyncio.sleep(0.02)
+    assert status["held"] is False and not hook.holding
+    assert hook.calls == ["prepare-start", "prepare-done", "release"]
+    await client.post("/v1/operations/b1/abort", json={}, headers=AUTH)
