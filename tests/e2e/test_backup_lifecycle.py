@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import threading
 from typing import Any
@@ -90,7 +91,7 @@ def test_phases_progress_and_events_while_transferring(env: Env) -> None:
     transferring = [v for v in watcher.versions if v.get("phase") == "TRANSFERRING"]
     progress_only = [
         new
-        for old, new in zip(transferring, transferring[1:], strict=False)
+        for old, new in itertools.pairwise(transferring)
         if _without_progress(old) == _without_progress(new)
     ]
     assert len(progress_only) <= seconds / 5 + 1, (len(progress_only), seconds)
