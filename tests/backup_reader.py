@@ -105,3 +105,28 @@ def ledger_seqs(path: Path, collection: str, value_size: int) -> set[int]:
         return seqs
     finally:
         db.close()
+
+
+def collection_digest(path: Path) -> tuple[int, str]:
+    """(records, sha256 over every key=value in key order), as the sample database's summary reports it."""
+    db = rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True))
+    try:
+        digest, count = hashlib.sha256(), 0
+        for key, value in db.items():
+            digest.update(key + b"=" + value + b";")
+            count += 1
+        return count, digest.hexdigest()
+    finally:
+        db.close()
+
+
+def expected_contents(backups: Path, backup_id: str, scratch: Path) -> dict[str, dict[str, tuple[int, str]]]:
+    """node -> collection -> (records, digest) of what the backup holds, read with plain readers."""
+    _, nodes = read_backup(backups / backup_id)
+    out: dict[str, dict[str, tuple[int, str]]] = {}
+    for name, node in nodes.items():
+        materialize(node, scratch / name)
+        out[name] = {
+            c["name"]: collection_digest(scratch / name / c["name"]) for c in node.descriptor["collections"]
+        }
+    return out

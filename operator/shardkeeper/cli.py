@@ -63,6 +63,9 @@ def _agent(args: argparse.Namespace) -> int:
             port=int(port),
             hook_url=args.hook_url or os.environ.get("SHARDKEEPER_HOOK_URL") or None,
             max_bytes_per_second=int(os.environ.get("SHARDKEEPER_MAX_BYTES_PER_SECOND", 0)) or None,
+            capacity_bytes=int(os.environ["SHARDKEEPER_DATA_CAPACITY_BYTES"])
+            if os.environ.get("SHARDKEEPER_DATA_CAPACITY_BYTES")
+            else None,
         )
     )
     return 0

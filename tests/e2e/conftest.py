@@ -9,7 +9,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +43,35 @@ class Env:
     backend_env: dict[str, str]
     cluster: SampleCluster | None = None
     operator: OperatorProcess | None = None
+    clusters: list[SampleCluster] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
 
-    def make_cluster(self, *, replicas: int = 3, name: str = "sampledb", **kwargs: Any) -> SampleCluster:
-        self.cluster = SampleCluster(
+    def make_cluster(
+        self, *, replicas: int = 3, name: str = "sampledb", namespace: str | None = None, **kwargs: Any
+    ) -> SampleCluster:
+        """A sample cluster; the first one made is ``self.cluster``, the others are returned (and stopped
+        at the end too)."""
+        cluster = SampleCluster(
             self.cp,
-            namespace=self.namespace,
-            root=self.root / name,
+            namespace=namespace or self.namespace,
+            root=self.root / f"{namespace or self.namespace}-{name}",
             token_file=self.token_file,
             name=name,
             replicas=replicas,
             agent_env=self.backend_env,
             **kwargs,
-        ).create()
-        return self.cluster
+        )
+        self.clusters.append(cluster)
+        cluster.create()
+        if self.cluster is None:
+            self.cluster = cluster
+        return cluster
+
+    def make_namespace(self) -> str:
+        namespace = f"{self.namespace}-{len(self.namespaces)}"
+        self.cp.kubectl("create", "namespace", namespace)
+        self.namespaces.append(namespace)
+        return namespace
 
     def start_operator(self, **env: str) -> OperatorProcess:
         """The real operator, for this namespace only. Progress is written every second here (the
@@ -66,29 +82,38 @@ class Env:
                 self.cp,
                 self.root / "operator",
                 self.token_file,
-                [self.namespace],
+                [self.namespace, *self.namespaces],
                 env={**self.backend_env, **env},
             )
         return self.operator.start()
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
-        result = self.cp.kubectl(*args, "-n", self.namespace, check=check, input=input)
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, namespace: str | None = None
+    ) -> str:
+        result = self.cp.kubectl(*args, "-n", namespace or self.namespace, check=check, input=input)
         return result.stdout + (result.stderr if not check else "")
 
-    def apply(self, manifest: dict[str, Any] | str) -> str:
+    def apply(self, manifest: dict[str, Any] | str, namespace: str | None = None) -> str:
         text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
-        return self.kubectl("apply", "-f", "-", input=text)
+        return self.kubectl("apply", "-f", "-", input=text, namespace=namespace)
 
-    def get(self, kind: str, name: str) -> dict[str, Any]:
-        return json.loads(self.kubectl("get", kind, name, "-o", "json"))  # type: ignore[no-any-return]
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        out = self.kubectl("get", kind, name, "-o", "json", namespace=namespace)
+        return json.loads(out)  # type: ignore[no-any-return]
 
     def wait_for(
-        self, kind: str, name: str, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 120
+        self,
+        kind: str,
+        name: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        *,
+        timeout: float = 120,
+        namespace: str | None = None,
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         obj: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            obj = self.get(kind, name)
+            obj = self.get(kind, name, namespace)
             if predicate(obj):
                 return obj
             time.sleep(0.5)
@@ -98,26 +123,34 @@ class Env:
             f"{self.operator.logs()[-4000:] if self.operator else ''}"
         )
 
-    def wait_phase(self, kind: str, name: str, *phases: str, timeout: float = 120) -> dict[str, Any]:
+    def wait_phase(
+        self, kind: str, name: str, *phases: str, timeout: float = 120, namespace: str | None = None
+    ) -> dict[str, Any]:
         return self.wait_for(
-            kind, name, lambda o: o.get("status", {}).get("phase") in phases, timeout=timeout
+            kind,
+            name,
+            lambda o: o.get("status", {}).get("phase") in phases,
+            timeout=timeout,
+            namespace=namespace,
         )
 
-    def events(self, name: str) -> list[dict[str, Any]]:
-        items = json.loads(self.kubectl("get", "events", "-o", "json"))["items"]
+    def events(self, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        items = json.loads(self.kubectl("get", "events", "-o", "json", namespace=namespace))["items"]
         # resourceVersion grows with every write to etcd: the order in which events were posted.
         return sorted(
             (e for e in items if e["involvedObject"]["name"] == name),
             key=lambda e: int(e["metadata"]["resourceVersion"]),
         )
 
-    def agent(self, i: int, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Asks node i's agent directly, as the operator would (with the token)."""
-        assert self.cluster is not None
+    def agent(
+        self, i: int, method: str, path: str, cluster: SampleCluster | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """Asks node i's agent (of the first cluster, unless another is given) directly, with the token."""
+        cluster = cluster or self.cluster
+        assert cluster is not None
         headers = {"Authorization": f"Bearer {self.token_file.read_text()}"}
-        return requests.request(
-            method, f"{self.cluster.nodes[i].agent_url}{path}", headers=headers, timeout=90, **kwargs
-        )
+        url = f"{cluster.nodes[i].agent_url}{path}"
+        return requests.request(method, url, headers=headers, timeout=90, **kwargs)
 
     def agents_free(self) -> bool:
         assert self.cluster is not None
@@ -152,8 +185,8 @@ def env(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Env]:
     yield e
     if e.operator is not None:
         e.operator.stop()
-    if e.cluster is not None:
-        e.cluster.stop()
+    for cluster in e.clusters:
+        cluster.stop()
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -162,6 +195,15 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.2)
+
+
+def restore_manifest(name: str, backup_id: str, cluster: str = "sampledb", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "shardkeeper.io/v1alpha1",
+        "kind": "Restore",
+        "metadata": {"name": name},
+        "spec": {"backupId": backup_id, "backend": "filesystem", "cluster": cluster, **spec},
+    }
 
 
 def backup_manifest(name: str, **spec: Any) -> dict[str, Any]:

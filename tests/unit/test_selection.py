@@ -46,5 +46,5 @@ def test_mistakes_name_the_field_and_list_what_exists(
 
 
 def test_empty_cluster_is_an_error() -> None:
-    with pytest.raises(SpecError, match="no collections"):
+    with pytest.raises(SpecError, match="no collections to back up"):
         resolve([], include=None, exclude=None)

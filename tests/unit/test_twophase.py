@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shardkeeper.api.agent import NodePhase as N
 from shardkeeper.api.common import Phase
-from shardkeeper.coordinator.twophase import Limits, NodeView, Step, decide
+from shardkeeper.coordinator.twophase import Limits, NodeView, Step, decide, decide_restore
 
 LIMITS = Limits(prepare_timeout=300, unreachable_timeout=60)
 
@@ -59,7 +59,7 @@ def test_all_nodes_done_is_recorded_then_finalized() -> None:
     d = _decide(Phase.TRANSFERRING, NodeView("a", N.SUCCESS), NodeView("b", N.SUCCESS))
     assert d.step is Step.RECORD_TRANSFERRED and d.phase is Phase.TRANSFERRED
     d = _decide(Phase.TRANSFERRED, NodeView("a", N.SUCCESS))
-    assert d.step is Step.FINALIZE and d.phase is Phase.SUCCESS
+    assert d.step is Step.FINISH and d.phase is Phase.SUCCESS
 
 
 def test_cancel_wins_over_everything_but_a_finished_backup() -> None:
@@ -70,3 +70,41 @@ def test_cancel_wins_over_everything_but_a_finished_backup() -> None:
 def test_terminal_phases_do_nothing() -> None:
     for phase in (Phase.SUCCESS, Phase.FAILED, Phase.CANCELED):
         assert _decide(phase, NodeView("a", N.FAILED)).step is Step.WAIT
+
+
+# --- restore -----------------------------------------------------------------------------------
+
+
+def _restore(phase: Phase, *nodes: NodeView, cancel: bool = False):  # type: ignore[no-untyped-def]
+    return decide_restore(phase, nodes, cancel=cancel, preparing_for=1.0, limits=LIMITS)
+
+
+def test_restore_moves_into_place_only_when_every_node_verified() -> None:
+    d = _restore(Phase.TRANSFERRING, NodeView("a", N.TRANSFERRED), NodeView("b", N.TRANSFERRING))
+    assert d.step is Step.WAIT
+    d = _restore(Phase.TRANSFERRING, NodeView("a", N.TRANSFERRED), NodeView("b", N.TRANSFERRED))
+    assert d.step is Step.RECORD_FINALIZE and d.phase is Phase.FINALIZING
+
+
+def test_restore_finalizes_then_completes_then_finishes() -> None:
+    d = _restore(Phase.FINALIZING, NodeView("a", N.FINALIZING), NodeView("b", N.TRANSFERRED))
+    assert d.step is Step.FINALIZE
+    d = _restore(Phase.FINALIZING, NodeView("a", N.FINALIZING), NodeView("b", N.FINALIZING))
+    assert d.step is Step.COMPLETE
+    d = _restore(Phase.FINALIZING, NodeView("a", N.SUCCESS), NodeView("b", N.FINALIZING))
+    assert d.step is Step.COMPLETE
+    d = _restore(Phase.FINALIZING, NodeView("a", N.SUCCESS), NodeView("b", N.SUCCESS))
+    assert d.step is Step.FINISH and d.phase is Phase.SUCCESS
+
+
+def test_restore_cancel_is_honoured_until_finalizing() -> None:
+    assert _restore(Phase.TRANSFERRING, NodeView("a", N.TRANSFERRING), cancel=True).step is Step.CANCEL
+    d = _restore(Phase.FINALIZING, NodeView("a", N.FINALIZING), cancel=True)
+    assert d.step is Step.COMPLETE
+
+
+def test_restore_failure_while_finalizing_aborts_everyone() -> None:
+    d = _restore(
+        Phase.FINALIZING, NodeView("a", N.FINALIZING), NodeView("b", N.FAILED, error="rename failed")
+    )
+    assert d.step is Step.ABORT and d.reason == 'node "b": rename failed'

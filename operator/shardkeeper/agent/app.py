@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import shutil
 from collections.abc import Awaitable, Callable
@@ -13,10 +14,11 @@ from pydantic import BaseModel, ValidationError
 from shardkeeper import conventions as c
 from shardkeeper.agent.backup import BackupJob
 from shardkeeper.agent.hook import WorkloadHook
-from shardkeeper.agent.operations import OperationConflict, Registry
+from shardkeeper.agent.operations import Job, OperationConflict, Registry
+from shardkeeper.agent.restore import RestoreJob
 from shardkeeper.agent.settings import AgentSettings
 from shardkeeper.agent.snapshot import local_collections
-from shardkeeper.api.agent import AbortRequest, ErrorBody, NodeInfo, PrepareBackup
+from shardkeeper.api.agent import AbortRequest, ErrorBody, NodeInfo, NodePhase, PrepareBackup, PrepareRestore
 from shardkeeper.errors import ShardkeeperError
 from shardkeeper.storage import open_storage
 
@@ -60,7 +62,7 @@ async def _node(request: web.Request) -> web.Response:
         NodeInfo(
             node=settings.node,
             collections=local_collections(settings.data_root, c.AGENT_STATE_DIR),
-            free_bytes=shutil.disk_usage(settings.data_root).free,
+            free_bytes=await asyncio.to_thread(settings.usable_bytes),
             operation=active.status() if active else None,
         )
     )
@@ -68,12 +70,17 @@ async def _node(request: web.Request) -> web.Response:
 
 async def _prepare(request: web.Request) -> web.Response:
     op_id = request.match_info["id"]
-    settings = request.app[SETTINGS]
+    settings, registry = request.app[SETTINGS], request.app[REGISTRY]
     body = await request.json()
-    if body.get("kind") != "backup":
+    kinds: dict[str, type[PrepareBackup] | type[PrepareRestore]] = {
+        "backup": PrepareBackup,
+        "restore": PrepareRestore,
+    }
+    model = kinds.get(body.get("kind"))
+    if model is None:
         return _error(400, f"unknown operation kind {body.get('kind')!r}")
     try:
-        req = PrepareBackup.model_validate(body)
+        req = model.model_validate(body)
     except ValidationError as exc:
         return _error(400, f"invalid request: {exc}")
     if req.id != op_id:
@@ -82,19 +89,21 @@ async def _prepare(request: web.Request) -> web.Response:
         storage = open_storage(req.backend, path=req.path)
     except ShardkeeperError as exc:
         return _error(422, str(exc))
+    reservation = registry.reservation(req.reservation_seconds)
+    hook = request.app.get(HOOK)
+
+    def job() -> Job:
+        if isinstance(req, PrepareRestore):
+            return RestoreJob(settings, req, storage, hook, reservation=reservation)
+        return BackupJob(settings, req, storage, hook, reservation=reservation)
+
     try:
-        op, created = await request.app[REGISTRY].start(
+        op, created = await registry.start(
             op_id=op_id,
             uid=req.uid,
-            kind="backup",
+            kind=req.kind,
             reservation_seconds=req.reservation_seconds,
-            job_factory=lambda: BackupJob(
-                settings,
-                req,
-                storage,
-                request.app.get(HOOK),
-                reservation=request.app[REGISTRY].reservation(req.reservation_seconds),
-            ),
+            job_factory=job,
         )
     except OperationConflict as exc:
         return _json(ErrorBody(error=str(exc), holder=exc.holder), 409)
@@ -132,6 +141,19 @@ async def _commit(request: web.Request) -> web.Response:
     return _json(op.status())
 
 
+def _step(name: str, waiting_in: NodePhase) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            op = await request.app[REGISTRY].signal(request.match_info["id"], name, waiting_in=waiting_in)
+        except KeyError:
+            return _error(404, f'no operation "{request.match_info["id"]}"')
+        except OperationConflict as exc:
+            return _error(409, str(exc))
+        return _json(op.status())
+
+    return handler
+
+
 async def _abort(request: web.Request) -> web.Response:
     reason = AbortRequest()
     if request.can_read_body:
@@ -149,9 +171,10 @@ async def _abort(request: web.Request) -> web.Response:
 async def _cleanup_orphans(app: web.Application) -> None:
     """A restarted agent owns no operation, so anything left in staging is garbage."""
     settings = app[SETTINGS]
-    if settings.staging_dir.exists():
-        shutil.rmtree(settings.staging_dir, ignore_errors=True)
-        log.info("agent.staging_cleaned", path=str(settings.staging_dir))
+    for leftover in (settings.staging_dir, settings.restore_dir):
+        if leftover.exists():
+            shutil.rmtree(leftover, ignore_errors=True)
+            log.info("agent.staging_cleaned", path=str(leftover))
 
 
 async def _shutdown(app: web.Application) -> None:
@@ -172,6 +195,8 @@ def create_app(settings: AgentSettings) -> web.Application:
     app.router.add_get("/v1/operations/{id}", _status)
     app.router.add_post("/v1/operations/{id}/release", _release)
     app.router.add_post("/v1/operations/{id}/commit", _commit)
+    app.router.add_post("/v1/operations/{id}/finalize", _step("finalize", NodePhase.TRANSFERRED))
+    app.router.add_post("/v1/operations/{id}/complete", _step("complete", NodePhase.FINALIZING))
     app.router.add_post("/v1/operations/{id}/abort", _abort)
     return app
 

@@ -60,6 +60,8 @@ class Operation:
         self.abort_reason: str | None = None
         self.finishing = False
         self.committed = asyncio.Event()
+        #: Later steps the coordinator triggers (a restore's "finalize" and "complete").
+        self.signals: dict[str, asyncio.Event] = {"finalize": asyncio.Event(), "complete": asyncio.Event()}
         self.task: asyncio.Task[None] | None = None
         self._counters = threading.Lock()
         self._bytes_done = self._files_done = 0
@@ -74,6 +76,13 @@ class Operation:
             self.error = error
         self.updated_at = utcnow()
         log.info("operation.phase", id=self.id, kind=self.kind, node=self.node, phase=phase, error=error)
+
+    async def wait_signal(self, name: str, within: float) -> None:
+        """Waits for the coordinator's next step; a coordinator that vanished must not hold the node."""
+        try:
+            await asyncio.wait_for(self.signals[name].wait(), within)
+        except TimeoutError:
+            raise ReservationExpired(f"no {name} arrived from the coordinator within {within:.0f}s") from None
 
     def add_bytes(self, n: int) -> None:
         with self._counters:
@@ -188,6 +197,16 @@ class Registry:
             await op.job.release(op)
         elif op.phase in (NodePhase.PREPARING, NodePhase.FAILED, NodePhase.CANCELED):
             raise OperationConflict(f'{op.kind} "{op_id}" cannot be released: it is {op.phase}')
+        return op
+
+    async def signal(self, op_id: str, name: str, *, waiting_in: NodePhase) -> Operation:
+        """Triggers step ``name`` of an operation that waits for it in phase ``waiting_in``;
+        repeating it once the step has happened is harmless."""
+        op = self._require(op_id)
+        if op.phase is waiting_in:
+            op.signals[name].set()
+        elif not op.signals[name].is_set() and op.phase is not NodePhase.SUCCESS:
+            raise OperationConflict(f'{op.kind} "{op_id}" cannot {name}: it is {op.phase}')
         return op
 
     async def commit(self, op_id: str) -> Operation:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,9 @@ class AgentSettings:
     max_reservation_seconds: float = 600.0
     hook_timeout_seconds: float = 60.0
     cores: int = field(default_factory=usable_cores)
+    capacity_bytes: int | None = None
+    """SHARDKEEPER_DATA_CAPACITY_BYTES: the most the data root may hold (a quota on a shared volume);
+    restores that would exceed it are refused. None: the volume's free space is the limit."""
     max_bytes_per_second: int | None = None
     """Bandwidth limit per node for transfers (SHARDKEEPER_MAX_BYTES_PER_SECOND); None: unlimited."""
 
@@ -58,6 +62,22 @@ class AgentSettings:
     @property
     def staging_dir(self) -> Path:
         return self.state_dir / "staging"
+
+    @property
+    def restore_dir(self) -> Path:
+        return self.state_dir / "restore"
+
+    def usable_bytes(self) -> int:
+        """What a restore may still write into the data root."""
+        free = shutil.disk_usage(self.data_root).free
+        if self.capacity_bytes is not None:
+            used = sum(
+                (Path(dirpath) / name).lstat().st_size
+                for dirpath, _dirs, names in os.walk(self.data_root)
+                for name in names
+            )
+            free = min(free, max(0, self.capacity_bytes - used))
+        return free
 
 
 def read_token(*, token_file: str | None, env: dict[str, str] | None = None) -> SecretStr:

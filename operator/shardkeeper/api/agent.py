@@ -9,6 +9,8 @@ Every endpoint except ``/healthz`` requires ``Authorization: Bearer <token>``.
     GET  /v1/operations/{id}             OperationStatus (404 if unknown)
     POST /v1/operations/{id}/release     -> OperationStatus   (cluster consistency: end the write hold)
     POST /v1/operations/{id}/commit      -> OperationStatus
+    POST /v1/operations/{id}/finalize    -> OperationStatus   (restore: move verified collections into place)
+    POST /v1/operations/{id}/complete    -> OperationStatus   (restore: tell the workload; done)
     POST /v1/operations/{id}/abort       AbortRequest -> OperationStatus
 """
 
@@ -72,6 +74,20 @@ class PrepareBackup(Model):
     probe: StoreProbe | None = None
 
 
+class PrepareRestore(Model):
+    kind: Literal["restore"] = "restore"
+    id: BackupId = Field(description="The operation id on the node (one per Restore).")
+    uid: str
+    node: str = Field(description="The pod name the operator believes this agent serves.")
+    source_node: str = Field(description="The node of the backup whose data this node receives.")
+    backup_id: BackupId
+    backend: Backend
+    path: str | None = None
+    collections: list[str] = Field(description="The cluster-wide selection; each node restores those it has.")
+    cpu_percentage: int = 50
+    reservation_seconds: float = Field(default=60.0, gt=0)
+
+
 class AbortRequest(Model):
     reason: str = "aborted by the coordinator"
 
@@ -99,7 +115,7 @@ class OperationStatus(Model):
 class NodeInfo(Model):
     node: str
     collections: list[str]
-    free_bytes: int
+    free_bytes: int = Field(description="Bytes a restore may use on the data volume.")
     operation: OperationStatus | None = Field(
         default=None, description="The operation holding this node, if any."
     )

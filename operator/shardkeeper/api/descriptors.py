@@ -83,6 +83,27 @@ class Owner(Model):
     uid: str
 
 
+class RestoreNode(Model):
+    source: str
+    status: str
+    error: str | None = None
+
+
+class RestoreDescriptor(Versioned):
+    """``<id>/restore_config.json``: the last restore of this backup, next to it."""
+
+    backup_id: str
+    status: Phase
+    restore: Owner
+    cluster: str
+    node_mapping: dict[str, str] = Field(default_factory=dict)
+    collections: list[str]
+    nodes: dict[str, RestoreNode]
+    started_at: dt.datetime
+    completed_at: dt.datetime | None = None
+    error: str | None = None
+
+
 class GlobalDescriptor(Versioned):
     id: str
     status: Phase

@@ -11,6 +11,7 @@ from shardkeeper.api.common import Condition, Model, Phase
 
 class NodeStatus(Model):
     phase: str = "PENDING"
+    source: str | None = Field(default=None, description="Restore: the backup's node restored onto this one.")
     pod_uid: str | None = None
     bytes_done: int = 0
     bytes_total: int = 0

@@ -12,7 +12,14 @@ from typing import Any, TypeVar
 import aiohttp
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from shardkeeper.api.agent import AbortRequest, ErrorBody, NodeInfo, OperationStatus, PrepareBackup
+from shardkeeper.api.agent import (
+    AbortRequest,
+    ErrorBody,
+    NodeInfo,
+    OperationStatus,
+    PrepareBackup,
+    PrepareRestore,
+)
 from shardkeeper.errors import AgentRefused, AgentUnreachable
 
 M = TypeVar("M", bound=BaseModel)
@@ -82,7 +89,7 @@ class AgentClient:
         assert info is not None
         return info
 
-    async def prepare(self, ep: NodeEndpoint, request: PrepareBackup) -> OperationStatus:
+    async def prepare(self, ep: NodeEndpoint, request: PrepareBackup | PrepareRestore) -> OperationStatus:
         status = await self._call(ep, "PUT", f"/v1/operations/{request.id}", OperationStatus, body=request)
         assert status is not None
         return status
@@ -91,13 +98,9 @@ class AgentClient:
         """None if the agent does not know the operation (it restarted, or never got it)."""
         return await self._call(ep, "GET", f"/v1/operations/{op_id}", OperationStatus, allow_404=True)
 
-    async def release(self, ep: NodeEndpoint, op_id: str) -> OperationStatus:
-        status = await self._call(ep, "POST", f"/v1/operations/{op_id}/release", OperationStatus)
-        assert status is not None
-        return status
-
-    async def commit(self, ep: NodeEndpoint, op_id: str) -> OperationStatus:
-        status = await self._call(ep, "POST", f"/v1/operations/{op_id}/commit", OperationStatus)
+    async def step(self, ep: NodeEndpoint, op_id: str, step: str) -> OperationStatus:
+        """Moves an operation on: ``commit``, ``release``, ``finalize`` or ``complete``."""
+        status = await self._call(ep, "POST", f"/v1/operations/{op_id}/{step}", OperationStatus)
         assert status is not None
         return status
 

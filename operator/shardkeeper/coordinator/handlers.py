@@ -1,7 +1,8 @@
 """kopf handlers: thin on purpose. Parse the object, let the reconciler decide, write the status.
 
-A timer drives every Backup that is not finished; it stops by itself (its ``when`` filter) once
-the phase is terminal, so a finished Backup costs nothing and re-applying it changes nothing.
+A timer drives every Backup and Restore that is not finished; it stops by itself (its ``when``
+filter) once the phase is terminal, so a finished object costs nothing and re-applying it changes
+nothing. An index of every operation by cluster lets each one wait its turn.
 """
 
 from __future__ import annotations
@@ -9,18 +10,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import structlog
+from pydantic import BaseModel
 
 from shardkeeper import conventions as c
 from shardkeeper.api.backup import BackupSpec, BackupStatus
 from shardkeeper.api.common import TERMINAL_PHASES, Phase
-from shardkeeper.coordinator.backup import BackupObject, BackupReconciler, Outcome
+from shardkeeper.api.restore import RestoreSpec, RestoreStatus
+from shardkeeper.api.status import OperationStatusBase
+from shardkeeper.coordinator.backup import BackupReconciler
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.kube import KubernetesUnavailable
+from shardkeeper.coordinator.operation import OperationObject, OperationReconciler, Outcome
 from shardkeeper.coordinator.queue import OpRef
+from shardkeeper.coordinator.restore import RestoreReconciler
 from shardkeeper.errors import StorageError
 
 log = structlog.get_logger(__name__)
@@ -28,18 +35,38 @@ log = structlog.get_logger(__name__)
 #: Fields that change with every byte moved; writing them is rate-limited.
 _PROGRESS_FIELDS = {"bytesDone", "filesDone", "bytesPerSecond", "throughput"}
 _LAST_PROGRESS_WRITE = "shardkeeper-last-progress-write"
+_INDEXES = ("backups_by_cluster", "restores_by_cluster")
 
 
-def _backup_object(body: kopf.Body, peers: Sequence[OpRef] = ()) -> BackupObject:
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    plural: str
+    spec: type[BaseModel]
+    status: type[OperationStatusBase]
+    reconciler: type[OperationReconciler[Any, Any]]
+    index: str
+
+
+KINDS = (
+    Kind(c.BACKUP_KIND, c.BACKUP_PLURAL, BackupSpec, BackupStatus, BackupReconciler, "backups_by_cluster"),
+    Kind(
+        c.RESTORE_KIND, c.RESTORE_PLURAL, RestoreSpec, RestoreStatus, RestoreReconciler, "restores_by_cluster"
+    ),
+)
+
+
+def _object(kind: Kind, body: kopf.Body, peers: Sequence[OpRef] = ()) -> OperationObject[Any, Any]:
     meta = body.get("metadata", {})
-    return BackupObject(
+    return OperationObject(
+        kind=kind.name,
         name=meta["name"],
         namespace=meta["namespace"],
         uid=meta["uid"],
         generation=meta.get("generation"),
         created=meta.get("creationTimestamp", ""),
-        spec=BackupSpec.model_validate(body.get("spec", {})),
-        status=BackupStatus.model_validate(body.get("status") or {}),
+        spec=kind.spec.model_validate(body.get("spec", {})),
+        status=kind.status.model_validate(body.get("status") or {}),
         peers=peers,
     )
 
@@ -70,24 +97,83 @@ def _without_progress(status: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _apply(outcome: Outcome, *, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, interval: float) -> None:
-    old = BackupStatus.model_validate(body.get("status") or {}).wire()
+def _apply(
+    outcome: Outcome[Any],
+    *,
+    before: dict[str, Any],
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    interval: float,
+) -> None:
+    """Posts the tick's events and writes its status, unless only progress changed, recently.
+
+    ``before`` is the status as the tick found it: the body is a live view that may already show
+    what the tick published in the middle."""
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     new = outcome.status.wire()
-    if new == old:
+    if new == before:
         return
-    if _without_progress(new) == _without_progress(old):
+    if _without_progress(new) == _without_progress(before):
         last = memo.get(_LAST_PROGRESS_WRITE, 0.0)
         if time.monotonic() - last < interval:
             return
     memo[_LAST_PROGRESS_WRITE] = time.monotonic()
     patch.status.update(new)
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: Kind) -> None:
+    interval = ctx.settings.tick_seconds
+
+    # Handlers defined in a function get "register.<locals>." ids; give them plain ones (an index's
+    # id is also the name of the keyword argument that carries it).
+    @kopf.index(c.GROUP, c.VERSION, kind.plural, id=kind.index, registry=registry)
+    def by_cluster(body: kopf.Body, namespace: str | None, spec: kopf.Spec, **_: Any) -> Any:
+        return {(namespace, spec.get("cluster")): _op_ref(kind.name, body)}
+
+    @kopf.timer(
+        c.GROUP,
+        c.VERSION,
+        kind.plural,
+        id=f"reconcile_{kind.name.lower()}",
+        interval=interval,
+        initial_delay=0.1,
+        backoff=interval,
+        when=_unfinished,
+        registry=registry,
+    )
+    async def reconcile(
+        body: kopf.Body,
+        patch: kopf.Patch,
+        memo: kopf.Memo,
+        namespace: str | None,
+        spec: kopf.Spec,
+        **kwargs: Any,
+    ) -> None:
+        key = (namespace, spec.get("cluster"))
+        indexes: list[kopf.Index[tuple[str | None, str | None], OpRef]] = [kwargs[name] for name in _INDEXES]
+        peers = [ref for index in indexes for ref in index.get(key, [])]
+        obj = _object(kind, body, peers)
+        before = obj.status.wire()
+        try:
+            outcome = await kind.reconciler(ctx, obj).tick()
+        except (KubernetesUnavailable, StorageError) as exc:
+            # The next tick observes again; nothing was decided on half an observation.
+            raise kopf.TemporaryError(str(exc), delay=interval) from exc
+        progress_interval = ctx.settings.progress_interval_seconds
+        _apply(outcome, before=before, body=body, patch=patch, memo=memo, interval=progress_interval)
+
+    @kopf.on.delete(
+        c.GROUP, c.VERSION, kind.plural, id=f"delete_{kind.name.lower()}", registry=registry, backoff=interval
+    )
+    async def delete(body: kopf.Body, **_: Any) -> None:
+        outcome = await kind.reconciler(ctx, _object(kind, body)).delete()
+        for event in outcome.events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
-    interval = ctx.settings.tick_seconds
-
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Progress and diff-base in annotations: the status schema is strict and belongs to us.
@@ -111,45 +197,5 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     async def close(**_: Any) -> None:
         await ctx.close()
 
-    # Handlers defined in a function get "register.<locals>." ids; give them plain ones (the index's
-    # id is also the name of the keyword argument that carries it).
-    @kopf.index(c.GROUP, c.VERSION, c.BACKUP_PLURAL, id="operations_by_cluster", registry=registry)
-    def operations_by_cluster(body: kopf.Body, namespace: str | None, spec: kopf.Spec, **_: Any) -> Any:
-        return {(namespace, spec.get("cluster")): _op_ref(c.BACKUP_KIND, body)}
-
-    @kopf.timer(
-        c.GROUP,
-        c.VERSION,
-        c.BACKUP_PLURAL,
-        id="reconcile_backup",
-        interval=interval,
-        initial_delay=0.1,
-        backoff=interval,
-        when=_unfinished,
-        registry=registry,
-    )
-    async def reconcile_backup(
-        body: kopf.Body,
-        patch: kopf.Patch,
-        memo: kopf.Memo,
-        namespace: str | None,
-        spec: kopf.Spec,
-        **kwargs: Any,
-    ) -> None:
-        index: kopf.Index[tuple[str | None, str | None], OpRef] = kwargs["operations_by_cluster"]
-        peers = list(index.get((namespace, spec.get("cluster")), []))
-        obj = _backup_object(body, peers)
-        try:
-            outcome = await BackupReconciler(ctx, obj).tick()
-        except (KubernetesUnavailable, StorageError) as exc:
-            # The next tick observes again; nothing was decided on half an observation.
-            raise kopf.TemporaryError(str(exc), delay=interval) from exc
-        _apply(outcome, body=body, patch=patch, memo=memo, interval=ctx.settings.progress_interval_seconds)
-
-    @kopf.on.delete(
-        c.GROUP, c.VERSION, c.BACKUP_PLURAL, id="delete_backup", registry=registry, backoff=interval
-    )
-    async def delete_backup(body: kopf.Body, **_: Any) -> None:
-        outcome = await BackupReconciler(ctx, _backup_object(body)).delete()
-        for event in outcome.events:
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    for kind in KINDS:
+        _register_kind(registry, ctx, kind)

@@ -26,12 +26,16 @@ def _check(field: str, selectors: Sequence[str], available: list[str]) -> None:
 
 
 def resolve(
-    available: Iterable[str], *, include: Sequence[str] | None, exclude: Sequence[str] | None
+    available: Iterable[str],
+    *,
+    include: Sequence[str] | None,
+    exclude: Sequence[str] | None,
+    verb: str = "back up",
 ) -> list[str]:
     """The selected collections, sorted. Raises ``SpecError`` naming the field on any mistake."""
     names = sorted(set(available))
     if not names:
-        raise SpecError("there are no collections to choose from: the cluster holds no data")
+        raise SpecError(f"there are no collections to {verb}")
     if include and exclude:
         raise SpecError("spec.include and spec.exclude are mutually exclusive: set at most one of them")
     if include:
@@ -43,5 +47,5 @@ def resolve(
     else:
         chosen = names
     if not chosen:
-        raise SpecError(f"nothing left to back up after spec.exclude; please choose from {names}")
+        raise SpecError(f"nothing left to {verb} after spec.exclude; please choose from {names}")
     return chosen

@@ -13,6 +13,17 @@ operator that restarts in any phase simply observes again and carries on; nothin
 
 The commit decision is recorded in the CR *before* any commit is sent: after a restart, a
 TRANSFERRING phase means "commit", a STARTED phase means "may still abort".
+
+A restore has two more steps, so that nothing becomes visible on any node before every node has
+verified its data (``decide_restore``):
+
+    TRANSFERRING  all TRANSFERRED (verified in staging)  -> RECORD_FINALIZE (phase FINALIZING)
+    FINALIZING    nodes TRANSFERRED                       -> FINALIZE (move into place; repeated)
+                  all FINALIZING (moved)                  -> COMPLETE (tell the workloads; repeated)
+                  all SUCCESS                             -> FINISH (phase SUCCESS)
+
+A failure before SUCCESS aborts everywhere, and an abort takes back what finalize moved. Cancel is
+honoured until FINALIZING, as in the seed; from there on the restore is finished, not undone.
 """
 
 from __future__ import annotations
@@ -47,7 +58,10 @@ class Step(Enum):
     RECORD_COMMIT = auto()
     COMMIT = auto()
     RECORD_TRANSFERRED = auto()
+    RECORD_FINALIZE = auto()
     FINALIZE = auto()
+    COMPLETE = auto()
+    FINISH = auto()
     ABORT = auto()
     CANCEL = auto()
 
@@ -109,6 +123,43 @@ def decide(
             return Decision(Step.COMMIT, Phase.TRANSFERRING)
         return Decision(Step.WAIT, Phase.TRANSFERRING)
     if phase is Phase.TRANSFERRED:
-        return Decision(Step.FINALIZE, Phase.SUCCESS)
+        return Decision(Step.FINISH, Phase.SUCCESS)
     # CANCELLING (or a phase this version does not drive) ends canceled, never stuck.
+    return Decision(Step.CANCEL, Phase.CANCELED, "canceled")
+
+
+def decide_restore(
+    phase: Phase,
+    nodes: Sequence[NodeView],
+    *,
+    cancel: bool,
+    preparing_for: float,
+    limits: Limits,
+) -> Decision:
+    """What to do this tick for a restore (see the module docstring)."""
+    if phase.terminal:
+        return Decision(Step.WAIT, phase)
+    if cancel and phase is not Phase.FINALIZING:
+        return Decision(Step.CANCEL, Phase.CANCELED, "canceled by spec.cancel")
+    failure = _failure(nodes, limits)
+    if failure is not None:
+        return Decision(Step.ABORT, Phase.FAILED, failure)
+    phases = [n.phase for n in nodes if n.silent_for == 0]
+    everyone_answered = len(phases) == len(nodes)
+    if phase is Phase.STARTED:
+        return decide(Phase.STARTED, nodes, cancel=False, preparing_for=preparing_for, limits=limits)
+    if phase is Phase.TRANSFERRING:
+        if everyone_answered and all(p is NodePhase.TRANSFERRED for p in phases):
+            return Decision(Step.RECORD_FINALIZE, Phase.FINALIZING, "every node has verified its data")
+        if any(p is NodePhase.PREPARED for p in phases):
+            return Decision(Step.COMMIT, Phase.TRANSFERRING)
+        return Decision(Step.WAIT, Phase.TRANSFERRING)
+    if phase is Phase.FINALIZING:
+        if everyone_answered and all(p is NodePhase.SUCCESS for p in phases):
+            return Decision(Step.FINISH, Phase.SUCCESS)
+        if any(p is NodePhase.TRANSFERRED for p in phases):
+            return Decision(Step.FINALIZE, Phase.FINALIZING)
+        if everyone_answered and all(p in (NodePhase.FINALIZING, NodePhase.SUCCESS) for p in phases):
+            return Decision(Step.COMPLETE, Phase.FINALIZING)
+        return Decision(Step.WAIT, Phase.FINALIZING)
     return Decision(Step.CANCEL, Phase.CANCELED, "canceled")

@@ -1,0 +1,498 @@
+"""What reconciling a Backup and a Restore have in common.
+
+Each kopf timer tick builds a reconciler for one object and calls ``tick``. It reads everything it
+needs (CR status, pods, agents, backend) every time, so the operator can stop and restart at any
+point: waiting in the queue, preparing, or observing the nodes and acting on the pure decision of
+``twophase``. Subclasses say how to start (what to check and prepare), how to decide, and what the
+kind-specific steps do.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+import structlog
+from pydantic import BaseModel
+
+from shardkeeper.api.agent import NodePhase, OperationStatus, PrepareBackup, PrepareRestore
+from shardkeeper.api.common import Backend, Phase, human_bytes, utcnow
+from shardkeeper.api.status import NodeStatus, OperationStatusBase
+from shardkeeper.coordinator import queue
+from shardkeeper.coordinator.agents import NodeEndpoint
+from shardkeeper.coordinator.conditions import conditions_for
+from shardkeeper.coordinator.context import OperatorContext
+from shardkeeper.coordinator.kube import ClusterView, KubernetesUnavailable
+from shardkeeper.coordinator.twophase import Decision, NodeView, Step
+from shardkeeper.errors import AgentError, AgentRefused, AgentUnreachable, ShardkeeperError, SpecError
+from shardkeeper.storage import Storage
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+#: While nodes prepare, the reconciler polls them this often within one tick, so that a cluster-wide
+#: write hold ends as soon as the last node has frozen, not a whole tick later.
+PREPARE_POLL_INTERVAL = 0.05
+PREPARE_POLL_BUDGET = 5.0
+
+
+class _Config(Protocol):
+    @property
+    def path(self) -> str | None: ...
+
+
+class OperationSpec(Protocol):
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def cluster(self) -> str: ...
+
+    @property
+    def cancel(self) -> bool: ...
+
+    @property
+    def config(self) -> _Config: ...
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+StatusT = TypeVar("StatusT", bound=OperationStatusBase)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class OperationObject(Generic[SpecT, StatusT]):
+    """The parts of a Backup or Restore custom resource a reconcile looks at."""
+
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+    generation: int | None
+    created: str
+    spec: SpecT
+    status: StatusT
+    peers: Sequence[queue.OpRef] = ()
+    """Every Backup and Restore of the same cluster, as the operator's index last saw them."""
+
+    def ref(self) -> queue.OpRef:
+        return queue.OpRef(
+            kind=self.kind,
+            namespace=self.namespace,
+            name=self.name,
+            uid=self.uid,
+            created=self.created,
+            phase=self.status.phase,
+        )
+
+
+@dataclass
+class Outcome(Generic[StatusT]):
+    status: StatusT
+    events: list[Event] = field(default_factory=list)
+
+
+class Stop(Exception):
+    """Ends a tick early; the status already says why."""
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    return await asyncio.to_thread(fn)
+
+
+class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
+    #: "backup" or "restore", for messages.
+    noun: str
+    plural: str
+
+    def __init__(
+        self, ctx: OperatorContext, obj: OperationObject[SpecT, StatusT], *, now: dt.datetime | None = None
+    ) -> None:
+        self.ctx = ctx
+        self.obj = obj
+        self.spec: SpecT = obj.spec
+        self.now = now or utcnow()
+        self.status: StatusT = obj.status.model_copy(deep=True)
+        self.events: list[Event] = []
+        self.log = log.bind(kind=obj.kind, namespace=obj.namespace, name=obj.name, op=self.op_id)
+        self._storage: Storage | None = None
+        self._failure_reason: str | None = None
+        self._message: str | None = None
+
+    # --- what a kind defines -------------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def op_id(self) -> str:
+        """The operation's id on the agents."""
+
+    @property
+    def op_spec(self) -> OperationSpec:
+        return self.spec  # type: ignore[return-value]
+
+    @abc.abstractmethod
+    async def _begin(self) -> list[NodeEndpoint]:
+        """Checks everything that can be checked before any node is touched, records what was
+        found (collections, path...) and returns the nodes to prepare. Fails or waits by raising."""
+
+    @abc.abstractmethod
+    def _prepare_request(self, ep: NodeEndpoint) -> PrepareBackup | PrepareRestore: ...
+
+    @abc.abstractmethod
+    def _decide(self, views: Sequence[NodeView]) -> Decision: ...
+
+    async def _act_more(self, decision: Decision, endpoints: dict[str, NodeEndpoint]) -> None:
+        """Steps only one kind has."""
+        raise AssertionError(f"{self.noun} has no step {decision.step}")
+
+    async def _lost(self, name: str) -> NodeView:
+        """The agent does not know the operation (it restarted)."""
+        return NodeView(name, None)
+
+    async def _on_end(self) -> None:
+        """Called once, in the tick where the operation became FAILED or CANCELED."""
+
+    # --- entry points --------------------------------------------------------------------------
+
+    async def tick(self) -> Outcome[StatusT]:
+        st = self.status
+        before = st.phase
+        st.observed_generation = self.obj.generation
+        try:
+            if self.op_spec.cancel and not st.nodes and (st.phase is None or not st.phase.terminal):
+                self._finish(Phase.CANCELED, "canceled before it started", reason="Canceled")
+            elif st.phase in (None, Phase.QUEUED) or (st.phase is Phase.STARTED and not st.nodes):
+                await self._start()
+            elif st.phase is not None and not st.phase.terminal:
+                await self._advance()
+        except Stop:
+            pass
+        if st.phase in (Phase.FAILED, Phase.CANCELED) and st.phase is not before:
+            await self._on_end()
+        if st.phase is not before or self._failure_reason or self._message or not st.conditions:
+            self._refresh_conditions()
+        return Outcome(status=st, events=self.events)
+
+    async def delete(self) -> Outcome[StatusT]:
+        """The object is being deleted: a running operation is canceled, everywhere."""
+        st = self.status
+        if st.phase is not None and not st.phase.terminal and st.nodes:
+            await self._abort_all(f"the {self.obj.kind} was deleted")
+            self._finish(Phase.CANCELED, f"canceled: the {self.obj.kind} was deleted", reason="Canceled")
+            await self._on_end()
+        return Outcome(status=st, events=self.events)
+
+    # --- starting: the queue, the checks, prepare ----------------------------------------------
+
+    async def _start(self) -> None:
+        st = self.status
+        await self._wait_for_turn()
+        if st.phase in (None, Phase.QUEUED):
+            st.phase = Phase.STARTED
+            st.started_at = self.now
+            self._event(
+                "Normal",
+                "Started",
+                f'{self.noun} "{self.op_name}" of cluster "{self.op_spec.cluster}" started',
+            )
+        nodes = await self._begin()
+        answers = await asyncio.gather(
+            *(self.ctx.agents.prepare(ep, self._prepare_request(ep)) for ep in nodes), return_exceptions=True
+        )
+        st.nodes = self._initial_nodes(nodes)
+        refusal: AgentError | None = None
+        for ep, answer in zip(nodes, answers, strict=True):
+            if isinstance(answer, OperationStatus):
+                self._mirror(st.nodes[ep.name], answer)
+            elif isinstance(answer, AgentError):
+                st.nodes[ep.name].phase = NodePhase.FAILED.value
+                st.nodes[ep.name].error = str(answer)
+                refusal = refusal or answer
+            else:
+                raise answer
+        if refusal is not None:
+            await self._abort_all(f"aborted: {refusal}", nodes)
+            self._requeue_or_fail(refusal)
+        self._event("Normal", "Preparing", f"asked {len(nodes)} nodes to prepare {st.collections}")
+        await self._publish()
+        await self._advance({ep.name: ep for ep in nodes})
+
+    @property
+    def op_name(self) -> str:
+        return self.op_id
+
+    def _initial_nodes(self, nodes: list[NodeEndpoint]) -> dict[str, NodeStatus]:
+        return {ep.name: NodeStatus(phase=NodePhase.PREPARING.value, pod_uid=ep.pod_uid) for ep in nodes}
+
+    async def _wait_for_turn(self) -> None:
+        blocking = queue.blocker(self.obj.ref(), self.obj.peers)
+        if blocking is None:
+            return
+        st = self.status
+        why = f'waiting for {blocking} to finish on cluster "{self.op_spec.cluster}"'
+        if st.phase is not Phase.QUEUED:
+            st.phase = Phase.QUEUED
+            self._event("Normal", "Queued", why)
+        self._message = why
+        created = dt.datetime.fromisoformat(self.obj.created.replace("Z", "+00:00"))
+        if (self.now - created).total_seconds() > self.ctx.settings.queue_timeout_seconds:
+            self._fail(
+                f"waited more than {self.ctx.settings.queue_timeout_seconds:.0f}s for {blocking}",
+                reason="QueueTimeout",
+            )
+        raise Stop
+
+    def _requeue_or_fail(self, refusal: AgentError) -> None:
+        """A node busy with another Backup/Restore of this cluster means: not our turn after all
+        (the queue index lagged). Anything else that refuses is a failure."""
+        known = {p.uid for p in self.obj.peers}
+        if isinstance(refusal, AgentRefused) and refusal.holder_uid in known:
+            st = self.status
+            st.phase, st.nodes, st.started_at = Phase.QUEUED, {}, None
+            self._message = f"a node is busy with another operation of this cluster: {refusal}"
+            raise Stop
+        self._fail(str(refusal), reason="PrepareRefused")
+
+    async def _ready_cluster(self) -> ClusterView:
+        """Every pod of the cluster Ready, and every agent answering; waits (within a deadline) if not."""
+        view = await self._cluster_or_fail()
+        if not view.ready:
+            self._wait_or_fail("cluster is not ready: " + "; ".join(view.problems), reason="ClusterNotReady")
+        return view
+
+    async def _node_infos(self, view: ClusterView) -> dict[str, Any]:
+        infos = await asyncio.gather(
+            *(self.ctx.agents.node_info(ep) for ep in view.nodes), return_exceptions=True
+        )
+        unreachable = [str(i) for i in infos if isinstance(i, BaseException)]
+        if unreachable:
+            self._wait_or_fail("agents not reachable: " + "; ".join(unreachable), reason="AgentUnreachable")
+        return {ep.name: info for ep, info in zip(view.nodes, infos, strict=True)}
+
+    # --- running: observe, decide, act ---------------------------------------------------------
+
+    async def _advance(self, endpoints: dict[str, NodeEndpoint] | None = None) -> None:
+        st = self.status
+        if endpoints is None:
+            endpoints = await self._endpoints()
+        deadline = time.monotonic() + PREPARE_POLL_BUDGET
+        while True:
+            views = await asyncio.gather(
+                *(self._observe(name, endpoints.get(name)) for name in sorted(st.nodes))
+            )
+            decision = self._decide(views)
+            still_preparing = decision.step is Step.WAIT and st.phase is Phase.STARTED
+            if not still_preparing or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(PREPARE_POLL_INTERVAL)
+        self._sum_progress()
+        await self._act(decision, endpoints)
+
+    @property
+    def _preparing_for(self) -> float:
+        return (self.now - (self.status.started_at or self.now)).total_seconds()
+
+    async def _act(self, decision: Decision, endpoints: dict[str, NodeEndpoint]) -> None:
+        st = self.status
+        match decision.step:
+            case Step.WAIT:
+                st.phase = decision.phase
+            case Step.RECORD_COMMIT:
+                await self._before_commit(endpoints)
+                st.phase = decision.phase
+                self._event("Normal", "Transferring", f"all {len(st.nodes)} nodes prepared; committing")
+                # The decision must be on record before any node hears "commit"; once it is, commit
+                # at once rather than a tick later. If it cannot be recorded now, the next tick will.
+                if await self._publish():
+                    await self._each(st.nodes, endpoints, self._commit_one)
+            case Step.COMMIT:
+                prepared = [n for n, s in st.nodes.items() if s.phase == NodePhase.PREPARED.value]
+                await self._each(prepared, endpoints, self._commit_one)
+            case Step.ABORT:
+                reason = decision.reason or "aborted"
+                await self._abort_all(f"aborted: {reason}", endpoints.values())
+                self._finish(Phase.FAILED, reason, reason="NodeFailed")
+            case Step.CANCEL:
+                await self._abort_all("canceled by the user", endpoints.values())
+                self._finish(Phase.CANCELED, "canceled: spec.cancel is true", reason="Canceled")
+            case _:
+                await self._act_more(decision, endpoints)
+
+    async def _before_commit(self, endpoints: dict[str, NodeEndpoint]) -> None:
+        """What must happen once every node is prepared, before the commit is recorded."""
+
+    async def _commit_one(self, ep: NodeEndpoint) -> None:
+        await self._step_one(ep, "commit")
+
+    async def _step_one(self, ep: NodeEndpoint, step: str) -> None:
+        try:
+            answer = await self.ctx.agents.step(ep, self.op_id, step)
+        except AgentError as exc:
+            # The next tick observes the node again and decides; a refusal shows up as FAILED there.
+            self.log.warning("operation.step_not_delivered", step=step, node=ep.name, error=str(exc))
+            return
+        self._mirror(self.status.nodes[ep.name], answer)
+
+    async def _endpoints(self) -> dict[str, NodeEndpoint]:
+        try:
+            view = await self.ctx.discover(self.obj.namespace, self.op_spec.cluster)
+        except SpecError:
+            return {}  # the StatefulSet is gone: every node reads as silent, then failed
+        return {ep.name: ep for ep in view.nodes}
+
+    async def _observe(self, name: str, ep: NodeEndpoint | None) -> NodeView:
+        node = self.status.nodes[name]
+        if ep is not None and node.pod_uid and ep.pod_uid != node.pod_uid:
+            return NodeView(name, None, error=f'pod "{name}" was replaced while the {self.noun} ran')
+        problem: str | None = None
+        if ep is None:
+            problem = f'pod "{name}" is gone or not Ready'
+        else:
+            try:
+                answer = await self.ctx.agents.status(ep, self.op_id)
+            except (AgentUnreachable, AgentRefused) as exc:
+                problem = str(exc)
+            else:
+                node.unreachable_since = None
+                if answer is None:
+                    return await self._lost(name)
+                self._mirror(node, answer)
+                return NodeView(name, answer.phase, error=answer.error)
+        node.unreachable_since = node.unreachable_since or self.now
+        silent = max((self.now - node.unreachable_since).total_seconds(), 0.001)
+        phase = NodePhase(node.phase) if node.phase in {p.value for p in NodePhase} else None
+        return NodeView(name, phase, error=node.error, silent_for=silent, last_problem=problem)
+
+    def _mirror(self, node: NodeStatus, answer: OperationStatus) -> None:
+        node.phase = answer.phase.value
+        node.error = answer.error
+        node.bytes_done, node.bytes_total = answer.bytes_done, answer.bytes_total
+        node.files_done, node.files_total = answer.files_done, answer.files_total
+        node.pause_ms = round(answer.pause_ms, 3) if answer.pause_ms is not None else None
+        node.workers = answer.workers
+        node.bytes_per_second = answer.bytes_per_second
+
+    def _sum_progress(self) -> None:
+        st = self.status
+        nodes = st.nodes.values()
+        st.bytes_done = sum(n.bytes_done for n in nodes)
+        st.bytes_total = sum(n.bytes_total for n in nodes)
+        st.files_done = sum(n.files_done for n in nodes)
+        st.files_total = sum(n.files_total for n in nodes)
+        st.size = human_bytes(st.bytes_total)
+        moving = [n.bytes_per_second for n in nodes if n.bytes_per_second]
+        if moving:
+            st.bytes_per_second = sum(moving)
+            st.throughput = f"{human_bytes(st.bytes_per_second)}/s"
+
+    async def _each(
+        self,
+        names: Iterable[str],
+        endpoints: dict[str, NodeEndpoint],
+        fn: Callable[[NodeEndpoint], Awaitable[None]],
+    ) -> None:
+        await asyncio.gather(*(fn(endpoints[n]) for n in names if n in endpoints))
+
+    async def _abort_all(self, reason: str, endpoints: Iterable[NodeEndpoint] | None = None) -> None:
+        if endpoints is None:
+            endpoints = (await self._endpoints()).values()
+
+        async def abort(ep: NodeEndpoint) -> None:
+            try:
+                answer = await self.ctx.agents.abort(ep, self.op_id, reason)
+            except AgentError as exc:
+                # Its reservation expires by itself if it never committed; say so and move on.
+                self.log.warning("operation.abort_not_delivered", node=ep.name, error=str(exc))
+                return
+            if answer is not None and answer.uid == self.obj.uid and ep.name in self.status.nodes:
+                self._mirror(self.status.nodes[ep.name], answer)
+
+        await asyncio.gather(*(abort(ep) for ep in endpoints))
+
+    # --- the end -------------------------------------------------------------------------------
+
+    def _finish(self, phase: Phase, error: str | None, *, reason: str | None) -> None:
+        st = self.status
+        st.phase = phase
+        st.error = error
+        st.completed_at = self.now
+        self._failure_reason = reason
+        if phase is Phase.SUCCESS:
+            self._event("Normal", "Succeeded", self._success_message())
+        elif phase is Phase.CANCELED:
+            self._event("Normal", "Canceled", error or "canceled")
+        else:
+            self._event("Warning", "Failed", error or "failed")
+
+    def _success_message(self) -> str:
+        st = self.status
+        return f"{self.noun} complete: {len(st.nodes)} nodes, {st.collections}, {st.size}"
+
+    def _fail(self, message: str, *, reason: str) -> None:
+        self._finish(Phase.FAILED, message, reason=reason)
+        raise Stop
+
+    def _wait_or_fail(self, message: str, *, reason: str) -> None:
+        started = self.status.started_at or self.now
+        if (self.now - started).total_seconds() > self.ctx.settings.pods_ready_timeout_seconds:
+            self._fail(message, reason=reason)
+        self.log.info("operation.waiting", why=message)
+        self._message = message
+        raise Stop
+
+    async def _cluster_or_fail(self) -> ClusterView:
+        try:
+            return await self.ctx.discover(self.obj.namespace, self.op_spec.cluster)
+        except SpecError as exc:
+            self._fail(str(exc), reason="InvalidSpec")
+            raise  # unreachable: _fail raises
+
+    def _open_storage(self) -> Storage:
+        if self._storage is None:
+            try:
+                self._storage = self.ctx.storage(self.op_spec.backend, self.op_spec.config.path)
+            except ShardkeeperError as exc:
+                self._fail(str(exc), reason="BackendNotConfigured")
+        assert self._storage is not None
+        return self._storage
+
+    # --- reporting -----------------------------------------------------------------------------
+
+    def _refresh_conditions(self) -> None:
+        st = self.status
+        st.conditions = conditions_for(
+            st.conditions,
+            st.phase or Phase.QUEUED,
+            error=st.error,
+            failure_reason=self._failure_reason,
+            message=self._message,
+            generation=self.obj.generation,
+            now=self.now,
+        )
+
+    async def _publish(self) -> bool:
+        """Writes the status now rather than at the end of the tick; False if that failed."""
+        self._refresh_conditions()
+        try:
+            await self.ctx.publish_status(self.plural, self.obj.namespace, self.obj.name, self.status.wire())
+        except KubernetesUnavailable as exc:
+            self.log.warning("operation.status_not_published", error=str(exc))
+            return False
+        return True
+
+    def _event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+        (self.log.warning if type_ == "Warning" else self.log.info)(
+            "operation.event", reason=reason, message=message
+        )

@@ -1,0 +1,287 @@
+"""Reconciling one Restore: every check before anything moves, then download and verify everywhere,
+then move into place everywhere, then tell the workloads.
+
+Checks, in order, each naming both sides: the backup exists and is SUCCESS, in a format this code
+reads; ``nodeMapping`` names nodes of the backup and maps them onto distinct pods; the target cluster
+has the backup's node count and (after the mapping) its node names; every included collection is in
+the backup; none of the selected collections exists on any target node (asked of the agents, before
+a byte is downloaded); each node has room for its share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from shardkeeper import conventions as c
+from shardkeeper.api.agent import NodePhase, PrepareRestore
+from shardkeeper.api.common import Phase, human_bytes
+from shardkeeper.api.descriptors import (
+    GlobalDescriptor,
+    NodeDescriptor,
+    Owner,
+    RestoreDescriptor,
+    RestoreNode,
+)
+from shardkeeper.api.restore import RestoreSpec, RestoreStatus
+from shardkeeper.api.status import NodeStatus
+from shardkeeper.coordinator import selection
+from shardkeeper.coordinator.agents import NodeEndpoint
+from shardkeeper.coordinator.operation import OperationObject, OperationReconciler, Outcome, Stop, in_thread
+from shardkeeper.coordinator.twophase import Decision, NodeView, Step, decide_restore
+from shardkeeper.errors import ObjectNotFound, ShardkeeperError, SpecError, UnknownFormatVersion
+from shardkeeper.storage import BackupLayout, Storage
+
+RestoreObject = OperationObject[RestoreSpec, RestoreStatus]
+
+__all__ = ["RestoreObject", "RestoreReconciler"]
+
+
+class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
+    noun = "restore"
+    plural = c.RESTORE_PLURAL
+
+    @property
+    def op_id(self) -> str:
+        # One operation id per Restore object, valid as an agent operation id.
+        return f"restore-{self.obj.uid}"
+
+    @property
+    def op_name(self) -> str:
+        return self.obj.name
+
+    @property
+    def layout(self) -> BackupLayout:
+        return BackupLayout(self.spec.backup_id)
+
+    async def tick(self) -> Outcome[RestoreStatus]:
+        self.status.backup_id = self.spec.backup_id
+        return await super().tick()
+
+    # --- the checks ----------------------------------------------------------------------------
+
+    async def _begin(self) -> list[NodeEndpoint]:
+        st, spec = self.status, self.spec
+        storage = self._open_storage()
+        st.path = storage.url(self.layout.root)
+        descriptor = await self._backup(storage)
+        sources = self._mapping(descriptor)  # target pod -> node of the backup
+        view = await self._cluster_or_fail()
+        self._check_topology(descriptor, sources, view.replicas)
+        view = await self._ready_cluster()
+        try:
+            st.collections = selection.resolve(
+                descriptor.collections, include=spec.include, exclude=spec.exclude, verb="restore"
+            )
+        except SpecError as exc:
+            self._fail(str(exc).replace("please choose from", "the backup has"), reason="InvalidSpec")
+        infos = await self._node_infos(view)
+        self._check_conflicts(infos)
+        await self._check_space(storage, sources, infos)
+        self._sources = sources
+        await in_thread(lambda: self._write_restore_descriptor(storage, Phase.STARTED))
+        return view.nodes
+
+    async def _backup(self, storage: Storage) -> GlobalDescriptor:
+        backup_id = self.spec.backup_id
+        try:
+            raw = await in_thread(lambda: storage.get_bytes(self.layout.global_descriptor))
+        except ObjectNotFound:
+            self._fail(
+                f'backup id "{backup_id}" does not exist at "{self.status.path}"', reason="BackupNotFound"
+            )
+            raise  # unreachable
+        descriptor = GlobalDescriptor.model_validate_json(raw)
+        try:
+            descriptor.check_version()
+        except UnknownFormatVersion as exc:
+            self._fail(f'backup "{backup_id}": {exc}', reason="UnsupportedFormat")
+        if descriptor.status is not Phase.SUCCESS:
+            self._fail(
+                f'backup "{backup_id}" is {descriptor.status}, not SUCCESS: '
+                "only a complete backup can be restored",
+                reason="BackupNotRestorable",
+            )
+        return descriptor
+
+    def _mapping(self, descriptor: GlobalDescriptor) -> dict[str, str]:
+        mapping = self.spec.node_mapping or {}
+        nodes = sorted(descriptor.nodes)
+        unknown = sorted(set(mapping) - set(nodes))
+        if unknown:
+            self._fail(
+                f"spec.nodeMapping names {unknown}, which are not nodes of backup "
+                f'"{descriptor.id}" (its nodes: {nodes})',
+                reason="InvalidSpec",
+            )
+        targets: dict[str, str] = {}
+        for node in nodes:
+            target = mapping.get(node, node)
+            if target in targets:
+                self._fail(
+                    f'spec.nodeMapping maps both "{targets[target]}" and "{node}" onto "{target}"',
+                    reason="InvalidSpec",
+                )
+            targets[target] = node
+        return targets
+
+    def _check_topology(self, descriptor: GlobalDescriptor, sources: dict[str, str], replicas: int) -> None:
+        cluster = self.spec.cluster
+        backup_nodes = sorted(descriptor.nodes)
+        pods = [f"{cluster}-{i}" for i in range(replicas)]
+        if replicas != len(backup_nodes):
+            self._fail(
+                f'node count mismatch: backup "{descriptor.id}" has {len(backup_nodes)} nodes '
+                f"{backup_nodes}, "
+                f'cluster "{cluster}" has {replicas} {pods}',
+                reason="TopologyMismatch",
+            )
+        missing = sorted(set(sources) - set(pods))
+        extra = sorted(set(pods) - set(sources))
+        if missing or extra:
+            hint = (
+                "" if self.spec.node_mapping else "; spec.nodeMapping can rename nodes ({nodeInBackup: pod})"
+            )
+            self._fail(
+                f"node names do not match: the backup's nodes {sorted(sources)} (after nodeMapping) "
+                f'are not all in cluster "{cluster}": missing {missing}, and the cluster has {extra} '
+                f"that the backup does not{hint}",
+                reason="TopologyMismatch",
+            )
+
+    def _check_conflicts(self, infos: dict[str, Any]) -> None:
+        wanted = set(self.status.collections)
+        clashes = [
+            f'"{name}" on node "{node}"'
+            for node, info in sorted(infos.items())
+            for name in sorted(wanted & set(info.collections))
+        ]
+        if clashes:
+            self._fail(
+                f'collections already exist in cluster "{self.spec.cluster}": {", ".join(clashes)}; '
+                "a restore never overwrites a collection",
+                reason="CollectionExists",
+            )
+
+    async def _check_space(self, storage: Storage, sources: dict[str, str], infos: dict[str, Any]) -> None:
+        wanted = set(self.status.collections)
+
+        def needs() -> dict[str, int]:
+            out = {}
+            for target, source in sources.items():
+                node = NodeDescriptor.model_validate_json(
+                    storage.get_bytes(self.layout.node_descriptor(source))
+                )
+                out[target] = sum(col.bytes for col in node.collections if col.name in wanted)
+            return out
+
+        short = [
+            f'node "{target}" needs {human_bytes(need)} and has {human_bytes(infos[target].free_bytes)} free'
+            for target, need in sorted((await in_thread(needs)).items())
+            if need > infos[target].free_bytes
+        ]
+        if short:
+            self._fail("not enough disk space: " + "; ".join(short), reason="InsufficientSpace")
+
+    # --- preparing and running -----------------------------------------------------------------
+
+    _sources: dict[str, str]
+
+    def _initial_nodes(self, nodes: list[NodeEndpoint]) -> dict[str, NodeStatus]:
+        out = super()._initial_nodes(nodes)
+        for name, node in out.items():
+            node.source = self._sources[name]
+        return out
+
+    def _prepare_request(self, ep: NodeEndpoint) -> PrepareRestore:
+        return PrepareRestore(
+            id=self.op_id,
+            uid=self.obj.uid,
+            node=ep.name,
+            source_node=self._sources[ep.name],
+            backup_id=self.spec.backup_id,
+            backend=self.spec.backend,
+            path=self.spec.config.path,
+            collections=self.status.collections,
+            cpu_percentage=self.spec.config.cpu_percentage,
+            reservation_seconds=self.ctx.settings.reservation_seconds,
+        )
+
+    def _decide(self, views: Sequence[NodeView]) -> Decision:
+        return decide_restore(
+            self.status.phase or Phase.STARTED,
+            views,
+            cancel=self.spec.cancel,
+            preparing_for=self._preparing_for,
+            limits=self.ctx.limits,
+        )
+
+    async def _act_more(self, decision: Decision, endpoints: dict[str, NodeEndpoint]) -> None:
+        st = self.status
+        in_phase = {p: [n for n, s in st.nodes.items() if s.phase == p.value] for p in NodePhase}
+        if decision.step is Step.RECORD_FINALIZE:
+            st.phase = decision.phase
+            self._event(
+                "Normal", "Finalizing", f"all {len(st.nodes)} nodes verified {st.size}; moving into place"
+            )
+            if await self._publish():
+                await self._each(
+                    in_phase[NodePhase.TRANSFERRED], endpoints, lambda ep: self._step_one(ep, "finalize")
+                )
+        elif decision.step is Step.FINALIZE:
+            await self._each(
+                in_phase[NodePhase.TRANSFERRED], endpoints, lambda ep: self._step_one(ep, "finalize")
+            )
+        elif decision.step is Step.COMPLETE:
+            await self._each(
+                in_phase[NodePhase.FINALIZING], endpoints, lambda ep: self._step_one(ep, "complete")
+            )
+        elif decision.step is Step.FINISH:
+            self._finish(Phase.SUCCESS, None, reason=None)
+            await self._record_end()
+        else:
+            await super()._act_more(decision, endpoints)
+
+    # --- the end -------------------------------------------------------------------------------
+
+    def _success_message(self) -> str:
+        return f'restored backup "{self.spec.backup_id}": {super()._success_message()}'
+
+    async def _on_end(self) -> None:
+        await self._record_end()
+
+    async def _record_end(self) -> None:
+        if not self.status.nodes:
+            return  # refused before it began: nothing of this restore is in the backend
+        try:
+            storage = self._open_storage()
+            phase = self.status.phase or Phase.FAILED
+            await in_thread(lambda: self._write_restore_descriptor(storage, phase))
+        except (ShardkeeperError, Stop) as exc:
+            self.log.warning("restore.descriptor_not_written", error=str(exc))
+
+    def _write_restore_descriptor(self, storage: Storage, phase: Phase) -> None:
+        st = self.status
+        sources = getattr(self, "_sources", None) or {n: s.source or n for n, s in st.nodes.items()}
+        descriptor = RestoreDescriptor(
+            backup_id=self.spec.backup_id,
+            status=phase,
+            restore=Owner(namespace=self.obj.namespace, name=self.obj.name, uid=self.obj.uid),
+            cluster=self.spec.cluster,
+            node_mapping=self.spec.node_mapping or {},
+            collections=st.collections,
+            nodes={
+                target: RestoreNode(
+                    source=source,
+                    status=st.nodes[target].phase if target in st.nodes else "PENDING",
+                    error=st.nodes[target].error if target in st.nodes else None,
+                )
+                for target, source in sorted(sources.items())
+            },
+            started_at=st.started_at or self.now,
+            completed_at=self.now if phase.terminal else None,
+            error=st.error,
+        )
+        storage.put_bytes(
+            self.layout.restore_descriptor, descriptor.model_dump_json(by_alias=True, indent=1).encode()
+        )
