@@ -1,5 +1,7 @@
 """The demo (``make demo``): a local control plane, a 3-node sample cluster under live writes, the
-operator, and ``kubectl apply -f examples/backup.yaml``; it ends by printing the Backup's table.
+operator, ``kubectl apply -f examples/backup.yaml``, then a migration: ``examples/restore.yaml``
+restores the backup into another cluster, in another namespace, whose pods have other names, and
+that cluster's database serves the data. It ends by printing the Backup's table.
 
 Everything is real: kube-apiserver + etcd built from Go modules, the operator running as its own
 ServiceAccount under RBAC, one agent and one RocksDB-backed sample database process per pod.
@@ -21,6 +23,7 @@ from testbed.controlplane import REPO, ControlPlane
 from testbed.operator import OperatorProcess
 
 NAMESPACE = "demo"
+TARGET_NAMESPACE = "staging"
 
 
 def say(text: str) -> None:
@@ -57,13 +60,14 @@ def main() -> int:
 
     say("starting a local control plane (etcd + kube-apiserver, RBAC on) and applying the CRDs")
     cp = ControlPlane(work / "control-plane").start()
-    cluster: SampleCluster | None = None
+    clusters: list[SampleCluster] = []
     operator: OperatorProcess | None = None
     try:
         say("creating StatefulSet 'sampledb': 3 pods, each with the sample database and a shardkeeper agent")
         cluster = SampleCluster(
             cp, namespace=NAMESPACE, root=work / "nodes", token_file=token, agent_env=backend
         )
+        clusters.append(cluster)
         cluster.create()
         cluster.fill({"articles": [0, 1, 2], "users": [0, 1], "vectors": [2]}, keys=20_000)
         cluster.start_writers()
@@ -82,7 +86,39 @@ def main() -> int:
 
         say("the files written to the filesystem backend")
         tree(backups / "first-backup")
-        say("per-node status")
+
+        say(f"migration: an empty cluster 'replica' in namespace '{TARGET_NAMESPACE}', pods replica-0..2")
+        replica = SampleCluster(
+            cp,
+            namespace=TARGET_NAMESPACE,
+            root=work / "replica",
+            token_file=token,
+            agent_env=backend,
+            name="replica",
+        )
+        clusters.append(replica)
+        replica.create()
+        operator.stop()  # the operator watches the namespaces it is given; now both
+        operator = OperatorProcess(
+            cp, work / "operator", token, [NAMESPACE, TARGET_NAMESPACE], env=backend
+        ).start()
+        show(cp, "apply", "-n", TARGET_NAMESPACE, "-f", str(REPO / "examples" / "restore.yaml"))
+        show(
+            cp,
+            "wait",
+            "-n",
+            TARGET_NAMESPACE,
+            "--for=condition=Complete",
+            "restore/first-restore",
+            "--timeout=180s",
+        )
+        show(cp, "get", "restores", "-n", TARGET_NAMESPACE, "-o", "wide")
+        say("the database of cluster 'replica' serves the restored collections")
+        for i, node in enumerate(replica.nodes):
+            counts = {c: replica.summary(i, c)["keys"] for c in replica.db(i, "GET", "/collections")}
+            print(f"  {node.name}: records per collection {counts}")
+
+        say("per-node status of the backup")
         show(
             cp,
             "get",
@@ -108,8 +144,8 @@ def main() -> int:
     finally:
         if operator:
             operator.stop()
-        if cluster:
-            cluster.stop()
+        for each in clusters:
+            each.stop()
         cp.stop()
 
 
