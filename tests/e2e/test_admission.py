@@ -67,3 +67,35 @@ def test_spec_is_immutable_after_creation_except_cancel(env: Env) -> None:
     assert "configured" in env.apply(backup_manifest("frozen", include=["articles"], cancel=True))
     out = _refused(env, backup_manifest("frozen", include=["articles"], cancel=False))
     assert "spec.cancel cannot be unset" in out
+
+
+def _restore(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "shardkeeper.io/v1alpha1",
+        "kind": "Restore",
+        "metadata": {"name": name},
+        "spec": {"backupId": "nightly", "backend": "filesystem", "cluster": "sampledb", **spec},
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ({"include": ["a"], "exclude": ["b"]}, "spec.include", "mutually exclusive"),
+        ({"backupId": "Nightly"}, "spec.backupId", "should match"),
+        ({"config": {"cpuPercentage": 81}}, "spec.config.cpuPercentage", "less than or equal to 80"),
+        ({"backend": "ftp"}, "spec.backend", 'Unsupported value: "ftp"'),
+    ],
+)
+def test_invalid_restore_is_refused_naming_the_field(
+    env: Env, spec: dict[str, Any], field: str, words: str
+) -> None:
+    out = _refused(env, _restore("bad", **spec))
+    assert field in out and words in out
+
+
+def test_restore_spec_is_immutable_except_cancel(env: Env) -> None:
+    env.apply(_restore("frozen"))
+    out = _refused(env, _restore("frozen", nodeMapping={"sampledb-0": "other-0"}))
+    assert "spec.nodeMapping is immutable" in out
+    assert "configured" in env.apply(_restore("frozen", cancel=True))

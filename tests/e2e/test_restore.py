@@ -150,6 +150,22 @@ def test_topology_and_selection_refusals(env: Env) -> None:
         == f'backup id "no-such-backup" does not exist at "{env.backups / "no-such-backup"}"'
     )
 
+    descriptor_path = env.backups / "nightly" / "backup_config.json"
+    original = descriptor_path.read_text()
+    for name, change, reason, words in (
+        (
+            "failed-backup",
+            {"status": "FAILED"},
+            "BackupNotRestorable",
+            'backup "nightly" is FAILED, not SUCCESS',
+        ),
+        ("from-the-future", {"formatVersion": 99}, "UnsupportedFormat", "format version 99 is not known"),
+    ):
+        descriptor_path.write_text(json.dumps({**json.loads(original), **change}))
+        error = _refused(env, renamed, name, ns, reason)
+        assert words in error
+    descriptor_path.write_text(original)
+
 
 def test_existing_collection_is_refused_before_any_download(env: Env) -> None:
     _source(env, keys=200, writers=False)
