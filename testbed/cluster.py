@@ -96,6 +96,8 @@ class SampleCluster:
     name: str = "sampledb"
     replicas: int = 3
     agent_env: dict[str, str] = field(default_factory=dict)
+    #: Per node (by index): overrides of agent_env, e.g. a backend path only that node sees.
+    node_env: dict[int, dict[str, str]] = field(default_factory=dict)
     value_size: int = 256
     nodes: list[Node] = field(default_factory=list)
     block: int = field(default_factory=_ip_block)
@@ -277,6 +279,7 @@ class SampleCluster:
             "POD_NAME": node.name,
             "SHARDKEEPER_AGENT_TOKEN_FILE": str(self.token_file),
             **self.agent_env,
+            **self.node_env.get(i, {}),
         }
         node.agent = spawn(
             [

@@ -2,6 +2,34 @@
 
 * ``tests/unit``: pure logic and the local filesystem; no network, no processes.
 * ``tests/agent``: a real agent service in-process (aiohttp test server) on a real data directory.
+* ``tests/storage``: one contract suite, run unchanged against every backend, each against a real
+  server on loopback (versitygw for S3, fake-gcs-server, Azurite) started here.
 * ``tests/e2e``: the real control plane (kube-apiserver + etcd built from Go modules), real agent
   and sample-database processes, and the real operator process. Nothing is mocked there.
 """
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from testbed.servers import SERVERS, StorageServer
+
+
+@pytest.fixture(scope="session")
+def storage_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, StorageServer]]:
+    """One running server per cloud backend, started on first use and stopped at the end."""
+    started: dict[str, StorageServer] = {}
+
+    class Lazy(dict[str, StorageServer]):
+        def __missing__(self, name: str) -> StorageServer:
+            server = SERVERS[name](tmp_path_factory.mktemp(f"{name}-server")).start()
+            server.create_bucket()
+            started[name] = server
+            self[name] = server
+            return server
+
+    yield Lazy()
+    for server in started.values():
+        server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from shardkeeper import __version__, logs
+from shardkeeper.errors import ShardkeeperError
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -85,6 +87,80 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return ""
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
+    lines = ["  ".join(k.ljust(widths[k]) for k in rows[0])]
+    lines += ["  ".join(r[k].ljust(widths[k]) for k in r) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _backups_list(args: argparse.Namespace) -> int:
+    from shardkeeper.api.common import Backend, human_bytes
+    from shardkeeper.storage import open_storage
+    from shardkeeper.storage.catalog import list_backups
+
+    found = list_backups(open_storage(Backend(args.backend), path=args.path))
+    if args.output == "json":
+        sys.stdout.write(json.dumps([d.wire() for d in found], indent=1) + "\n")
+        return 0
+    rows = [
+        {
+            "ID": d.id,
+            "STATUS": d.status.value,
+            "COLLECTIONS": ",".join(d.collections),
+            "NODES": str(len(d.nodes)),
+            "SIZE": human_bytes(d.bytes),
+            "STORED": human_bytes(d.stored_bytes),
+            "STARTED": d.started_at.isoformat().replace("+00:00", "Z"),
+            "COMPLETED": d.completed_at.isoformat().replace("+00:00", "Z") if d.completed_at else "",
+        }
+        for d in found
+    ]
+    sys.stdout.write(_table(rows) if rows else f"no backups at {args.backend}\n")
+    return 0
+
+
+def _backups_describe(args: argparse.Namespace) -> int:
+    from shardkeeper.api.common import Backend
+    from shardkeeper.storage import open_storage
+    from shardkeeper.storage.catalog import read_descriptor
+
+    storage = open_storage(Backend(args.backend), path=args.path)
+    descriptor = read_descriptor(storage, args.id)
+    out = {"location": storage.url(args.id), **descriptor.wire()}
+    sys.stdout.write(
+        json.dumps(out, indent=1) if args.output == "json" else yaml.safe_dump(out, sort_keys=False)
+    )
+    return 0
+
+
+def _backups_copy(args: argparse.Namespace) -> int:
+    import time
+
+    from shardkeeper.api.common import Backend, human_bytes
+    from shardkeeper.storage import open_storage
+    from shardkeeper.storage.catalog import CopyReport, copy_backup
+
+    source = open_storage(Backend(args.source), path=args.from_path)
+    target = open_storage(Backend(args.target), path=args.to_path)
+    started = time.monotonic()
+
+    def progress(report: CopyReport) -> None:
+        sys.stderr.write(f"\r{report.objects} objects, {human_bytes(report.bytes)} copied and verified")
+
+    report = copy_backup(source, target, args.id, on_progress=progress)
+    seconds = max(time.monotonic() - started, 1e-6)
+    sys.stderr.write("\n")
+    sys.stdout.write(
+        f'copied backup "{args.id}" from {source.url(args.id)} to {target.url(args.id)}: '
+        f"{report.objects} objects, {human_bytes(report.bytes)}, every chunk verified, "
+        f"{human_bytes(int(report.bytes / seconds))}/s\n"
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shardkeeper", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
@@ -123,6 +199,30 @@ def parser() -> argparse.ArgumentParser:
     ag.add_argument("--token-file", default=None, help="default: $SHARDKEEPER_AGENT_TOKEN_FILE")
     ag.set_defaults(func=_agent)
 
+    backends = ["filesystem", "s3", "gcs", "azure"]
+    bk = sub.add_parser(
+        "backups", help="list, describe and copy backups in a backend (configured from the environment)"
+    )
+    bsub = bk.add_subparsers(dest="backups_command", required=True)
+    ls = bsub.add_parser("list", help="backups in a backend, newest first")
+    ls.add_argument("--backend", required=True, choices=backends)
+    ls.add_argument("--path", help="the backend path (default: BACKUP_*_PATH)")
+    ls.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    ls.set_defaults(func=_backups_list)
+    ds = bsub.add_parser("describe", help="a backup's global descriptor")
+    ds.add_argument("id")
+    ds.add_argument("--backend", required=True, choices=backends)
+    ds.add_argument("--path")
+    ds.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    ds.set_defaults(func=_backups_describe)
+    cp = bsub.add_parser("copy", help="copy a backup to another backend, verifying every chunk's sha256")
+    cp.add_argument("id")
+    cp.add_argument("--from", dest="source", required=True, choices=backends)
+    cp.add_argument("--to", dest="target", required=True, choices=backends)
+    cp.add_argument("--from-path")
+    cp.add_argument("--to-path")
+    cp.set_defaults(func=_backups_copy)
+
     cr = sub.add_parser("crds", help="print (or --write DIR) the CustomResourceDefinitions")
     cr.add_argument("--write", metavar="DIR")
     cr.set_defaults(func=_crds)
@@ -132,7 +232,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.configure(level=args.log_level, json=args.log_json)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except ShardkeeperError as exc:
+        sys.stderr.write(f"shardkeeper: {exc}\n")
+        return 1
     return result
 
 

@@ -47,6 +47,9 @@ class OperationStatusBase(Model):
     started_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None
     error: str | None = None
+    backend_unavailable_since: dt.datetime | None = Field(
+        default=None, description="Set while the operator cannot reach the backend."
+    )
     nodes: dict[str, NodeStatus] = Field(default_factory=dict)
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 from shardkeeper.api.common import Codec
 from shardkeeper.archive.codecs import decompressor
@@ -55,12 +55,16 @@ def check_entry_path(name: str, allowed_roots: set[str]) -> str:
     return name
 
 
+class Source(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
 class _StoredStream:
     """Reads the stored chunk on a thread of its own, hashing it; hands out decompressed bytes."""
 
     _END = object()
 
-    def __init__(self, source: BinaryIO, codec: Codec, cancelled: threading.Event, depth: int = 8) -> None:
+    def __init__(self, source: Source, codec: Codec, cancelled: threading.Event, depth: int = 8) -> None:
         self._source = source
         self._codec = codec
         self._cancelled = cancelled
@@ -283,7 +287,7 @@ def _members(stream: _StoredStream) -> Iterator[_Member]:
 
 
 def unpack_chunk(
-    source: BinaryIO,
+    source: Source,
     *,
     codec: Codec,
     chunk: ExpectedChunk,

@@ -28,7 +28,6 @@ from shardkeeper.coordinator.kube import KubernetesUnavailable
 from shardkeeper.coordinator.operation import OperationObject, OperationReconciler, Outcome
 from shardkeeper.coordinator.queue import OpRef
 from shardkeeper.coordinator.restore import RestoreReconciler
-from shardkeeper.errors import StorageError
 
 log = structlog.get_logger(__name__)
 
@@ -158,7 +157,7 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
         before = obj.status.wire()
         try:
             outcome = await kind.reconciler(ctx, obj).tick()
-        except (KubernetesUnavailable, StorageError) as exc:
+        except KubernetesUnavailable as exc:
             # The next tick observes again; nothing was decided on half an observation.
             raise kopf.TemporaryError(str(exc), delay=interval) from exc
         progress_interval = ctx.settings.progress_interval_seconds

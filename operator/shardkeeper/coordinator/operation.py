@@ -29,7 +29,15 @@ from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.kube import ClusterView, KubernetesUnavailable
 from shardkeeper.coordinator.twophase import Decision, NodeView, Step
-from shardkeeper.errors import AgentError, AgentRefused, AgentUnreachable, ShardkeeperError, SpecError
+from shardkeeper.errors import (
+    AgentError,
+    AgentRefused,
+    AgentUnreachable,
+    ShardkeeperError,
+    SpecError,
+    StorageError,
+    TransientStorageError,
+)
 from shardkeeper.storage import Storage
 
 log = structlog.get_logger(__name__)
@@ -176,13 +184,34 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
                 await self._start()
             elif st.phase is not None and not st.phase.terminal:
                 await self._advance()
+            st.backend_unavailable_since = None
         except Stop:
             pass
+        except TransientStorageError as exc:
+            self._backend_trouble(exc)
+        except StorageError as exc:  # denied, no such bucket...: retrying will not help
+            self._finish(Phase.FAILED, f'backend "{self.op_spec.backend}": {exc}', reason="BackendError")
         if st.phase in (Phase.FAILED, Phase.CANCELED) and st.phase is not before:
             await self._on_end()
         if st.phase is not before or self._failure_reason or self._message or not st.conditions:
             self._refresh_conditions()
         return Outcome(status=st, events=self.events)
+
+    def _backend_trouble(self, exc: TransientStorageError) -> None:
+        """The backend did not answer this tick. Try again next tick, within a deadline."""
+        st = self.status
+        st.backend_unavailable_since = st.backend_unavailable_since or self.now
+        away = (self.now - st.backend_unavailable_since).total_seconds()
+        limit = self.ctx.settings.backend_unavailable_seconds
+        if away > limit:
+            self._finish(
+                Phase.FAILED,
+                f'backend "{self.op_spec.backend}" unavailable for {away:.0f}s: {exc}',
+                reason="BackendUnavailable",
+            )
+        else:
+            self._message = f"backend unavailable, retrying: {exc}"
+            self.log.warning("operation.backend_unavailable", error=str(exc), seconds=round(away))
 
     async def delete(self) -> Outcome[StatusT]:
         """The object is being deleted: a running operation is canceled, everywhere."""

@@ -24,6 +24,9 @@ class OperatorSettings:
     agent_request_timeout: float = 15.0
     agent_abort_timeout: float = 90.0
     """Abort waits until the agent has stopped its transfer and removed staging."""
+    backend_unavailable_seconds: float = 120.0
+    """The operator's own calls to the backend (descriptors) may fail this long before the
+    operation fails; the agents retry their transfers on their own (storage.base.RetryPolicy)."""
     queue_timeout_seconds: float = 6 * 3600.0
     """A queued operation gives up if the cluster stays busy this long (measured from its creation)."""
     progress_interval_seconds: float = 5.0

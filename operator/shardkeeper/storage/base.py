@@ -1,15 +1,22 @@
-"""The storage contract every backend implements, and the policy around it."""
+"""The storage contract every backend implements, and the policy around it.
+
+Backends implement a handful of ``_``-prefixed primitives and translate their SDK's errors into
+``shardkeeper.errors`` at that boundary. Everything else lives here, once: key checks, retries with
+backoff (``RetryPolicy``), reads that resume where a dropped connection left them, uploads in
+parts (each part retried on its own), and the redaction of secrets from messages.
+"""
 
 from __future__ import annotations
 
 import abc
+import builtins
 import contextlib
 import posixpath
 import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, TypeVar
@@ -21,6 +28,49 @@ from shardkeeper.errors import ObjectNotFound, StorageError, TransientStorageErr
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures (timeouts, 5xx, throttling, a server away for a while) are retried.
+
+    The defaults ride out an outage of about a minute; a longer one fails the operation, which
+    the coordinator then reports. SDK-level retries are turned off so that they do not multiply
+    with these (GCS resumable uploads, whose recovery lives in the SDK, get these numbers).
+    """
+
+    attempts: int = 8
+    initial_delay: float = 0.5
+    max_delay: float = 10.0
+    multiplier: float = 2.0
+    deadline: float = 90.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.initial_delay
+        for _ in range(self.attempts - 1):
+            yield delay * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
+            delay = min(delay * self.multiplier, self.max_delay)
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def retrying(op: Callable[[], T], *, what: str, policy: RetryPolicy = DEFAULT_RETRY) -> T:
+    """Runs ``op``, again after ``TransientStorageError`` with backoff, within the policy's deadline."""
+    started = time.monotonic()
+    delays = policy.delays()
+    attempt = 1
+    while True:
+        try:
+            return op()
+        except TransientStorageError as exc:
+            delay = next(delays, None)
+            if delay is None or time.monotonic() - started + delay > policy.deadline:
+                raise TransientStorageError(f"{exc} (gave up after {attempt} attempts)") from exc
+            log.warning("storage.retry", op=what, attempt=attempt, error=str(exc), delay=round(delay, 2))
+            time.sleep(delay)
+            attempt += 1
 
 
 @dataclass(frozen=True)
@@ -41,6 +91,90 @@ class Writer(abc.ABC):
     @abc.abstractmethod
     def abort(self) -> None:
         """Throws away what was written; must be safe to call after a failed write."""
+
+
+class PartWriter(Writer):
+    """An upload in parts (S3 multipart, Azure staged blocks): bytes are gathered into parts, each
+    part is sent (and retried) on its own, and ``commit`` assembles them. An object smaller than one
+    part goes in a single request. Memory: one part.
+
+    Parts start at ``part_size`` and double every ``parts_per_size`` parts, so that an object of any
+    size fits the backend's limit on the number of parts.
+    """
+
+    part_size: ClassVar[int] = 8 * MiB
+    parts_per_size: ClassVar[int] = 1000
+
+    def __init__(self, *, what: str, policy: RetryPolicy = DEFAULT_RETRY) -> None:
+        self._what = what
+        self._policy = policy
+        self._buffer = bytearray()
+        self._parts = 0
+        self._size = self.part_size
+        self._started = False
+
+    # --- what a backend implements -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def _begin(self) -> None:
+        """Starts the multi-part upload (S3: CreateMultipartUpload; Azure: nothing)."""
+
+    @abc.abstractmethod
+    def _put_part(self, number: int, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def _complete(self, parts: int) -> None: ...
+
+    @abc.abstractmethod
+    def _put_whole(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def _cancel(self) -> None: ...
+
+    # --- the policy --------------------------------------------------------------------------
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._buffer += data
+        while len(self._buffer) >= self._size:
+            part = bytes(self._buffer[: self._size])
+            del self._buffer[: self._size]
+            self._send(part)
+        return len(data)
+
+    def _send(self, part: bytes) -> None:
+        if not self._started:
+            retrying(self._begin, what=f"begin {self._what}", policy=self._policy)
+            self._started = True
+        self._parts += 1
+        number = self._parts
+        retrying(
+            lambda: self._put_part(number, part), what=f"part {number} of {self._what}", policy=self._policy
+        )
+        if self._parts % self.parts_per_size == 0:
+            self._size *= 2
+
+    def commit(self) -> None:
+        try:
+            if not self._started:
+                data = bytes(self._buffer)
+                retrying(lambda: self._put_whole(data), what=f"put {self._what}", policy=self._policy)
+            else:
+                if self._buffer:
+                    self._send(bytes(self._buffer))
+                parts = self._parts
+                retrying(lambda: self._complete(parts), what=f"complete {self._what}", policy=self._policy)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._buffer.clear()
+
+    def abort(self) -> None:
+        self._buffer.clear()
+        if self._started:
+            with contextlib.suppress(StorageError):
+                self._cancel()
+            self._started = False
 
 
 class BackgroundWriter(Writer):
@@ -104,6 +238,46 @@ class BackgroundWriter(Writer):
             log.warning("storage.abort_after_error", error=repr(self._error))
 
 
+class _ResumingReader:
+    """Reads an object from the start; if the connection drops midway, reopens it where it broke."""
+
+    def __init__(
+        self, opener: Callable[[int], BinaryIO], *, what: str, policy: RetryPolicy = DEFAULT_RETRY
+    ) -> None:
+        self._opener, self._what, self._policy = opener, what, policy
+        self._offset = 0
+        self._stream: BinaryIO | None = retrying(lambda: opener(0), what=f"open {what}", policy=policy)
+
+    def read(self, n: int = -1) -> bytes:
+        def attempt() -> bytes:
+            if self._stream is None:
+                self._stream = self._opener(self._offset)
+            try:
+                return self._stream.read(n)
+            except TransientStorageError:
+                self._drop()
+                raise
+
+        data = retrying(attempt, what=f"read {self._what} at {self._offset}", policy=self._policy)
+        self._offset += len(data)
+        return data
+
+    def _drop(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
+            self._stream = None
+
+    def close(self) -> None:
+        self._drop()
+
+    def __enter__(self) -> _ResumingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def check_key(key: str) -> str:
     """Keys are relative, '/'-separated and never climb out of the backend's root."""
     if not key or key.startswith("/") or "\\" in key:
@@ -121,13 +295,12 @@ class Storage(abc.ABC):
     """
 
     backend: ClassVar[Backend]
-    #: How often, and how patiently, whole-object operations are retried on transient errors.
-    retry_attempts: ClassVar[int] = 5
-    retry_base_delay: ClassVar[float] = 0.2
-    retry_max_delay: ClassVar[float] = 5.0
+    retry: ClassVar[RetryPolicy] = DEFAULT_RETRY
 
-    def __init__(self, *, prefix: str) -> None:
+    def __init__(self, *, prefix: str, secrets: Iterable[str] = ()) -> None:
         self.prefix = prefix.strip("/")
+        #: Values that must never appear in a message (keys, connection strings).
+        self._secrets = tuple(s for s in secrets if s and len(s) >= 6)
 
     # --- what backends implement ---------------------------------------------------------------
 
@@ -135,13 +308,18 @@ class Storage(abc.ABC):
     def _writer(self, path: str) -> Writer: ...
 
     @abc.abstractmethod
-    def _reader(self, path: str) -> BinaryIO: ...
+    def _reader(self, path: str, offset: int) -> BinaryIO:
+        """The object's bytes from ``offset``; its ``read`` raises our errors, not the SDK's."""
 
     @abc.abstractmethod
     def _stat(self, path: str) -> ObjectInfo | None: ...
 
     @abc.abstractmethod
     def _list(self, path_prefix: str) -> Iterator[ObjectInfo]: ...
+
+    @abc.abstractmethod
+    def _list_dirs(self, path_prefix: str) -> list[str]:
+        """Names of the 'directories' directly under ``path_prefix`` (which ends with '/' or is empty)."""
 
     @abc.abstractmethod
     def _delete(self, paths: list[str]) -> None: ...
@@ -152,12 +330,22 @@ class Storage(abc.ABC):
 
     # --- the contract callers use --------------------------------------------------------------
 
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     def full(self, key: str) -> str:
         check_key(key)
         return posixpath.join(self.prefix, key) if self.prefix else key
 
     def _relative(self, path: str) -> str:
         return path[len(self.prefix) + 1 :] if self.prefix else path
+
+    def _dir_path(self, prefix: str) -> str:
+        if prefix.strip("/"):
+            return self.full(prefix.rstrip("/")) + "/"
+        return f"{self.prefix}/" if self.prefix else ""
 
     def open_writer(self, key: str) -> Writer:
         """A writer the caller must commit or abort (``writer`` does that for a block of code)."""
@@ -166,7 +354,7 @@ class Storage(abc.ABC):
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[Writer]:
         """Yields a writer; commits when the block ends, aborts if it raises."""
-        w = self._writer(self.full(key))
+        w = self.open_writer(key)
         try:
             yield w
         except BaseException:
@@ -174,22 +362,17 @@ class Storage(abc.ABC):
             raise
         w.commit()
 
-    def reader(self, key: str) -> BinaryIO:
-        return self._retry(lambda: self._reader(self.full(key)), what=f"open {key}")
+    def reader(self, key: str) -> _ResumingReader:
+        path = self.full(key)
+        return _ResumingReader(lambda offset: self._reader(path, offset), what=key, policy=self.retry)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        def put() -> None:
-            with self.writer(key) as w:
-                w.write(data)
-
-        self._retry(put, what=f"put {key}")
+        with self.writer(key) as w:  # writers retry their own requests
+            w.write(data)
 
     def get_bytes(self, key: str) -> bytes:
-        def get() -> bytes:
-            with self._reader(self.full(key)) as f:
-                return f.read()
-
-        return self._retry(get, what=f"get {key}")
+        with self.reader(key) as r:
+            return r.read()
 
     def stat(self, key: str) -> ObjectInfo | None:
         info = self._retry(lambda: self._stat(self.full(key)), what=f"stat {key}")
@@ -207,6 +390,11 @@ class Storage(abc.ABC):
         found = self._retry(lambda: list(self._list(full)), what=f"list {prefix}")
         return sorted((ObjectInfo(self._relative(o.key), o.size) for o in found), key=lambda o: o.key)
 
+    def list_dirs(self, prefix: str = "") -> builtins.list[str]:
+        """Names directly under ``prefix`` that have objects below them (for listing backups)."""
+        names = self._retry(lambda: self._list_dirs(self._dir_path(prefix)), what=f"list {prefix}/")
+        return sorted(names)
+
     def delete_prefix(self, prefix: str) -> int:
         """Deletes everything under ``prefix/``, including what a crashed writer left half-written;
         returns how many objects there were."""
@@ -223,17 +411,19 @@ class Storage(abc.ABC):
         self._retry(lambda: self._delete([self.full(key)]), what=f"delete {key}")
 
     def _retry(self, op: Callable[[], T], *, what: str) -> T:
-        delay = self.retry_base_delay
-        for attempt in range(1, self.retry_attempts + 1):
-            try:
-                return op()
-            except TransientStorageError as exc:
-                if attempt == self.retry_attempts:
-                    raise
-                log.warning("storage.retry", op=what, attempt=attempt, error=str(exc))
-                time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
-                delay = min(delay * 2, self.retry_max_delay)
-        raise AssertionError("unreachable")
+        return retrying(op, what=what, policy=self.retry)
 
 
-__all__ = ["ObjectInfo", "ObjectNotFound", "Storage", "StorageError", "Writer", "check_key"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "BackgroundWriter",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "PartWriter",
+    "RetryPolicy",
+    "Storage",
+    "StorageError",
+    "Writer",
+    "check_key",
+    "retrying",
+]

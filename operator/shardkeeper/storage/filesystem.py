@@ -11,7 +11,7 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -79,11 +79,19 @@ class FilesystemStorage(Storage):
     def _writer(self, path: str) -> Writer:
         return _FileWriter(self._path(path))
 
-    def _reader(self, path: str) -> BinaryIO:
+    def _reader(self, path: str, offset: int) -> BinaryIO:
         try:
-            return self._path(path).open("rb")
+            f = self._path(path).open("rb")
         except OSError as exc:
             raise _translate(exc, path) from exc
+        f.seek(offset)
+        return f
+
+    def _list_dirs(self, path_prefix: str) -> list[str]:
+        base = self._path(path_prefix) if path_prefix else self.root
+        if not base.is_dir():
+            return []
+        return [entry.name for entry in base.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
 
     def _stat(self, path: str) -> ObjectInfo | None:
         try:
@@ -145,16 +153,8 @@ class FilesystemStorage(Storage):
                 directory = directory.parent
 
 
-class _Factory:
-    required_env = ("BACKUP_FILESYSTEM_PATH",)
-
-    def from_env(self, env: Mapping[str, str], *, path: str | None) -> Storage:
-        root = Path(env["BACKUP_FILESYSTEM_PATH"])
-        if not root.is_absolute():
-            raise StorageError(f"BACKUP_FILESYSTEM_PATH must be an absolute path, not {str(root)!r}")
-        return FilesystemStorage(root=root, prefix=path or "")
-
-
-FACTORY = _Factory()
-
-__all__ = ["FACTORY", "FilesystemStorage"]
+def open_from_env(env: Mapping[str, str], *, path: str | None, secrets: Sequence[str] = ()) -> Storage:
+    root = Path(env["BACKUP_FILESYSTEM_PATH"])
+    if not root.is_absolute():
+        raise StorageError(f"BACKUP_FILESYSTEM_PATH must be an absolute path, not {str(root)!r}")
+    return FilesystemStorage(root=root, prefix=path or "")

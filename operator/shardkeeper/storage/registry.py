@@ -1,8 +1,9 @@
 """Backends by name, imported lazily so that an installation pays only for the SDKs it uses.
 
-A backend is *enabled* when the environment configures it (its required variables are set); the
-Helm chart sets them from ``backups.<backend>.envconfig``. Asking for one that is not enabled fails
-with the names of the missing variables.
+A backend is *enabled* when the environment configures it: its required variables are set (the
+Helm chart sets them from ``backups.<backend>.envconfig`` and ``secrets``). Several may be enabled
+at once. Asking for one that is not enabled fails with the names of the missing variables; one
+whose SDK is not installed fails with the package extra that brings it.
 """
 
 from __future__ import annotations
@@ -10,46 +11,45 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Mapping
-from typing import Protocol
+from dataclasses import dataclass
 
 from shardkeeper.api.common import Backend
 from shardkeeper.errors import BackendNotConfigured
 from shardkeeper.storage.base import Storage
 
 
-class BackendFactory(Protocol):
-    required_env: tuple[str, ...]
+@dataclass(frozen=True)
+class _Entry:
+    module: str
+    extra: str
+    #: Each group must have at least one variable set, e.g. (("BUCKET",), ("CONN_STRING", "ACCOUNT")).
+    required: tuple[tuple[str, ...], ...]
+    #: Variables whose values must never appear in a message.
+    secrets: tuple[str, ...] = ()
 
-    def from_env(self, env: Mapping[str, str], *, path: str | None) -> Storage: ...
 
-
-#: backend -> "module:attribute" of its factory; imported on first use.
-_BACKENDS: dict[Backend, str] = {
-    Backend.FILESYSTEM: "shardkeeper.storage.filesystem:FACTORY",
+_BACKENDS: dict[Backend, _Entry] = {
+    Backend.FILESYSTEM: _Entry("shardkeeper.storage.filesystem", "", (("BACKUP_FILESYSTEM_PATH",),)),
+    Backend.S3: _Entry(
+        "shardkeeper.storage.s3",
+        "s3",
+        (("BACKUP_S3_BUCKET",),),
+        ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY", "AWS_SESSION_TOKEN"),
+    ),
+    Backend.GCS: _Entry("shardkeeper.storage.gcs", "gcs", (("BACKUP_GCS_BUCKET",),)),
+    Backend.AZURE: _Entry(
+        "shardkeeper.storage.azure",
+        "azure",
+        (("BACKUP_AZURE_CONTAINER",), ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT")),
+        ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY"),
+    ),
 }
 
 
-def _factory(backend: Backend) -> BackendFactory:
-    target = _BACKENDS.get(backend)
-    if target is None:
-        raise BackendNotConfigured(f'backend "{backend}" is not supported by this version of shardkeeper')
-    module_name, attr = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:  # an SDK missing from this installation
-        raise BackendNotConfigured(
-            f'backend "{backend}" needs a library that is not installed: {exc.name}'
-        ) from exc
-    factory: BackendFactory = getattr(module, attr)
-    return factory
-
-
 def missing_env(backend: Backend, env: Mapping[str, str] | None = None) -> list[str]:
+    """What is missing to enable ``backend``: one entry per unsatisfied group ("A or B")."""
     env = os.environ if env is None else env
-    if backend not in _BACKENDS:
-        return []
-    required = _factory(backend).required_env
-    return [name for name in required if not env.get(name)]
+    return [" or ".join(group) for group in _BACKENDS[backend].required if not any(env.get(v) for v in group)]
 
 
 def configured_backends(env: Mapping[str, str] | None = None) -> list[Backend]:
@@ -62,7 +62,8 @@ def open_storage(
 ) -> Storage:
     """The storage for ``backend``, at the backend's default path or at ``path`` if given."""
     env = os.environ if env is None else env
-    if backend not in _BACKENDS:
+    entry = _BACKENDS.get(backend)
+    if entry is None:
         raise BackendNotConfigured(f'backend "{backend}" is not supported by this version of shardkeeper')
     missing = missing_env(backend, env)
     if missing:
@@ -70,4 +71,13 @@ def open_storage(
             f'backend "{backend}" is not enabled: set {", ".join(missing)} '
             f"(Helm: backups.{backend}.enabled and backups.{backend}.envconfig)"
         )
-    return _factory(backend).from_env(env, path=path)
+    try:
+        module = importlib.import_module(entry.module)
+    except ImportError as exc:  # an SDK missing from this installation
+        raise BackendNotConfigured(
+            f'backend "{backend}" needs {exc.name}, which is not installed: '
+            f'pip install "shardkeeper[{entry.extra}]"'
+        ) from exc
+    secrets = [env[name] for name in entry.secrets if env.get(name)]
+    storage: Storage = module.open_from_env(env, path=path, secrets=secrets)
+    return storage

@@ -1,0 +1,101 @@
+"""What the seed's REST API offers besides creating and restoring: listing backups, describing one,
+and copying one to another backend ("backup and restore between different storage providers").
+
+A copy streams every chunk from one backend to the other and checks each against the sha256 and
+size in its node descriptor on the way; descriptors are written after their chunks and the global
+descriptor last, so the copy becomes a backup at the destination only once it is whole. If anything
+does not match, what was copied is removed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shardkeeper.api.common import Phase
+from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor
+from shardkeeper.errors import IntegrityError, ObjectNotFound, SpecError, StorageError
+from shardkeeper.storage.base import Storage
+from shardkeeper.storage.layout import BackupLayout
+
+COPY_BUFFER = 1 << 20
+
+
+def read_descriptor(storage: Storage, backup_id: str) -> GlobalDescriptor:
+    try:
+        raw = storage.get_bytes(BackupLayout(backup_id).global_descriptor)
+    except ObjectNotFound:
+        raise SpecError(f'backup id "{backup_id}" does not exist at "{storage.url(backup_id)}"') from None
+    descriptor = GlobalDescriptor.model_validate_json(raw)
+    descriptor.check_version()
+    return descriptor
+
+
+def list_backups(storage: Storage) -> list[GlobalDescriptor]:
+    """Every backup under the storage's path, newest first. Ids without a descriptor are skipped."""
+    found = []
+    for backup_id in storage.list_dirs():
+        try:
+            found.append(read_descriptor(storage, backup_id))
+        except (SpecError, StorageError, ValueError):
+            continue
+    return sorted(found, key=lambda d: d.started_at, reverse=True)
+
+
+@dataclass
+class CopyReport:
+    objects: int = 0
+    bytes: int = 0
+
+
+def copy_backup(
+    source: Storage,
+    target: Storage,
+    backup_id: str,
+    *,
+    on_progress: Callable[[CopyReport], None] = lambda _: None,
+) -> CopyReport:
+    descriptor = read_descriptor(source, backup_id)
+    if descriptor.status is not Phase.SUCCESS:
+        raise SpecError(f'backup "{backup_id}" is {descriptor.status}; only a complete backup can be copied')
+    layout = BackupLayout(backup_id)
+    if target.exists(layout.global_descriptor):
+        raise SpecError(f'backup "{backup_id}" already exists at "{target.url(backup_id)}"')
+    report = CopyReport()
+    try:
+        for node in sorted(descriptor.nodes):
+            raw = source.get_bytes(layout.node_descriptor(node))
+            node_descriptor = NodeDescriptor.model_validate_json(raw)
+            node_descriptor.check_version()
+            for collection in node_descriptor.collections:
+                for chunk in collection.chunks:
+                    key = layout.chunk(node, chunk.key)
+                    _copy_verified(source, target, key, sha256=chunk.sha256, size=chunk.size, report=report)
+                    on_progress(report)
+            target.put_bytes(layout.node_descriptor(node), raw)
+            report.objects += 1
+        target.put_bytes(layout.global_descriptor, source.get_bytes(layout.global_descriptor))
+        report.objects += 1
+    except BaseException:
+        target.delete_prefix(backup_id)
+        raise
+    return report
+
+
+def _copy_verified(
+    source: Storage, target: Storage, key: str, *, sha256: str, size: int, report: CopyReport
+) -> None:
+    digest, copied = hashlib.sha256(), 0
+    with source.reader(key) as reader, target.writer(key) as writer:
+        while block := reader.read(COPY_BUFFER):
+            digest.update(block)
+            copied += len(block)
+            writer.write(block)
+        if copied != size or digest.hexdigest() != sha256:
+            raise IntegrityError(
+                f"{source.url(key)} does not match its descriptor ({copied} bytes, sha256 "
+                f"{digest.hexdigest()[:16]}…; expected {size} bytes, {sha256[:16]}…): nothing was copied"
+            )
+    report.objects += 1
+    report.bytes += copied
