@@ -4,7 +4,7 @@
 # Both install what they need first (hack/bootstrap.sh): a .venv, and kube-apiserver/kubectl/etcd
 # built from Go modules into ~/.cache/shardkeeper (keyed by version; never committed).
 
-.PHONY: demo test bootstrap lint unit e2e crds
+.PHONY: demo test bootstrap lint unit e2e crds kind-e2e values-reference
 
 demo: bootstrap
 	.venv/bin/python -m testbed.demo
@@ -19,4 +19,12 @@ lint: bootstrap
 	hack/test.sh lint
 
 crds: bootstrap
-	.venv/bin/shardkeeper crds --write crds
+	.venv/bin/shardkeeper crds --write crds --write helm/shardkeeper/crds
+
+values-reference: bootstrap
+	.venv/bin/python -m testbed.values_reference --write
+
+# Laptops and hosted CI with Docker only (needs docker, kind, kubectl, helm): kind cluster, image,
+# chart, a Backup and a Restore. Not part of `make test`; these development machines have no Docker.
+kind-e2e:
+	hack/kind-e2e.sh

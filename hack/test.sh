@@ -9,5 +9,9 @@ step "ruff";          $V/ruff check operator testbed tests benchmarks
 step "ruff format";   $V/ruff format --check operator testbed tests benchmarks
 step "mypy --strict"; $V/mypy operator/shardkeeper
 step "import layers"; $V/lint-imports
+step "hadolint";      $V/hadolint Dockerfile deploy/kind/Dockerfile.sampledb
+step "helm lint";     H=$(mktemp -d) && HELM_CACHE_HOME=$H/c HELM_CONFIG_HOME=$H/f HELM_DATA_HOME=$H/d \
+                      "$(hack/install-helm.sh)" lint helm/shardkeeper --strict --kube-version 1.34.0; rm -rf "$H"
+step "bash -n";       for f in hack/*.sh; do bash -n "$f"; done
 [ "${1:-}" = lint ] && exit 0
 step "pytest";        $V/python -m pytest -p no:cacheprovider --durations=15 "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -12,9 +13,17 @@ import requests
 
 from testbed.cluster import spawn, stop_process
 from testbed.controlplane import REPO, ControlPlane, free_port
+from testbed.helm import render
 
-RBAC = REPO / "deploy" / "operator-rbac.yaml"
-SA_NAMESPACE, SA_NAME = "shardkeeper-system", "shardkeeper-operator"
+
+@functools.cache
+def chart_identity() -> tuple[str, str, str]:
+    """The operator's ServiceAccount and RBAC exactly as the Helm chart renders them by default:
+    (namespace, ServiceAccount name, manifests). Every e2e operator runs under these."""
+    rendered = render()
+    sa = rendered.find("ServiceAccount")
+    manifests = rendered.yaml(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"])
+    return sa["metadata"]["namespace"], sa["metadata"]["name"], manifests
 
 
 @dataclass
@@ -25,18 +34,26 @@ class OperatorProcess:
     namespaces: list[str]
     env: dict[str, str] = field(default_factory=dict)
     tick_seconds: float = 1.0
+    #: (namespace, name) of the ServiceAccount to run as; default: the chart's, with the chart's RBAC.
+    identity: tuple[str, str] | None = None
     proc: object | None = None
     starts: int = 0
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.cp.apply(RBAC)
+        if self.identity is None:
+            namespace, name, manifests = chart_identity()
+            self.cp.kubectl("create", "namespace", namespace, check=False)
+            rbac = self.workdir / "operator-rbac.yaml"
+            rbac.write_text(manifests)
+            self.cp.apply(rbac)
+            self.identity = (namespace, name)
         self.kubeconfig = self.cp.service_account_kubeconfig(
-            SA_NAMESPACE, SA_NAME, self.workdir / "operator.kubeconfig"
+            *self.identity, self.workdir / "operator.kubeconfig"
         )
         self.log = self.workdir / "operator.log"
 
-    def start(self) -> OperatorProcess:
+    def start(self, *, extra_args: list[str] | None = None) -> OperatorProcess:
         port = free_port()
         env = {
             **os.environ,
@@ -56,6 +73,7 @@ class OperatorProcess:
         ]
         for ns in self.namespaces:
             argv += ["--namespace", ns]
+        argv += extra_args or []
         self.proc = spawn(argv, self.log, env)
         self.starts += 1
         deadline = time.monotonic() + 60

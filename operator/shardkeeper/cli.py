@@ -77,11 +77,12 @@ def _crds(args: argparse.Namespace) -> int:
     from shardkeeper.api.crd import all_crds
 
     rendered = {name: yaml.safe_dump(crd, sort_keys=False, width=120) for name, crd in all_crds().items()}
-    if args.write:
-        out = Path(args.write)
+    for directory in args.write or []:
+        out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         for name, text in rendered.items():
             (out / name).write_text(text)
+    if args.write:
         return 0
     sys.stdout.write("---\n".join(rendered.values()))
     return 0
@@ -224,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
     cp.set_defaults(func=_backups_copy)
 
     cr = sub.add_parser("crds", help="print (or --write DIR) the CustomResourceDefinitions")
-    cr.add_argument("--write", metavar="DIR")
+    cr.add_argument("--write", metavar="DIR", action="append", help="write the files here (repeatable)")
     cr.set_defaults(func=_crds)
     return p
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from shardkeeper.api.common import Phase
 from shardkeeper.coordinator.conditions import conditions_for
 
@@ -15,7 +17,13 @@ def _by_type(conds):  # type: ignore[no-untyped-def]
 
 def test_running_then_success() -> None:
     running = conditions_for([], Phase.TRANSFERRING, error=None, failure_reason=None, generation=1, now=T0)
-    assert {t: c.status for t, c in _by_type(running).items()} == {"Complete": "False", "Failed": "False"}
+    assert {t: c.status for t, c in _by_type(running).items()} == {
+        "Complete": "False",
+        "Failed": "False",
+        "Ready": "False",
+        "Reconciling": "True",
+        "Stalled": "False",
+    }
     done = _by_type(
         conditions_for(running, Phase.SUCCESS, error=None, failure_reason=None, generation=1, now=T1)
     )
@@ -41,3 +49,28 @@ def test_canceled_is_a_failed_condition_with_reason_canceled() -> None:
         conditions_for([], Phase.CANCELED, error=None, failure_reason="Canceled", generation=2, now=T0)
     )
     assert conds["Failed"].status == "True" and conds["Failed"].reason == "Canceled"
+
+
+@pytest.mark.parametrize(
+    ("phase", "ready", "reconciling", "stalled"),
+    [
+        (Phase.QUEUED, "False", "True", "False"),
+        (Phase.TRANSFERRING, "False", "True", "False"),
+        (Phase.FINALIZING, "False", "True", "False"),
+        (Phase.SUCCESS, "True", "False", "False"),
+        (Phase.FAILED, "False", "False", "True"),
+        (Phase.CANCELED, "False", "False", "True"),
+    ],
+)
+def test_kstatus_conditions_follow_the_phase(
+    phase: Phase, ready: str, reconciling: str, stalled: str
+) -> None:
+    conds = _by_type(
+        conditions_for([], phase, error="boom", failure_reason="NodeFailed", generation=3, now=T0)
+    )
+    assert (conds["Ready"].status, conds["Reconciling"].status, conds["Stalled"].status) == (
+        ready,
+        reconciling,
+        stalled,
+    )
+    assert all(c.observed_generation == 3 for c in conds.values())

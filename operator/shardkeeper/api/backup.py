@@ -13,6 +13,7 @@ from shardkeeper.api.common import (
     BackupId,
     CompressionLevel,
     Consistency,
+    DeletionPolicy,
     Model,
     Selector,
 )
@@ -69,7 +70,7 @@ class BackupConfig(Model):
 class BackupSpec(Model):
     """A Backup copies the data of a StatefulSet's pods to a backend, consistently, through their agents.
 
-    The spec is immutable once created, except for setting cancel to true.
+    The spec is immutable once created, except for cancel and deletionPolicy.
     """
 
     model_config = ConfigDict(json_schema_extra=OPERATION_SPEC_RULES)
@@ -102,7 +103,12 @@ class BackupSpec(Model):
     config: BackupConfig = Field(default_factory=BackupConfig, json_schema_extra={"default": {}})
     cancel: bool = Field(
         default=False,
-        description="Set to true to cancel a running backup. The only change allowed after creation.",
+        description="Set to true to cancel a running backup. May be set after creation.",
+    )
+    deletion_policy: DeletionPolicy = Field(
+        default=DeletionPolicy.RETAIN,
+        description="What deleting this Backup object does to its data in the backend: Retain keeps "
+        "it (restorable, listed by 'shardkeeper backups list'), Delete removes it. May be changed later.",
     )
 
 

@@ -96,6 +96,14 @@ class Phase(StrEnum):
 TERMINAL_PHASES = frozenset({Phase.SUCCESS, Phase.FAILED, Phase.CANCELED})
 
 
+class DeletionPolicy(StrEnum):
+    """What deleting a finished Backup object does to its data in the backend (as a PV's reclaim
+    policy: Retain keeps it, Delete removes it). Data another Backup object wrote is never touched."""
+
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
 class Consistency(StrEnum):
     """How consistent a backup is across nodes.
 

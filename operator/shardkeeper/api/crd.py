@@ -65,9 +65,15 @@ def structural(model: type[BaseModel]) -> Schema:
     return resolved
 
 
-def _immutability_rules(spec: Schema, *, mutable: set[str]) -> list[Schema]:
+#: The only spec fields that may change after creation: a cancel request, and what deleting the
+#: object does to its data (like a PersistentVolume's reclaim policy).
+MUTABLE_SPEC_FIELDS = frozenset({"cancel", "deletionPolicy"})
+
+
+def _immutability_rules(spec: Schema, *, mutable: frozenset[str]) -> list[Schema]:
     """One rule per field, so that the API server's message names the field that changed."""
     rules: list[Schema] = []
+    allowed = " and ".join(f"spec.{m}" for m in sorted(mutable & set(spec["properties"])))
     for name in sorted(spec["properties"]):
         if name in mutable:
             continue
@@ -75,7 +81,7 @@ def _immutability_rules(spec: Schema, *, mutable: set[str]) -> list[Schema]:
             {
                 "rule": f"has(self.{name}) == has(oldSelf.{name}) && "
                 f"(!has(self.{name}) || self.{name} == oldSelf.{name})",
-                "message": f"spec.{name} is immutable: only spec.cancel may change after creation",
+                "message": f"spec.{name} is immutable: only {allowed} may change after creation",
                 "fieldPath": f".{name}",
             }
         )
@@ -93,7 +99,9 @@ def _crd(
 ) -> Schema:
     spec = structural(spec_model)
     spec.pop("description", None)
-    spec.setdefault("x-kubernetes-validations", []).extend(_immutability_rules(spec, mutable={"cancel"}))
+    spec.setdefault("x-kubernetes-validations", []).extend(
+        _immutability_rules(spec, mutable=MUTABLE_SPEC_FIELDS)
+    )
     status = structural(status_model)
     status.pop("description", None)
     # Defaults in status would be written by the API server on every read; status is ours alone.

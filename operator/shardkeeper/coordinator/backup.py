@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from shardkeeper import conventions as c
 from shardkeeper.api.agent import NodePhase, PrepareBackup, StoreProbe
 from shardkeeper.api.backup import BackupSpec, BackupStatus
-from shardkeeper.api.common import Consistency, Phase, human_bytes
+from shardkeeper.api.common import Consistency, DeletionPolicy, Phase, human_bytes
 from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, NodeSummary, Owner
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
 from shardkeeper.coordinator import selection
@@ -21,7 +21,14 @@ from shardkeeper.coordinator.operation import (
     in_thread,
 )
 from shardkeeper.coordinator.twophase import Decision, NodeView, Step, decide
-from shardkeeper.errors import ObjectNotFound, ShardkeeperError, SpecError, UnknownFormatVersion
+from shardkeeper.errors import (
+    ObjectNotFound,
+    ShardkeeperError,
+    SpecError,
+    StorageError,
+    TransientStorageError,
+    UnknownFormatVersion,
+)
 from shardkeeper.storage import BackupLayout, Storage
 
 BackupObject = OperationObject[BackupSpec, BackupStatus]
@@ -42,6 +49,10 @@ def read_global_descriptor(storage: Storage, layout: BackupLayout) -> GlobalDesc
         descriptor.status = Phase.SUCCESS
         descriptor.owner = None
     return descriptor
+
+
+class DeletionDeferred(ShardkeeperError):
+    """The data cannot be deleted yet (the backend is away); try again later."""
 
 
 class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
@@ -181,6 +192,61 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
             await in_thread(lambda: self._write_descriptor(storage, phase))
         except ShardkeeperError as exc:
             self.log.warning("backup.final_descriptor_not_written", error=str(exc))
+
+    # --- deleting the object -------------------------------------------------------------------
+
+    async def delete(self) -> Outcome[BackupStatus]:
+        """Cancels a running backup (the base class), then applies spec.deletionPolicy."""
+        outcome = await super().delete()
+        if self.spec.deletion_policy is DeletionPolicy.DELETE:
+            await self._delete_data()
+        return outcome
+
+    async def _delete_data(self) -> None:
+        """Removes this Backup's data from the backend; never data another Backup object wrote.
+
+        A backend that cannot be reached is retried (``DeletionDeferred``) until it has been away
+        for ``backend_unavailable_seconds`` since the deletion began; then the object goes and the
+        data stays, with a Warning event saying where. A deletion never blocks forever."""
+        location = self.status.path or self.op_id
+        try:
+            storage = self._open_storage()
+        except Stop:
+            self._event("Warning", "DataRetained", f"data not deleted: {self.status.error}")
+            return
+        location = storage.url(self.layout.root)
+        try:
+            existing = await in_thread(lambda: read_global_descriptor(storage, self.layout))
+            if existing is None:
+                self._event("Normal", "DataDeleted", f"no backup data at {location}: nothing to delete")
+                return
+            if not self._is_ours(existing):
+                owner = existing.owner
+                by = f"{owner.namespace}/{owner.name}" if owner else "another writer"
+                self._event(
+                    "Warning",
+                    "DataRetained",
+                    f"the backup at {location} was written by {by}, not by this Backup: left in place",
+                )
+                return
+            removed = await in_thread(lambda: storage.delete_prefix(self.layout.root))
+        except TransientStorageError as exc:
+            since = self.obj.deleting_since or self.now
+            away = (self.now - since).total_seconds()
+            if away < self.ctx.settings.backend_unavailable_seconds:
+                raise DeletionDeferred(f"backend unavailable, will retry deleting {location}: {exc}") from exc
+            self._event(
+                "Warning",
+                "DataRetained",
+                f"backend unavailable for {away:.0f}s; data left at {location}: {exc}",
+            )
+            return
+        except StorageError as exc:
+            self._event("Warning", "DataRetained", f"could not delete the data at {location}: {exc}")
+            return
+        self._event(
+            "Normal", "DataDeleted", f"deletionPolicy Delete: removed {removed} objects at {location}"
+        )
 
     def _is_ours(self, descriptor: GlobalDescriptor) -> bool:
         return descriptor.owner is not None and descriptor.owner.uid == self.obj.uid

@@ -1,4 +1,10 @@
-"""Standard conditions (Complete, Failed) derived from the phase, for kubectl wait and GitOps tools."""
+"""Conditions derived from the phase, for kubectl wait and GitOps tools.
+
+``Complete``/``Failed`` are what ``kubectl wait`` users expect (a Job's). ``Ready``, ``Reconciling``
+and ``Stalled`` follow kstatus, which Flux and Argo CD's generic health rely on: Reconciling is
+True while the operation runs, Stalled is True once it can never complete (failed or canceled),
+Ready is True only on success. Every condition carries the generation it was computed for.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Literal
 from shardkeeper.api.common import Condition, Phase
 
 COMPLETE, FAILED = "Complete", "Failed"
+READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
 
 
 def set_condition(
@@ -57,13 +64,30 @@ def conditions_for(
     else:
         complete = ("False", progress_reason, message or f"in progress: {phase.value}")
         failed = ("False", progress_reason, "")
-    for type_, (status, reason, message) in ((COMPLETE, complete), (FAILED, failed)):
+    if phase is Phase.SUCCESS:
+        ready = ("True", "Succeeded", complete[2])
+    else:
+        ready = ("False", complete[1], complete[2])
+    running = not phase.terminal
+    reconciling = ("True", progress_reason, complete[2]) if running else ("False", complete[1], "")
+    stalled = (
+        ("True", failed[1], failed[2])
+        if phase in (Phase.FAILED, Phase.CANCELED)
+        else ("False", failed[1], "")
+    )
+    for type_, (status, reason, text) in (
+        (COMPLETE, complete),
+        (FAILED, failed),
+        (READY, ready),
+        (RECONCILING, reconciling),
+        (STALLED, stalled),
+    ):
         conditions = set_condition(
             conditions,
             type_=type_,
             status=status,  # type: ignore[arg-type]
             reason=reason,
-            message=message,
+            message=text,
             generation=generation,
             now=now,
         )

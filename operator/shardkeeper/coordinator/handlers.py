@@ -7,6 +7,7 @@ nothing. An index of every operation by cluster lets each one wait its turn.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from shardkeeper.api.backup import BackupSpec, BackupStatus
 from shardkeeper.api.common import TERMINAL_PHASES, Phase
 from shardkeeper.api.restore import RestoreSpec, RestoreStatus
 from shardkeeper.api.status import OperationStatusBase
-from shardkeeper.coordinator.backup import BackupReconciler
+from shardkeeper.coordinator.backup import BackupReconciler, DeletionDeferred
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.kube import KubernetesUnavailable
 from shardkeeper.coordinator.operation import OperationObject, OperationReconciler, Outcome
@@ -57,6 +58,7 @@ KINDS = (
 
 def _object(kind: Kind, body: kopf.Body, peers: Sequence[OpRef] = ()) -> OperationObject[Any, Any]:
     meta = body.get("metadata", {})
+    deleting = meta.get("deletionTimestamp")
     return OperationObject(
         kind=kind.name,
         name=meta["name"],
@@ -67,6 +69,7 @@ def _object(kind: Kind, body: kopf.Body, peers: Sequence[OpRef] = ()) -> Operati
         spec=kind.spec.model_validate(body.get("spec", {})),
         status=kind.status.model_validate(body.get("status") or {}),
         peers=peers,
+        deleting_since=dt.datetime.fromisoformat(deleting.replace("Z", "+00:00")) if deleting else None,
     )
 
 
@@ -85,6 +88,15 @@ def _op_ref(kind: str, body: kopf.Body) -> OpRef:
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in {p.value for p in TERMINAL_PHASES}
+
+
+def _finished_but_not_observed(body: kopf.Body, status: kopf.Status, **_: Any) -> bool:
+    meta = body.get("metadata", {})
+    return (
+        not _unfinished(status)
+        and not meta.get("deletionTimestamp")
+        and status.get("observedGeneration") != meta.get("generation")
+    )
 
 
 def _without_progress(status: dict[str, Any]) -> dict[str, Any]:
@@ -167,9 +179,28 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
         c.GROUP, c.VERSION, kind.plural, id=f"delete_{kind.name.lower()}", registry=registry, backoff=interval
     )
     async def delete(body: kopf.Body, **_: Any) -> None:
-        outcome = await kind.reconciler(ctx, _object(kind, body)).delete()
+        try:
+            outcome = await kind.reconciler(ctx, _object(kind, body)).delete()
+        except DeletionDeferred as exc:
+            raise kopf.TemporaryError(str(exc), delay=interval) from exc
         for event in outcome.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+    # A finished object has no timer; a later spec change (deletionPolicy, a late cancel) still gets
+    # observed, so that GitOps tools comparing observedGeneration with generation see it settled.
+    @kopf.on.event(
+        c.GROUP,
+        c.VERSION,
+        kind.plural,
+        id=f"observe_{kind.name.lower()}",
+        when=_finished_but_not_observed,
+        registry=registry,
+    )
+    def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        generation = body.get("metadata", {}).get("generation")
+        patch.status["observedGeneration"] = generation
+        conditions = body.get("status", {}).get("conditions") or []
+        patch.status["conditions"] = [{**cond, "observedGeneration": generation} for cond in conditions]
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:

@@ -93,6 +93,8 @@ class OperationObject(Generic[SpecT, StatusT]):
     status: StatusT
     peers: Sequence[queue.OpRef] = ()
     """Every Backup and Restore of the same cluster, as the operator's index last saw them."""
+    deleting_since: dt.datetime | None = None
+    """metadata.deletionTimestamp, once the object is being deleted."""
 
     def ref(self) -> queue.OpRef:
         return queue.OpRef(
