@@ -208,7 +208,6 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         A backend that cannot be reached is retried (``DeletionDeferred``) until it has been away
         for ``backend_unavailable_seconds`` since the deletion began; then the object goes and the
         data stays, with a Warning event saying where. A deletion never blocks forever."""
-        location = self.status.path or self.op_id
         try:
             storage = self._open_storage()
         except Stop:
