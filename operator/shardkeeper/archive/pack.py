@@ -26,6 +26,18 @@ class Cancelled(Exception):
     """The operation was aborted while this chunk was being written."""
 
 
+def put_unless_stopped(q: queue.Queue[object], item: object, *stops: threading.Event) -> None:
+    """Puts into a bounded queue whose consumer may be gone: gives up with ``Cancelled`` once any
+    of ``stops`` is set, instead of blocking a producer thread forever."""
+    while True:
+        try:
+            q.put(item, timeout=0.5)
+            return
+        except queue.Full:
+            if any(stop.is_set() for stop in stops):
+                raise Cancelled from None
+
+
 @dataclass(frozen=True)
 class SourceFile:
     path: str  # posix, relative to the root the chunk is packed from; starts with the collection
@@ -129,13 +141,7 @@ class _Prefetcher:
         self._thread.start()
 
     def _put(self, item: object) -> None:
-        while True:
-            try:
-                self._queue.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                if self._stop.is_set() or self._cancelled.is_set():
-                    raise Cancelled from None
+        put_unless_stopped(self._queue, item, self._stop, self._cancelled)
 
     def _run(self, files: Sequence[SourceFile], root: Path, on_bytes: Callable[[int], None]) -> None:
         try:

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Protocol, cast
 
 from shardkeeper.api.common import Codec
 from shardkeeper.archive.codecs import decompressor
-from shardkeeper.archive.pack import COPY_BUFFER, Cancelled
+from shardkeeper.archive.pack import COPY_BUFFER, Cancelled, put_unless_stopped
 from shardkeeper.errors import IntegrityError, UnsafeArchiveEntry
 
 #: How much of a file is written before its writeback to disk is started.
@@ -90,13 +90,7 @@ class _StoredStream:
                 self._put(exc)
 
     def _put(self, item: object) -> None:
-        while True:
-            try:
-                self._queue.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                if self._stop.is_set() or self._cancelled.is_set():
-                    raise Cancelled from None
+        put_unless_stopped(self._queue, item, self._stop, self._cancelled)
 
     def _more(self) -> None:
         """Takes the next stored block and decompresses it into ``_pending`` (possibly empty)."""
