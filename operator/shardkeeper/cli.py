@@ -47,7 +47,7 @@ def _operator(args: argparse.Namespace) -> int:
 
 def _agent(args: argparse.Namespace) -> int:
     from shardkeeper.agent.app import run
-    from shardkeeper.agent.settings import AgentSettings, read_token
+    from shardkeeper.agent.settings import AgentSettings, immutable_patterns, read_token
 
     host, _, port = args.listen.rpartition(":")
     node = args.node or os.environ.get("POD_NAME")
@@ -64,6 +64,7 @@ def _agent(args: argparse.Namespace) -> int:
             host=host or "0.0.0.0",  # noqa: S104
             port=int(port),
             hook_url=args.hook_url or os.environ.get("SHARDKEEPER_HOOK_URL") or None,
+            immutable_patterns=immutable_patterns(),
             max_bytes_per_second=int(os.environ.get("SHARDKEEPER_MAX_BYTES_PER_SECOND", 0)) or None,
             capacity_bytes=int(os.environ["SHARDKEEPER_DATA_CAPACITY_BYTES"])
             if os.environ.get("SHARDKEEPER_DATA_CAPACITY_BYTES")

@@ -22,7 +22,9 @@ AGENT_DEFAULT_PORT: Final = 8470
 AGENT_STATE_DIR: Final = ".shardkeeper"
 
 #: Format version of the descriptors this code writes; readers refuse versions they do not know.
-DESCRIPTOR_FORMAT_VERSION: Final = 1
+#: 2: trees (directories, symbolic and hard links, sparse files, names as bytes, mtimes in ns).
+DESCRIPTOR_FORMAT_VERSION: Final = 2
+READABLE_FORMAT_VERSIONS: Final = frozenset({1, 2})
 GLOBAL_DESCRIPTOR: Final = "backup_config.json"
 RESTORE_DESCRIPTOR: Final = "restore_config.json"
 NODE_DESCRIPTOR: Final = "backup.json"

@@ -17,7 +17,7 @@ from shardkeeper.agent.hook import WorkloadHook
 from shardkeeper.agent.operations import Job, OperationConflict, Registry
 from shardkeeper.agent.restore import RestoreJob
 from shardkeeper.agent.settings import AgentSettings
-from shardkeeper.agent.snapshot import local_collections
+from shardkeeper.agent.snapshot import local_collections, unnamable_directories
 from shardkeeper.api.agent import AbortRequest, ErrorBody, NodeInfo, NodePhase, PrepareBackup, PrepareRestore
 from shardkeeper.errors import ShardkeeperError
 from shardkeeper.storage import open_storage
@@ -62,6 +62,7 @@ async def _node(request: web.Request) -> web.Response:
         NodeInfo(
             node=settings.node,
             collections=local_collections(settings.data_root, c.AGENT_STATE_DIR),
+            unnamed=unnamable_directories(settings.data_root),
             free_bytes=await asyncio.to_thread(settings.usable_bytes),
             operation=active.status() if active else None,
         )

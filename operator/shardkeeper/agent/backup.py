@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import threading
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 import structlog
 
@@ -14,15 +12,17 @@ from shardkeeper import conventions as c
 from shardkeeper.agent.hook import WorkloadHook
 from shardkeeper.agent.operations import Operation, in_thread
 from shardkeeper.agent.settings import AgentSettings
-from shardkeeper.agent.snapshot import Frozen, freeze, local_collections, release
+from shardkeeper.agent.snapshot import SKIPPED_LISTED, Frozen, freeze, local_collections, release
 from shardkeeper.agent.throttle import Throttle
 from shardkeeper.api.agent import NodePhase, PrepareBackup
 from shardkeeper.api.common import Consistency, Phase, utcnow
-from shardkeeper.api.descriptors import ChunkEntry, CollectionEntry, FileEntry, NodeDescriptor
+from shardkeeper.api.descriptors import NodeDescriptor, Skipped
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-from shardkeeper.archive.pack import Cancelled, PackedChunk, SourceFile, pack_chunk, plan_chunks
+from shardkeeper.archive.transfer import upload
+from shardkeeper.archive.tree import shown
 from shardkeeper.errors import ObjectNotFound, ShardkeeperError, SpecError, StorageError
-from shardkeeper.storage import BackgroundWriter, BackupLayout, Storage
+from shardkeeper.storage import BackupLayout, Storage
+from shardkeeper.storage.repository import BackupRepository
 
 log = structlog.get_logger(__name__)
 MB = 1_000_000
@@ -75,6 +75,7 @@ class BackupJob:
             hold_timeout=self.reservation,
         )
         op.bytes_total, op.files_total = self.frozen.bytes, self.frozen.count
+        op.warnings = [f"{shown(p)}: {why}" for p, why in self.frozen.skipped[:SKIPPED_LISTED]]
         op.workers = worker_count(self.settings.cores, req.cpu_percentage)
         if req.consistency is Consistency.CLUSTER and self.frozen.hold_started is not None:
             op.held = True  # until the coordinator sees every node frozen and calls /release
@@ -118,105 +119,31 @@ class BackupJob:
         self.uploading = True
         descriptor = await in_thread(op, lambda: self._upload(op))
         op.set_phase(NodePhase.TRANSFERRED)
-        body = descriptor.model_dump_json(by_alias=True, exclude_none=True, indent=1).encode()
-        await in_thread(op, lambda: self.storage.put_bytes(self.layout.node_descriptor(op.node), body))
+        await in_thread(op, lambda: BackupRepository(self.storage).write_node(descriptor))
 
     def _upload(self, op: Operation) -> NodeDescriptor:
-        assert self.frozen is not None
+        frozen = self.frozen
+        assert frozen is not None
         choice = CODEC_FOR_LEVEL[self.request.compression_level]
-        target = self.request.chunk_size_mb * MB
-        jobs: list[tuple[str, int, list[SourceFile]]] = []
-        for collection in op.collections:
-            for n, files in enumerate(plan_chunks(self.frozen.files[collection], target), start=1):
-                jobs.append((collection, n, files))
-
         throttle = Throttle(self.settings.max_bytes_per_second, op.cancelled)
 
-        def on_bytes(n: int) -> None:
-            op.add_bytes(n)
-            throttle.take(n)
+        def on_bytes(logical: int, read: int) -> None:
+            op.add_bytes(logical)
+            throttle.take(read)
 
-        workers = op.workers or 1
-        # CPU workers pack and compress; each chunk's bytes go to the backend on an I/O thread of its
-        # own, and its commit overlaps the next chunk. A few chunks may be in flight, not more.
-        in_flight = threading.BoundedSemaphore(workers + 1)
-        commits: list[Future[None]] = []
-
-        def upload(collection: str, n: int, files: list[SourceFile]) -> PackedChunk:
-            key = self.layout.chunk(op.node, self.layout.chunk_key(collection, n))
-            in_flight.acquire()
-            writer = BackgroundWriter(self.storage.open_writer(key))
-            try:
-                packed = pack_chunk(
-                    files,
-                    root=self.frozen.root if self.frozen else self.staging,
-                    writer=writer,
-                    choice=choice,
-                    on_bytes=on_bytes,
-                    cancelled=op.cancelled,
-                )
-            except BaseException:
-                writer.abort()
-                in_flight.release()
-                raise
-
-            def committed_(_: Future[None]) -> None:
-                in_flight.release()
-                op.add_files(len(files))
-
-            committed = writer.commit_later()
-            committed.add_done_callback(committed_)
-            commits.append(committed)
-            return packed
-
-        failed: list[Future[PackedChunk]] = []
-        with ThreadPoolExecutor(workers, thread_name_prefix=f"pack-{op.id}") as pool:
-            futures: dict[Future[PackedChunk], tuple[str, int]] = {
-                pool.submit(upload, collection, n, files): (collection, n) for collection, n, files in jobs
-            }
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                op.cancelled.set()  # stop the chunks still running
-                for f in futures:
-                    f.cancel()
-        # Every commit must have ended before anyone cleans up what this operation wrote.
-        wait(commits)
-        if failed:
-            raise failed[0].exception()  # type: ignore[misc]
-        for commit in commits:
-            commit.result()
-        results = {where: future.result() for future, where in futures.items()}
-        if op.cancelled.is_set():
-            raise Cancelled
-
-        collections = []
-        for collection in op.collections:
-            chunks: list[ChunkEntry] = []
-            entries: list[FileEntry] = []
-            n = 1
-            while (collection, n) in results:
-                packed = results[(collection, n)]
-                chunks.append(
-                    ChunkEntry(
-                        n=n,
-                        key=self.layout.chunk_key(collection, n),
-                        sha256=packed.sha256,
-                        size=packed.size,
-                        raw_size=packed.raw_size,
-                        files=len(packed.files),
-                    )
-                )
-                entries.extend(
-                    FileEntry(path=f.path, size=f.size, sha256=f.sha256, mode=f.mode, chunk=n)
-                    for f in packed.files
-                )
-                n += 1
-            collections.append(
-                CollectionEntry(
-                    name=collection, bytes=sum(f.size for f in entries), files=entries, chunks=chunks
-                )
-            )
+        collections = upload(
+            {name: frozen.entries[name] for name in op.collections},
+            root=frozen.root,
+            storage=self.storage,
+            layout=self.layout,
+            node=op.node,
+            choice=choice,
+            chunk_bytes=self.request.chunk_size_mb * MB,
+            workers=op.workers or 1,
+            on_bytes=on_bytes,
+            on_entries=op.add_files,
+            cancelled=op.cancelled,
+        )
         return NodeDescriptor(
             id=self.request.id,
             node=op.node,
@@ -230,6 +157,8 @@ class BackupJob:
             stored_bytes=sum(ch.size for col in collections for ch in col.chunks),
             file_count=sum(len(col.files) for col in collections),
             pause_ms=op.pause_ms,
+            skipped=[Skipped(path=shown(p), reason=why) for p, why in frozen.skipped[:SKIPPED_LISTED]],
+            skipped_count=len(frozen.skipped),
         )
 
     # --- the end, whichever it is ---------------------------------------------------------------

@@ -50,6 +50,7 @@ class Operation:
         self.bytes_total = self.files_total = 0
         self.pause_ms: float | None = None
         self.held = False
+        self.warnings: list[str] = []
         self.workers: int | None = None
         self.job: Job | None = None
         self._transfer_started: float | None = None
@@ -113,6 +114,7 @@ class Operation:
             files_total=self.files_total,
             pause_ms=self.pause_ms,
             held=self.held,
+            warnings=self.warnings,
             workers=self.workers,
             bytes_per_second=rate,
             started_at=self.started_at,

@@ -106,6 +106,9 @@ class OperationStatus(Model):
     files_total: int = 0
     pause_ms: float | None = None
     held: bool = Field(default=False, description="The workload is holding writes for this operation.")
+    warnings: list[str] = Field(
+        default_factory=list, description="Entries left out of a backup and why (sockets, files gone)."
+    )
     workers: int | None = None
     bytes_per_second: int | None = None
     started_at: dt.datetime
@@ -115,6 +118,10 @@ class OperationStatus(Model):
 class NodeInfo(Model):
     node: str
     collections: list[str]
+    unnamed: list[str] = Field(
+        default_factory=list,
+        description="Top-level directories that cannot be collections (a name that is not UTF-8), escaped.",
+    )
     free_bytes: int = Field(description="Bytes a restore may use on the data volume.")
     operation: OperationStatus | None = Field(
         default=None, description="The operation holding this node, if any."

@@ -24,6 +24,9 @@ class NodeStatus(Model):
     pause_ms: float | None = Field(
         default=None, description="How long the workload was paused for the snapshot, in milliseconds."
     )
+    warnings: list[str] = Field(
+        default_factory=list, description="Entries left out of the backup on this node, and why."
+    )
     unreachable_since: dt.datetime | None = Field(
         default=None, description="Set while the node's agent does not answer."
     )

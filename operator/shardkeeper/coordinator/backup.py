@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from collections.abc import Sequence
 
 from shardkeeper import conventions as c
 from shardkeeper.api.agent import NodePhase, PrepareBackup, StoreProbe
 from shardkeeper.api.backup import BackupSpec, BackupStatus
-from shardkeeper.api.common import Consistency, DeletionPolicy, Phase, human_bytes
+from shardkeeper.api.common import Codec, CompressionLevel, Consistency, DeletionPolicy, Phase, human_bytes
 from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, NodeSummary, Owner
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
 from shardkeeper.coordinator import selection
@@ -22,7 +23,6 @@ from shardkeeper.coordinator.operation import (
 )
 from shardkeeper.coordinator.twophase import Decision, NodeView, Step, decide
 from shardkeeper.errors import (
-    ObjectNotFound,
     ShardkeeperError,
     SpecError,
     StorageError,
@@ -30,6 +30,7 @@ from shardkeeper.errors import (
     UnknownFormatVersion,
 )
 from shardkeeper.storage import BackupLayout, Storage
+from shardkeeper.storage.repository import BackupRepository
 
 BackupObject = OperationObject[BackupSpec, BackupStatus]
 
@@ -38,17 +39,22 @@ __all__ = ["BackupObject", "BackupReconciler", "Outcome", "read_global_descripto
 
 def read_global_descriptor(storage: Storage, layout: BackupLayout) -> GlobalDescriptor | None:
     """The backup's global descriptor, or None if there is none. A version this code does not know
-    reads as a finished backup that nobody here owns, so it is never overwritten."""
+    reads as a finished backup that nobody here owns, so it is never overwritten; a corrupt one
+    raises ``CorruptDescriptor``, naming it."""
     try:
-        descriptor = GlobalDescriptor.model_validate_json(storage.get_bytes(layout.global_descriptor))
-    except ObjectNotFound:
-        return None
-    try:
-        descriptor.check_version()
+        return BackupRepository(storage).global_descriptor(layout.backup_id)
     except UnknownFormatVersion:
-        descriptor.status = Phase.SUCCESS
-        descriptor.owner = None
-    return descriptor
+        return GlobalDescriptor(
+            id=layout.backup_id,
+            status=Phase.SUCCESS,
+            backend=storage.backend,
+            started_at=dt.datetime.fromtimestamp(0, dt.UTC),
+            codec=Codec.NONE,
+            compression_level=CompressionLevel.NONE,
+            chunk_size_mb=0,
+            collections=[],
+            nodes={},
+        )
 
 
 class DeletionDeferred(ShardkeeperError):
@@ -82,6 +88,14 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         view = await self._ready_cluster()
         infos = await self._node_infos(view)
         available = {name for info in infos.values() for name in info.collections}
+        unnamed = [f'"{d}" on node "{node}"' for node, info in sorted(infos.items()) for d in info.unnamed]
+        if unnamed and not spec.include:
+            self._fail(
+                f"cannot back up every collection: {', '.join(unnamed)} cannot be collections (a directory "
+                "name must be valid UTF-8 and at most 255 bytes); rename them, move them out of the data "
+                "root, or name the collections to back up in spec.include",
+                reason="InvalidSpec",
+            )
         try:
             st.collections = selection.resolve(available, include=spec.include, exclude=spec.exclude)
         except SpecError as exc:
@@ -149,13 +163,10 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         """If the agent had finished before it restarted, its node descriptor says so."""
         if self.status.phase in (Phase.TRANSFERRING, Phase.TRANSFERRED):
             storage = self._open_storage()
-            try:
-                raw = await in_thread(lambda: storage.get_bytes(self.layout.node_descriptor(name)))
-                if NodeDescriptor.model_validate_json(raw).status is Phase.SUCCESS:
-                    self.status.nodes[name].phase = NodePhase.SUCCESS.value
-                    return NodeView(name, NodePhase.SUCCESS)
-            except ObjectNotFound:
-                pass
+            node = await in_thread(lambda: BackupRepository(storage).node_descriptor(self.op_id, name))
+            if node is not None and node.status is Phase.SUCCESS:
+                self.status.nodes[name].phase = NodePhase.SUCCESS.value
+                return NodeView(name, NodePhase.SUCCESS)
         return NodeView(name, None)
 
     # --- the end -------------------------------------------------------------------------------
@@ -163,8 +174,14 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
     async def _write_success(self) -> None:
         storage = self._open_storage()
         names = sorted(self.status.nodes)
-        raws = await in_thread(lambda: [storage.get_bytes(self.layout.node_descriptor(n)) for n in names])
-        nodes = [NodeDescriptor.model_validate_json(raw) for raw in raws]
+        repo = BackupRepository(storage)
+        found = await in_thread(lambda: [repo.node_descriptor(self.op_id, n) for n in names])
+        missing = [n for n, d in zip(names, found, strict=True) if d is None]
+        if missing:
+            self._fail(
+                f"node descriptors of {missing} are missing at {self.status.path}", reason="NodeFailed"
+            )
+        nodes = [d for d in found if d is not None]
         await in_thread(lambda: self._write_descriptor(storage, Phase.SUCCESS, nodes=nodes))
         await in_thread(lambda: storage.delete_prefix(self.layout.probe_dir))
         self.status.bytes_total = sum(n.bytes for n in nodes)
@@ -284,9 +301,7 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
             owner=Owner(namespace=self.obj.namespace, name=self.obj.name, uid=self.obj.uid),
             error=st.error,
         )
-        storage.put_bytes(
-            self.layout.global_descriptor, descriptor.model_dump_json(by_alias=True, indent=1).encode()
-        )
+        BackupRepository(storage).write_global(descriptor)
 
 
 def _phase_of(node_phase: str) -> Phase:

@@ -15,7 +15,7 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, NoReturn, Protocol, TypeVar
 
 import structlog
 from pydantic import BaseModel
@@ -33,6 +33,7 @@ from shardkeeper.errors import (
     AgentError,
     AgentRefused,
     AgentUnreachable,
+    CorruptDescriptor,
     ShardkeeperError,
     SpecError,
     StorageError,
@@ -191,6 +192,8 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             pass
         except TransientStorageError as exc:
             self._backend_trouble(exc)
+        except CorruptDescriptor as exc:  # read from the backend: retrying will not mend it
+            self._finish(Phase.FAILED, str(exc), reason="CorruptDescriptor")
         except StorageError as exc:  # denied, no such bucket...: retrying will not help
             self._finish(Phase.FAILED, f'backend "{self.op_spec.backend}": {exc}', reason="BackendError")
         if st.phase in (Phase.FAILED, Phase.CANCELED) and st.phase is not before:
@@ -413,6 +416,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         node.pause_ms = round(answer.pause_ms, 3) if answer.pause_ms is not None else None
         node.workers = answer.workers
         node.bytes_per_second = answer.bytes_per_second
+        node.warnings = answer.warnings
 
     def _sum_progress(self) -> None:
         st = self.status
@@ -470,7 +474,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         st = self.status
         return f"{self.noun} complete: {len(st.nodes)} nodes, {st.collections}, {st.size}"
 
-    def _fail(self, message: str, *, reason: str) -> None:
+    def _fail(self, message: str, *, reason: str) -> NoReturn:
         self._finish(Phase.FAILED, message, reason=reason)
         raise Stop
 

@@ -1,0 +1,107 @@
+"""Trees as a database leaves them on disk, for tests: build one, and digest one exactly.
+
+The digest is what "the same tree" means in every round-trip test: per path (as bytes), the entry
+type, size, content hash, permission bits, mtime in ns, owner, link target, the hard-link group (the
+other paths of the same inode) and, for regular files, the allocated blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISREG(mode):
+        return "file"
+    return "other"
+
+
+def tree_digest(root: Path, *, blocks: bool = True) -> dict[bytes, tuple[Any, ...]]:
+    """Every entry below ``root`` (which is included, as b'.'), never following a link."""
+    out: dict[bytes, tuple[Any, ...]] = {}
+    inodes: dict[tuple[int, int], list[bytes]] = {}
+    base = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(base):
+        for name in [b"", *dirnames, *filenames] if dirpath == base else [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name) if name else dirpath
+            rel = os.path.relpath(path, base)
+            st = os.lstat(path)
+            kind = _kind(st.st_mode)
+            content = link = None
+            if kind == "file":
+                with open(path, "rb") as f:
+                    content = hashlib.sha256(f.read()).hexdigest()
+                inodes.setdefault((st.st_dev, st.st_ino), []).append(rel)
+            elif kind == "symlink":
+                link = os.readlink(path)
+            out[rel] = (
+                kind,
+                st.st_size if kind == "file" else None,
+                content,
+                stat.S_IMODE(st.st_mode) if kind != "symlink" else None,
+                st.st_mtime_ns,
+                st.st_uid,
+                st.st_gid,
+                link,
+                st.st_blocks if kind == "file" and blocks else None,
+                (st.st_dev, st.st_ino),
+            )
+    groups = {ino: tuple(sorted(paths)) for ino, paths in inodes.items()}
+    return {rel: (*v[:-1], groups.get(v[-1]) if v[0] == "file" else None) for rel, v in out.items()}
+
+
+@dataclass
+class Spec:
+    """One entry to make: ``kind`` file | dir | symlink | hardlink | sparse."""
+
+    path: bytes
+    kind: str
+    data: bytes = b""
+    mode: int = 0o644
+    mtime_ns: int = 1_700_000_000_000_000_000
+    target: bytes = b""
+    size: int = 0  # sparse: apparent size; data is written at offset size // 2
+
+
+def make_tree(root: Path, specs: list[Spec]) -> None:
+    """Makes ``specs`` below ``root`` in order, then sets directory metadata deepest first."""
+    base = os.fsencode(root)
+    os.makedirs(base, exist_ok=True)
+    dirs = []
+    for s in specs:
+        path = os.path.join(base, s.path)
+        if s.kind == "dir":
+            os.makedirs(path, exist_ok=True)
+            dirs.append(s)
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if s.kind == "file":
+            with open(path, "wb") as f:
+                f.write(s.data)
+        elif s.kind == "sparse":
+            with open(path, "wb") as f:
+                f.truncate(s.size)
+                f.seek(s.size // 2)
+                f.write(s.data)
+        elif s.kind == "symlink":
+            os.symlink(s.target, path)
+            os.utime(path, ns=(s.mtime_ns, s.mtime_ns), follow_symlinks=False)
+            continue
+        elif s.kind == "hardlink":
+            os.link(os.path.join(base, s.target), path)
+            continue
+        os.chmod(path, s.mode)
+        os.utime(path, ns=(s.mtime_ns, s.mtime_ns))
+    for s in sorted(dirs, key=lambda d: -d.path.count(b"/")):
+        path = os.path.join(base, s.path)
+        os.chmod(path, s.mode)
+        os.utime(path, ns=(s.mtime_ns, s.mtime_ns))
