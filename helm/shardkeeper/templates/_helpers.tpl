@@ -151,6 +151,7 @@ no permissions: the agent never talks to the API server.
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
     - {name: SHARDKEEPER_AGENT_TOKEN_FILE, value: /var/run/shardkeeper/token}
     - {name: SHARDKEEPER_LOG_JSON, value: "1"}
+    - {name: SHARDKEEPER_IMMUTABLE_PATTERNS, value: {{ join "," $v.agent.immutablePatterns | quote }}}
     {{- with include "shardkeeper.backendEnv" $v | trim }}{{ . | nindent 4 }}{{ end }}
   envFrom:
     {{- include "shardkeeper.backendEnvFrom" $v | nindent 4 }}
