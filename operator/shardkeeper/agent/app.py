@@ -14,8 +14,9 @@ from pydantic import BaseModel, ValidationError
 from shardkeeper import conventions as c
 from shardkeeper.agent.backup import BackupJob
 from shardkeeper.agent.hook import WorkloadHook
+from shardkeeper.agent.journal import take_back_journaled
 from shardkeeper.agent.operations import Job, OperationConflict, Registry
-from shardkeeper.agent.restore import RestoreJob
+from shardkeeper.agent.restore import RestoreJob, remove_tree
 from shardkeeper.agent.settings import AgentSettings
 from shardkeeper.agent.snapshot import local_collections, unnamable_directories
 from shardkeeper.api.agent import AbortRequest, ErrorBody, NodeInfo, NodePhase, PrepareBackup, PrepareRestore
@@ -170,8 +171,14 @@ async def _abort(request: web.Request) -> web.Response:
 
 
 async def _cleanup_orphans(app: web.Application) -> None:
-    """A restarted agent owns no operation, so anything left in staging is garbage."""
+    """A restarted agent owns no operation: collections a restore had moved into place are taken
+    back (the restore can no longer complete; ``agent.journal``), and staging is garbage."""
     settings = app[SETTINGS]
+    taken = await asyncio.to_thread(
+        take_back_journaled, settings.journal_dir, settings.data_root, remove_tree
+    )
+    if taken:
+        log.warning("agent.restore_taken_back", collections=taken)
     for leftover in (settings.staging_dir, settings.restore_dir):
         if leftover.exists():
             shutil.rmtree(leftover, ignore_errors=True)

@@ -25,6 +25,7 @@ import structlog
 from shardkeeper import conventions as c
 from shardkeeper.agent.backup import worker_count
 from shardkeeper.agent.hook import WorkloadHook
+from shardkeeper.agent.journal import MoveJournal
 from shardkeeper.agent.operations import Operation, in_thread
 from shardkeeper.agent.settings import AgentSettings
 from shardkeeper.agent.snapshot import local_collections
@@ -64,6 +65,7 @@ class RestoreJob:
         self.collections: list[CollectionEntry] = []
         self.codec: Codec | None = None
         self.moved: list[str] = []
+        self.journal = MoveJournal(settings.journal_dir, request.id)
         self.dirs_listed = True
 
     # --- phase 1 -------------------------------------------------------------------------------
@@ -160,6 +162,7 @@ class RestoreJob:
                     raise SpecError(
                         f'collection "{name}" appeared on node "{self.request.node}" during the restore'
                     )
+                self.journal.record(name, self.staging / name)  # before the rename: it survives us
                 (self.staging / name).rename(root / name)
                 self.moved.append(name)
                 own = next((e for e in col.entries if e.name == name and e.type is EntryType.DIR), None)
@@ -175,6 +178,7 @@ class RestoreJob:
             # Finalize had moved collections in, but the restore as a whole did not complete: take
             # them back. They did not exist before (prepare refused existing ones), so they are ours.
             await asyncio.to_thread(self._take_back)
+        await asyncio.to_thread(self.journal.clear)
         await asyncio.to_thread(remove_tree, self.staging)
 
     def _take_back(self) -> None:

@@ -83,6 +83,11 @@ class AgentSettings:
     def restore_dir(self) -> Path:
         return self.state_dir / "restore"
 
+    @property
+    def journal_dir(self) -> Path:
+        """What restores moved into place (``agent.journal``): it survives the process."""
+        return self.state_dir / "journal"
+
     def usable_bytes(self) -> int:
         """What a restore may still write into the data root, in bytes. With a capacity, what the
         data root holds is counted as allocated blocks, each inode once (holes and hard links take
