@@ -210,7 +210,9 @@ def test_a_corrupted_chunk_fails_the_restore_and_nothing_becomes_visible(env: En
 
     error = _refused(env, target, "corrupt", ns, "NodeFailed")
     assert error.startswith('node "sampledb-2": ')
-    assert f"chunk {key}" in error and ("checksum" in error or "sha256" in error or "decompress" in error)
+    assert f"sampledb-2/{key}" in error and (
+        "checksum" in error or "sha256" in error or "decompress" in error
+    )
     op = f"/v1/operations/restore-{env.get('restore', 'corrupt', ns)['metadata']['uid']}"
     for i in (0, 1):  # the healthy nodes had verified (or were verifying) their data, and threw it away
         assert env.agent(i, "GET", op, cluster=target).json()["phase"] == "CANCELED"

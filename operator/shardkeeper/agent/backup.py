@@ -16,10 +16,11 @@ from shardkeeper.agent.snapshot import SKIPPED_LISTED, Frozen, freeze, local_col
 from shardkeeper.agent.throttle import Throttle
 from shardkeeper.api.agent import NodePhase, PrepareBackup
 from shardkeeper.api.common import Consistency, Phase, utcnow
-from shardkeeper.api.descriptors import NodeDescriptor, Skipped
+from shardkeeper.api.descriptors import EntryType, NodeDescriptor, Skipped
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-from shardkeeper.archive.transfer import upload
+from shardkeeper.archive.transfer import Reuse, upload
 from shardkeeper.archive.tree import shown
+from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION
 from shardkeeper.errors import ObjectNotFound, ShardkeeperError, SpecError, StorageError
 from shardkeeper.storage import BackupLayout, Storage
 from shardkeeper.storage.repository import BackupRepository
@@ -50,6 +51,8 @@ class BackupJob:
         self.layout = BackupLayout(request.id)
         self.staging = settings.staging_dir / request.id
         self.frozen: Frozen | None = None
+        #: Incremental: what the base holds for this node (None: a full copy).
+        self.reuse: Reuse | None = None
         #: The hold may last until the reservation expires, never longer.
         self.reservation = reservation
         self.started_at = utcnow()
@@ -65,6 +68,8 @@ class BackupJob:
         held = set(local_collections(self.settings.data_root, c.AGENT_STATE_DIR))
         op.collections = [name for name in req.collections if name in held]
         await asyncio.to_thread(self._check_store)
+        if req.incremental_base:
+            self.reuse = await asyncio.to_thread(self._read_base, req.incremental_base)
         self.frozen = await freeze(
             op_id=req.id,
             collections=op.collections,
@@ -89,6 +94,18 @@ class BackupJob:
         if pause_ms is not None:
             op.pause_ms = pause_ms
         op.held = False
+
+    def _read_base(self, base_id: str) -> Reuse | None:
+        base = BackupRepository(self.storage).node_descriptor(base_id, self.request.node)
+        if base is None:
+            log.info("backup.no_base_for_node", id=self.request.id, base=base_id, node=self.request.node)
+            return None  # a node the base lacks gets a full copy
+        if base.status is not Phase.SUCCESS:
+            raise SpecError(f'base backup "{base_id}" is {base.status} on node "{self.request.node}"')
+        codec = CODEC_FOR_LEVEL[self.request.compression_level].codec
+        if base.codec is not codec:
+            raise SpecError(f'base backup "{base_id}" was written as {base.codec}, this one would be {codec}')
+        return Reuse(base_id, base)
 
     def _check_store(self) -> None:
         probe = self.request.probe
@@ -143,8 +160,20 @@ class BackupJob:
             on_bytes=on_bytes,
             on_entries=op.add_files,
             cancelled=op.cancelled,
+            reuse=self.reuse,
         )
+        references = {ch.backup for col in collections for ch in col.chunks if ch.backup}
+        reused = sum(
+            e.size
+            for col in collections
+            for e in col.entries
+            if e.type is EntryType.FILE and e.chunk in {ch.n for ch in col.chunks if ch.backup}
+        )
+        op.bytes_reused = reused
         return NodeDescriptor(
+            format_version=INCREMENTAL_FORMAT_VERSION if references else DESCRIPTOR_FORMAT_VERSION,
+            base=self.request.incremental_base,
+            bytes_reused=reused,
             id=self.request.id,
             node=op.node,
             status=Phase.SUCCESS,
@@ -154,7 +183,7 @@ class BackupJob:
             compression_level=self.request.compression_level,
             collections=collections,
             bytes=sum(col.bytes for col in collections),
-            stored_bytes=sum(ch.size for col in collections for ch in col.chunks),
+            stored_bytes=sum(ch.size for col in collections for ch in col.chunks if not ch.backup),
             file_count=sum(len(col.files) for col in collections),
             pause_ms=op.pause_ms,
             skipped=[Skipped(path=shown(p), reason=why) for p, why in frozen.skipped[:SKIPPED_LISTED]],

@@ -51,6 +51,7 @@ class Operation:
         self.pause_ms: float | None = None
         self.held = False
         self.warnings: list[str] = []
+        self.bytes_reused = 0
         self.workers: int | None = None
         self.job: Job | None = None
         self._transfer_started: float | None = None
@@ -117,6 +118,7 @@ class Operation:
             warnings=self.warnings,
             workers=self.workers,
             bytes_per_second=rate,
+            bytes_reused=self.bytes_reused,
             started_at=self.started_at,
             updated_at=self.updated_at,
         )

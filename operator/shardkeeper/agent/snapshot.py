@@ -209,10 +209,10 @@ class _Stager:
             os.link(src, dst, follow_symlinks=False)
             st = os.lstat(dst)  # the same inode; its ctime now counts our link
             self.linked.append((name, st))
-            self._record(collection, name, EntryType.FILE, st, size=st.st_size, linked=True)
+            self._record(collection, name, EntryType.FILE, st, size=st.st_size, linked=True, ino=st.st_ino)
         else:
             st = self._copy(name, src, dst, st)
-            self._record(collection, name, EntryType.FILE, st, size=st.st_size)
+            self._record(collection, name, EntryType.FILE, st, size=st.st_size, ino=st.st_ino)
         if st.st_nlink > 1:
             self._inodes[key] = name
 
@@ -240,7 +240,7 @@ class _Stager:
             collection = name.partition("/")[0]
             log.info("snapshot.relinked_file_changed", path=shown(name))
             st = self._copy(name, f"{self._src}/{name}", f"{self._dst}/{name}", now)
-            self._record(collection, name, EntryType.FILE, st, size=st.st_size)
+            self._record(collection, name, EntryType.FILE, st, size=st.st_size, ino=st.st_ino)
         self.linked.clear()
 
     def frozen(self, staging: Path) -> Frozen:

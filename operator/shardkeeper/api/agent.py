@@ -72,6 +72,9 @@ class PrepareBackup(Model):
         default=60.0, gt=0, description="The agent aborts by itself if no commit arrives within this time."
     )
     probe: StoreProbe | None = None
+    incremental_base: BackupId | None = Field(
+        default=None, description="Reuse what this backup (same store and codec) already holds for this node."
+    )
 
 
 class PrepareRestore(Model):
@@ -111,6 +114,9 @@ class OperationStatus(Model):
     )
     workers: int | None = None
     bytes_per_second: int | None = None
+    bytes_reused: int = Field(
+        default=0, description="Incremental: bytes referenced in the base, not uploaded."
+    )
     started_at: dt.datetime
     updated_at: dt.datetime
 

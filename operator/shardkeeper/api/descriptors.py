@@ -72,6 +72,9 @@ class Entry(Model):
     mtime_ns: int | None = Field(default=None, description="Modification time in ns (format 1: None).")
     uid: int | None = Field(default=None, ge=0)
     gid: int | None = Field(default=None, ge=0)
+    ino: int | None = Field(
+        default=None, ge=0, description="Files: the inode, to recognise an unchanged file."
+    )
     size: int = Field(default=0, ge=0, description="Files: the apparent size in bytes.")
     sha256: str | None = Field(
         default=None,
@@ -141,6 +144,11 @@ class Entry(Model):
 class ChunkEntry(Model):
     n: int = Field(ge=1)
     key: str = Field(description="Relative to the node's directory, e.g. 'chunk-3'.")
+    backup: str | None = Field(
+        default=None,
+        description="Format 3: the backup whose node directory holds the chunk, when not this one (an "
+        "incremental backup references its base's chunks; only the entries it lists are restored from it).",
+    )
     sha256: str = Field(pattern=SHA256_PATTERN, description="Of the stored (compressed) bytes.")
     size: int = Field(ge=0, description="Stored (compressed) bytes.")
     raw_size: int = Field(ge=0, description="Bytes of the tar stream before compression.")
@@ -194,6 +202,8 @@ class NodeDescriptor(Versioned):
     pause_ms: float | None = None
     skipped: list[Skipped] = Field(default_factory=list, description="At most the first 100.")
     skipped_count: int = 0
+    base: str | None = Field(default=None, description="The backup this node's files were compared with.")
+    bytes_reused: int = Field(default=0, description="Bytes referenced in earlier backups, not uploaded.")
 
 
 class NodeSummary(Model):
@@ -203,6 +213,7 @@ class NodeSummary(Model):
     stored_bytes: int = 0
     files: int = 0
     skipped: int = 0
+    bytes_reused: int = 0
     error: str | None = None
 
 
@@ -252,3 +263,9 @@ class GlobalDescriptor(Versioned):
     files: int = 0
     owner: Owner | None = None
     error: str | None = None
+    base: str | None = Field(default=None, description="spec.incrementalBase: the backup this one builds on.")
+    references: list[str] = Field(
+        default_factory=list,
+        description="Every other backup whose chunks this one uses (the chain, flattened).",
+    )
+    bytes_reused: int = 0

@@ -71,6 +71,7 @@ class SourceEntry:
     size: int = 0
     link: str | None = None
     linked: bool = False
+    ino: int = 0
 
     @property
     def data_size(self) -> int:

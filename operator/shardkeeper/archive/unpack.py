@@ -47,6 +47,8 @@ class ExpectedChunk:
     size: int
     entries: Mapping[str, Entry]
     """The descriptor's entries stored in this chunk, by name."""
+    partial: bool = False
+    """A chunk of an earlier backup that this one references: members it does not list are skipped."""
 
 
 class _StoredStream:
@@ -245,9 +247,13 @@ class _Unpacker:
         self.on_bytes, self.cancelled = on_bytes, cancelled
         self.checked_dirs: set[Path] = set()
 
-    def member(self, member: Member) -> None:
+    def member(self, member: Member) -> bool:
+        """Checks (and writes) one member; False if it was skipped (not listed, in a referenced chunk)."""
         check_path(member.name, self.collection)
         expected = self.chunk.entries.get(member.name)
+        if expected is None and self.chunk.partial:
+            self._skip(member)
+            return False
         if expected is None:
             raise IntegrityError(f'"{shown(member.name)}" is not in the node descriptor for this chunk')
         if not member.is_regular:
@@ -258,7 +264,7 @@ class _Unpacker:
                 )
             if expected.type is not EntryType.DIR and member.linkname != expected.link:
                 raise IntegrityError(f'"{shown(member.name)}" links elsewhere than the descriptor says')
-            return  # made by finish_tree, after every file of the collection
+            return True  # made by finish_tree, after every file of the collection
         if expected.type is not EntryType.FILE:
             raise IntegrityError(
                 f'"{shown(member.name)}" is a regular file; the descriptor says {expected.type}'
@@ -289,6 +295,18 @@ class _Unpacker:
         mtime_ns = expected.mtime_ns if expected.mtime_ns is not None else member.mtime_ns
         self.writer.put("close", (dest, expected.size, expected.mode & MODE_MASK, mtime_ns))
         self.stream.read(-member.size % 512)
+        return True
+
+    def _skip(self, member: Member) -> None:
+        """Reads past a member this backup does not list (in a referenced chunk), writing nothing."""
+        left = member.size + (-member.size % 512)
+        while left:
+            if self.cancelled.is_set():
+                raise Cancelled
+            block = self.stream.read_view(min(left, COPY_BUFFER))
+            if not block:
+                raise IntegrityError(f'"{shown(member.name)}" is cut short')
+            left -= len(block)
 
     def _dest(self, name: str) -> Path:
         dest = self.target / name
@@ -341,8 +359,8 @@ def unpack_chunk(
     seen: list[str] = []
     try:
         for member in members(stream):
-            unpacker.member(member)
-            seen.append(member.name)
+            if unpacker.member(member):
+                seen.append(member.name)
         stream.drain()
         writer.finish()
     except IntegrityError as exc:

@@ -12,6 +12,7 @@ from shardkeeper.api.backup import BackupSpec, BackupStatus
 from shardkeeper.api.common import Codec, CompressionLevel, Consistency, DeletionPolicy, Phase, human_bytes
 from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, NodeSummary, Owner
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
+from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION
 from shardkeeper.coordinator import selection
 from shardkeeper.coordinator.agents import NodeEndpoint
 from shardkeeper.coordinator.operation import (
@@ -85,6 +86,7 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         storage = self._open_storage()
         st.path = storage.url(self.layout.root)
         await self._claim_id(storage)
+        await self._check_base(storage)
         view = await self._ready_cluster()
         infos = await self._node_infos(view)
         available = {name for info in infos.values() for name in info.collections}
@@ -121,6 +123,7 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
             consistency=self.spec.consistency,
             reservation_seconds=self.ctx.settings.reservation_seconds,
             probe=self._probe,
+            incremental_base=self.spec.incremental_base,
         )
 
     async def _claim_id(self, storage: Storage) -> None:
@@ -132,6 +135,34 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
             self.log.info("backup.reusing_canceled_id", removed=removed)
             return
         self._fail(f'backup "{self.op_id}" already exists at "{self.status.path}"', reason="AlreadyExists")
+
+    async def _check_base(self, storage: Storage) -> None:
+        """spec.incrementalBase: a SUCCESS backup in the same store, older, with the same codec, and
+        not this one or one built on this one (no cycles)."""
+        base_id = self.spec.incremental_base
+        if base_id is None:
+            return
+        where = f'spec.incrementalBase: backup "{base_id}"'
+        if base_id == self.op_id:
+            self._fail(f"{where} is this backup itself", reason="InvalidSpec")
+        base = await in_thread(lambda: BackupRepository(storage).global_descriptor(base_id))
+        if base is None:
+            self._fail(f'{where} does not exist at "{storage.url(base_id)}"', reason="InvalidSpec")
+        if base.status is not Phase.SUCCESS:
+            self._fail(
+                f"{where} is {base.status}: only a complete backup can be a base", reason="InvalidSpec"
+            )
+        if self.op_id in base.references or base.base == self.op_id:
+            self._fail(f"{where} is built on this backup: a chain cannot loop", reason="InvalidSpec")
+        codec = CODEC_FOR_LEVEL[self.spec.config.compression_level].codec
+        if base.codec is not codec:
+            self._fail(
+                f"{where} was written as {base.codec} ({base.compression_level}); this one would be {codec}: "
+                "a chain keeps one codec",
+                reason="InvalidSpec",
+            )
+        if base.completed_at is not None and base.completed_at > self.now:
+            self._fail(f"{where} completed after this backup started", reason="InvalidSpec")
 
     # --- running -------------------------------------------------------------------------------
 
@@ -182,6 +213,16 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
                 f"node descriptors of {missing} are missing at {self.status.path}", reason="NodeFailed"
             )
         nodes = [d for d in found if d is not None]
+        references = sorted(
+            {ch.backup for n in nodes for col in n.collections for ch in col.chunks if ch.backup}
+        )
+        for ref in references:  # a base deleted while this backup was written: never a broken child
+            base = await in_thread(lambda ref=ref: repo.global_descriptor(ref))  # type: ignore[misc]
+            if base is None or base.status is not Phase.SUCCESS:
+                self._fail(
+                    f'backup "{ref}", whose data this incremental backup references, is gone or not SUCCESS',
+                    reason="BaseGone",
+                )
         await in_thread(lambda: self._write_descriptor(storage, Phase.SUCCESS, nodes=nodes))
         await in_thread(lambda: storage.delete_prefix(self.layout.probe_dir))
         self.status.bytes_total = sum(n.bytes for n in nodes)
@@ -245,6 +286,15 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
                     f"the backup at {location} was written by {by}, not by this Backup: left in place",
                 )
                 return
+            dependants = await in_thread(lambda: BackupRepository(storage).dependants(self.op_id))
+            if dependants:
+                self._event(
+                    "Warning",
+                    "DataRetained",
+                    f"backups {dependants} are incremental backups built on the data at {location}: it stays "
+                    "until they are deleted (deleting it would break them)",
+                )
+                return
             removed = await in_thread(lambda: storage.delete_prefix(self.layout.root))
         except TransientStorageError as exc:
             since = self.obj.deleting_since or self.now
@@ -281,8 +331,12 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
                 bytes=done.bytes if done else 0,
                 stored_bytes=done.stored_bytes if done else 0,
                 files=done.file_count if done else 0,
+                bytes_reused=done.bytes_reused if done else 0,
                 error=node.error,
             )
+        references = sorted(
+            {ch.backup for n in nodes or [] for col in n.collections for ch in col.chunks if ch.backup}
+        )
         descriptor = GlobalDescriptor(
             id=self.op_id,
             status=phase,
@@ -300,6 +354,10 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
             files=sum(s.files for s in summaries.values()),
             owner=Owner(namespace=self.obj.namespace, name=self.obj.name, uid=self.obj.uid),
             error=st.error,
+            base=self.spec.incremental_base,
+            references=references,
+            bytes_reused=sum(s.bytes_reused for s in summaries.values()),
+            format_version=INCREMENTAL_FORMAT_VERSION if references else DESCRIPTOR_FORMAT_VERSION,
         )
         BackupRepository(storage).write_global(descriptor)
 

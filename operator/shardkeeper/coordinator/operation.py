@@ -417,6 +417,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         node.workers = answer.workers
         node.bytes_per_second = answer.bytes_per_second
         node.warnings = answer.warnings
+        node.bytes_reused = answer.bytes_reused
 
     def _sum_progress(self) -> None:
         st = self.status
@@ -425,6 +426,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         st.bytes_total = sum(n.bytes_total for n in nodes)
         st.files_done = sum(n.files_done for n in nodes)
         st.files_total = sum(n.files_total for n in nodes)
+        st.bytes_reused = sum(n.bytes_reused for n in nodes)
         st.size = human_bytes(st.bytes_total)
         moving = [n.bytes_per_second for n in nodes if n.bytes_per_second]
         if moving:

@@ -51,6 +51,11 @@ def copy_backup(
     descriptor = read_descriptor(source, backup_id)
     if descriptor.status is not Phase.SUCCESS:
         raise SpecError(f'backup "{backup_id}" is {descriptor.status}; only a complete backup can be copied')
+    if descriptor.references:
+        raise SpecError(
+            f'backup "{backup_id}" is incremental (it uses the data of {descriptor.references}): copying a '
+            "chain is not supported yet; copy a full backup"
+        )
     layout = BackupLayout(backup_id)
     if target.exists(layout.global_descriptor):
         raise SpecError(f'backup "{backup_id}" already exists at "{target.url(backup_id)}"')

@@ -14,10 +14,12 @@ and a rename, or a single put), so a reader never sees half a descriptor.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from shardkeeper.api.common import Phase
 from shardkeeper.api.descriptors import (
     CollectionEntry,
     Entry,
@@ -102,6 +104,26 @@ class BackupRepository:
             if descriptor is not None:
                 found.append(descriptor)
         return sorted(found, key=lambda d: d.started_at, reverse=True)
+
+    def dependants(self, backup_id: str) -> builtins.list[str]:
+        """Backups whose data needs ``backup_id``'s (incrementals built on it, directly or down the
+        chain), running ones included; failed and canceled ones need nothing. Deleting a backup
+        that has dependants would break them, so callers refuse it."""
+        found = []
+        for other in self.storage.list_dirs():
+            if other == backup_id:
+                continue
+            try:
+                descriptor = self.global_descriptor(other)
+            except (CorruptDescriptor, ValueError):
+                continue
+            if (
+                descriptor is not None
+                and descriptor.status not in (Phase.FAILED, Phase.CANCELED)
+                and (descriptor.base == backup_id or backup_id in descriptor.references)
+            ):
+                found.append(other)
+        return sorted(found)
 
     # --- writing -----------------------------------------------------------------------------
 
