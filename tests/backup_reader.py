@@ -54,26 +54,30 @@ def read_backup(root: Path) -> tuple[dict[str, Any], dict[str, NodeBackup]]:
         descriptor = json.loads((root / node / "backup.json").read_text())
         files: dict[str, bytes] = {}
         for collection in descriptor["collections"]:
+            by_chunk: dict[int, dict[str, bytes]] = {}
             for chunk in collection["chunks"]:
-                stored = (root / node / chunk["key"]).read_bytes()
+                holder = root.parent / chunk["backup"] if chunk.get("backup") else root  # incremental
+                stored = (holder / node / chunk["key"]).read_bytes()
                 assert hashlib.sha256(stored).hexdigest() == chunk["sha256"], f"chunk {chunk['key']} checksum"
                 assert len(stored) == chunk["size"]
                 raw = _decompress(descriptor["codec"], stored)
                 assert len(raw) == chunk["rawSize"]
+                members = by_chunk.setdefault(chunk["n"], {})
                 with tarfile.open(fileobj=io.BytesIO(raw), mode="r:", errors="surrogateescape") as tar:
                     for member in tar.getmembers():
                         if member.isreg():
                             extracted = tar.extractfile(member)
                             assert extracted is not None
-                            files[member.name] = extracted.read()
+                            members[member.name] = extracted.read()
             listed = collection.get("entries") or [{**f, "type": "file"} for f in collection["files"]]
             for entry in listed:
                 if entry["type"] != "file":
                     continue
                 path = _entry_path(entry)
-                content = files[path]
+                content = by_chunk[entry["chunk"]][path]  # from the chunk the descriptor names
                 assert len(content) == entry["size"], path
                 assert hashlib.sha256(content).hexdigest() == entry["sha256"], f"file {path} checksum"
+                files[path] = content
         nodes[node] = NodeBackup(node=node, descriptor=descriptor, files=files)
     return global_descriptor, nodes
 
