@@ -35,6 +35,13 @@ def test_plan_groups_small_files_and_isolates_big_ones() -> None:
     assert [[f.size for f in c] for c in chunks] == [[10, 20, 30], [100], [5], [60], [50]]
 
 
+def test_plan_never_makes_a_chunk_of_directories_alone() -> None:
+    root = SourceEntry(name="c", type=EntryType.DIR, mode=0o755, mtime_ns=0)
+    sub = SourceEntry(name="c/d", type=EntryType.DIR, mode=0o755, mtime_ns=0)
+    chunks = plan_chunks([root, sub, _file("c/d/big", 100), _file("c/d/small", 10)], target_bytes=64)
+    assert [[e.name for e in c] for c in chunks] == [["c", "c/d", "c/d/big"], ["c/d/small"]]
+
+
 def test_plan_of_nothing_is_nothing() -> None:
     assert plan_chunks([], target_bytes=64) == []
 

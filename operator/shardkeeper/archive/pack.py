@@ -107,11 +107,12 @@ def plan_chunks(entries: Sequence[SourceEntry], target_bytes: int) -> list[list[
     for e in entries:
         size = e.data_size
         big = size >= target_bytes
-        if current and (big or current_bytes + size > target_bytes):
+        if current and current_bytes and (big or current_bytes + size > target_bytes):
             chunks.append(current)
             current, current_bytes = [], 0
-        if big:
-            chunks.append([e])
+        if big:  # with the directories and links just before it, if any: never a chunk of those alone
+            chunks.append([*current, e])
+            current, current_bytes = [], 0
             continue
         current.append(e)
         current_bytes += size

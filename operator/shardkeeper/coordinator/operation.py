@@ -289,9 +289,18 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
 
     def _requeue_or_fail(self, refusal: AgentError) -> None:
         """A node busy with another Backup/Restore of this cluster means: not our turn after all
-        (the queue index lagged). Anything else that refuses is a failure."""
+        (the queue index lagged). A holder the index does not know yet may be one it will know in a
+        moment (objects applied together): that requeues too, for ``queue_index_grace_seconds``
+        since this object was created. Anything else that refuses is a failure."""
         known = {p.uid for p in self.obj.peers}
-        if isinstance(refusal, AgentRefused) and refusal.holder_uid in known:
+        created = (
+            dt.datetime.fromisoformat(self.obj.created.replace("Z", "+00:00"))
+            if self.obj.created
+            else self.now
+        )
+        young = (self.now - created).total_seconds() < self.ctx.settings.queue_index_grace_seconds
+        holder = refusal.holder_uid if isinstance(refusal, AgentRefused) and refusal.status == 409 else None
+        if holder is not None and (holder in known or young):
             st = self.status
             st.phase, st.nodes, st.started_at = Phase.QUEUED, {}, None
             self._message = f"a node is busy with another operation of this cluster: {refusal}"
