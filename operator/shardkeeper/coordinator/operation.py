@@ -20,7 +20,7 @@ from typing import Any, Generic, Literal, NoReturn, Protocol, TypeVar
 import structlog
 from pydantic import BaseModel
 
-from shardkeeper.api.agent import NodePhase, OperationStatus, PrepareBackup, PrepareRestore
+from shardkeeper.api.agent import NodeInfo, NodePhase, OperationStatus, PrepareBackup, PrepareRestore
 from shardkeeper.api.common import Backend, Phase, human_bytes, utcnow
 from shardkeeper.api.status import NodeStatus, OperationStatusBase
 from shardkeeper.coordinator import queue
@@ -321,6 +321,17 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         unreachable = [str(i) for i in infos if isinstance(i, BaseException)]
         if unreachable:
             self._wait_or_fail("agents not reachable: " + "; ".join(unreachable), reason="AgentUnreachable")
+        for ep, info in zip(view.nodes, infos, strict=True):
+            held = info.operation if isinstance(info, NodeInfo) else None
+            # A node busy with another operation: queue (or fail) before touching any node.
+            if held is not None and held.uid != self.obj.uid and not held.phase.terminal:
+                self._requeue_or_fail(
+                    AgentRefused(
+                        f'node "{ep.name}" is busy with {held.kind} "{held.id}" ({held.phase})',
+                        status=409,
+                        holder_uid=held.uid,
+                    )
+                )
         return {ep.name: info for ep, info in zip(view.nodes, infos, strict=True)}
 
     # --- running: observe, decide, act ---------------------------------------------------------
