@@ -34,6 +34,8 @@ from shardkeeper.storage import BackgroundWriter, BackupLayout, Storage
 
 T = TypeVar("T")
 BLOCK_BYTES = 4096
+#: Files compared with the base per task of the worker pool (thousands of small files, few tasks).
+MATCH_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -65,13 +67,22 @@ class Reuse:
         return found if content_sha256(root / e.name, cancelled) == found.entry.sha256 else None
 
 
+_BUFFERS = threading.local()
+
+
 def content_sha256(path: Path, cancelled: threading.Event) -> str:
+    """sha256 of a file's content, read into one buffer per thread (thousands of small files: no
+    allocation per read)."""
+    buf: bytearray | None = getattr(_BUFFERS, "buf", None)
+    if buf is None:
+        buf = _BUFFERS.buf = bytearray(COPY_BUFFER)
+    view = memoryview(buf)
     sha = hashlib.sha256()
     with path.open("rb", buffering=0) as f:
-        while block := f.read(COPY_BUFFER):
+        while n := f.readinto(view):
             if cancelled.is_set():
                 raise Cancelled
-            sha.update(block)
+            sha.update(view[:n])
     return sha.hexdigest()
 
 
@@ -124,9 +135,16 @@ def upload(
     reused: dict[str, BaseFile] = {}
     if reuse is not None:
         files = [e for entries in trees.values() for e in entries if e.type is EntryType.FILE]
-        matches = run_chunks(
-            workers, [functools.partial(reuse.match, e, root, cancelled) for e in files], cancelled
-        )
+
+        def match(batch: list[SourceEntry]) -> list[BaseFile | None]:
+            return [reuse.match(e, root, cancelled) for e in batch]
+
+        batches = [files[i : i + MATCH_BATCH] for i in range(0, len(files), MATCH_BATCH)]
+        matches = [
+            m
+            for found in run_chunks(workers, [functools.partial(match, b) for b in batches], cancelled)
+            for m in found
+        ]
         reused = {e.name: m for e, m in zip(files, matches, strict=True) if m is not None}
         for e in files:
             if e.name in reused:
