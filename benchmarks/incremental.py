@@ -27,8 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from benchmarks.backup import COLLECTIONS, MB
 from benchmarks.common import StaticHook, agent_process, reset, table
 from benchmarks.dataset import generate, total_bytes
@@ -36,39 +34,6 @@ from benchmarks.restore import shardkeeper_restore
 
 REPO = Path(__file__).resolve().parent.parent
 LEVEL = "ZstdBestSpeed"
-
-
-class SegmentHook(StaticHook):
-    """Big files immutable (segments), small files mutable."""
-
-    def _serve(self) -> None:
-        import asyncio
-
-        async def prepare(request: web.Request) -> web.Response:
-            body = await request.json()
-            files = []
-            for collection in body["collections"]:
-                for dirpath, _dirs, names in os.walk(self.data_root / collection):
-                    rel = os.path.relpath(dirpath, self.data_root)
-                    files.extend(
-                        {"path": f"{rel}/{name}", "immutable": collection != "small"}
-                        for name in sorted(names)
-                    )
-            return web.json_response({"files": files})
-
-        async def ok(_: web.Request) -> web.Response:
-            return web.json_response({"ok": True})
-
-        app = web.Application()
-        app.router.add_post("/prepare", prepare)
-        app.router.add_post("/release", ok)
-        app.router.add_post("/restored", ok)
-        loop = asyncio.new_event_loop()
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._loop_ready.set()
-        loop.run_forever()
 
 
 def backup(data: Path, store: Path, hook: StaticHook, op_id: str, base: str | None) -> dict[str, Any]:
@@ -141,7 +106,7 @@ def main() -> int:
     print(f"data set: {raw / MB:,.0f} MB in {files} files; one worker ({LEVEL})")
     store = work / "incremental-store"
     reset(store)
-    hook = SegmentHook(data)
+    hook = StaticHook(data, mutable=frozenset({"small"}))  # big files are segments: immutable
     rng = random.Random(7)
     rows = []
     full = backup(data, store, hook, "b0", None)

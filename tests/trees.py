@@ -105,3 +105,105 @@ def make_tree(root: Path, specs: list[Spec]) -> None:
         path = os.path.join(base, s.path)
         os.chmod(path, s.mode)
         os.utime(path, ns=(s.mtime_ns, s.mtime_ns))
+
+
+def back_up(
+    data: Path,
+    work: Path,
+    store: Any,
+    backup_id: str,
+    *,
+    level: Any,
+    chunk_bytes: int,
+    base: str | None = None,
+) -> tuple[Any, int]:
+    """Backs up collection ``col`` of ``data`` as node ``n0`` of ``backup_id`` through the agent's own
+    steps (hookless freeze, upload, node descriptor written and read back); returns the descriptor
+    read back and the bytes read from files while packing."""
+    import datetime as dt
+    import threading
+
+    from shardkeeper.agent.snapshot import _freeze_hookless
+    from shardkeeper.api.common import Phase
+    from shardkeeper.api.descriptors import NodeDescriptor
+    from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
+    from shardkeeper.archive.transfer import Reuse, upload
+    from shardkeeper.storage import BackupLayout
+    from shardkeeper.storage.repository import BackupRepository
+
+    frozen = _freeze_hookless(data, work / f"staging-{backup_id}", ["col"], ("*.sst",))
+    repo = BackupRepository(store)
+    reuse = None
+    if base is not None:
+        described = repo.node_descriptor(base, "n0")
+        assert described is not None
+        reuse = Reuse(base, described)
+    read: list[int] = []
+    choice = CODEC_FOR_LEVEL[level]
+    collections = upload(
+        frozen.entries,
+        root=frozen.root,
+        storage=store,
+        layout=BackupLayout(backup_id),
+        node="n0",
+        choice=choice,
+        chunk_bytes=chunk_bytes,
+        workers=2,
+        on_bytes=lambda _logical, n: read.append(n),
+        on_entries=lambda _n: None,
+        cancelled=threading.Event(),
+        reuse=reuse,
+    )
+    repo.write_node(
+        NodeDescriptor(
+            format_version=3 if base else 2,
+            id=backup_id,
+            node="n0",
+            status=Phase.SUCCESS,
+            started_at=dt.datetime.now(dt.UTC),
+            codec=choice.codec,
+            compression_level=level,
+            collections=collections,
+            bytes=0,
+            stored_bytes=0,
+            file_count=0,
+            base=base,
+        )
+    )
+    described = repo.node_descriptor(backup_id, "n0")
+    assert described is not None
+    return described, sum(read)
+
+
+def restore(store: Any, backup_id: str, target: Path) -> Path:
+    """Restores node ``n0`` of ``backup_id`` into ``target`` (which must not exist), as the agent does
+    before the rename; returns the restored collection ``col``."""
+    import threading
+
+    from shardkeeper.api.descriptors import EntryType
+    from shardkeeper.archive.transfer import download
+    from shardkeeper.archive.tree import check_tree, set_times
+    from shardkeeper.storage import BackupLayout
+    from shardkeeper.storage.repository import BackupRepository
+
+    described = BackupRepository(store).node_descriptor(backup_id, "n0")
+    assert described is not None
+    for col in described.collections:
+        check_tree(col.name, col.entries)
+    download(
+        described.collections,
+        storage=store,
+        layout=BackupLayout(backup_id),
+        source_node="n0",
+        codec=described.codec,
+        staging=target,
+        workers=2,
+        owners=os.geteuid() == 0,
+        on_bytes=lambda _n: None,
+        on_entries=lambda _n: None,
+        cancelled=threading.Event(),
+    )
+    for col in described.collections:
+        own = next(e for e in col.entries if e.name == col.name and e.type is EntryType.DIR)
+        set_times(target / col.name, own)
+    return target / "col"

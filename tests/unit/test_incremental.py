@@ -3,94 +3,31 @@ referenced, not uploaded, and every backup of a chain restores exactly."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import threading
 from pathlib import Path
 
 import pytest
 
-from shardkeeper.agent.snapshot import _freeze_hookless
-from shardkeeper.api.common import CompressionLevel, Phase
-from shardkeeper.api.descriptors import EntryType, NodeDescriptor
+from shardkeeper.api.common import CompressionLevel
 from shardkeeper.archive import transfer
-from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-from shardkeeper.archive.transfer import Reuse, download, upload
-from shardkeeper.archive.tree import set_times
-from shardkeeper.storage import BackupLayout
 from shardkeeper.storage.filesystem import FilesystemStorage
 from shardkeeper.storage.repository import BackupRepository
-from tests.trees import Spec, make_tree, tree_digest
+from tests.trees import Spec, back_up, make_tree, restore, tree_digest
 
-CHOICE = CODEC_FOR_LEVEL[CompressionLevel.ZSTD_BEST_SPEED]
+LEVEL = CompressionLevel.ZSTD_BEST_SPEED
 
 
 def _backup(
     data: Path, store: FilesystemStorage, backup_id: str, base: str | None, work: Path
 ) -> tuple[int, int]:
-    """Backs up collection col of ``data`` as ``backup_id`` (on ``base`` if given); returns (bytes
-    read from the data, bytes of chunks stored)."""
-    frozen = _freeze_hookless(data, work / f"staging-{backup_id}", ["col"], ("*.sst",))
-    repo = BackupRepository(store)
-    reuse = None
-    if base is not None:
-        described = repo.node_descriptor(base, "n0")
-        assert described is not None
-        reuse = Reuse(base, described)
-    read: list[int] = []
-    collections = upload(
-        frozen.entries,
-        root=frozen.root,
-        storage=store,
-        layout=BackupLayout(backup_id),
-        node="n0",
-        choice=CHOICE,
-        chunk_bytes=1 << 20,
-        workers=2,
-        on_bytes=lambda _logical, n: read.append(n),
-        on_entries=lambda _n: None,
-        cancelled=threading.Event(),
-        reuse=reuse,
-    )
-    repo.write_node(
-        NodeDescriptor(
-            format_version=3 if base else 2,
-            id=backup_id,
-            node="n0",
-            status=Phase.SUCCESS,
-            started_at=dt.datetime.now(dt.UTC),
-            codec=CHOICE.codec,
-            compression_level=CompressionLevel.ZSTD_BEST_SPEED,
-            collections=collections,
-            bytes=0,
-            stored_bytes=0,
-            file_count=0,
-            base=base,
-        )
-    )
-    stored = sum(ch.size for col in collections for ch in col.chunks if not ch.backup)
-    return sum(read), stored
+    """(bytes read from files while packing, bytes of chunks this backup stored)."""
+    described, read = back_up(data, work, store, backup_id, level=LEVEL, chunk_bytes=1 << 20, base=base)
+    return read, sum(ch.size for col in described.collections for ch in col.chunks if not ch.backup)
 
 
 def _restore(store: FilesystemStorage, backup_id: str, target: Path) -> Path:
-    described = BackupRepository(store).node_descriptor(backup_id, "n0")
-    assert described is not None
-    download(
-        described.collections,
-        storage=store,
-        layout=BackupLayout(backup_id),
-        source_node="n0",
-        codec=CHOICE.codec,
-        staging=target,
-        workers=2,
-        owners=os.geteuid() == 0,
-        on_bytes=lambda _n: None,
-        on_entries=lambda _n: None,
-        cancelled=threading.Event(),
-    )
-    col = described.collections[0]
-    set_times(target / "col", next(e for e in col.entries if e.name == "col" and e.type is EntryType.DIR))
-    return target / "col"
+    return restore(store, backup_id, target)
 
 
 def test_a_chain_references_what_is_unchanged_and_restores_exactly(

@@ -10,27 +10,18 @@ original's. 1,000 trees here; ``-m slow`` runs 10,000.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shardkeeper.agent.snapshot import _freeze_hookless
-from shardkeeper.api.common import CompressionLevel, Phase
-from shardkeeper.api.descriptors import EntryType, NodeDescriptor
-from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-from shardkeeper.archive.transfer import download, upload
-from shardkeeper.archive.tree import check_tree, set_times
-from shardkeeper.storage import BackupLayout
+from shardkeeper.api.common import CompressionLevel
 from shardkeeper.storage.filesystem import FilesystemStorage
-from shardkeeper.storage.repository import BackupRepository
-from tests.trees import Spec, make_tree, tree_digest
+from tests.trees import Spec, back_up, make_tree, restore, tree_digest
 
 # Any byte but '/' and NUL: backslash, newline, spaces, a leading '-', and bytes that are not UTF-8.
 _NAME_BYTES = st.sampled_from(
@@ -74,72 +65,14 @@ def trees(draw: st.DrawFn) -> list[Spec]:
     return specs
 
 
-def round_trip(data: Path, work: Path, *, level: CompressionLevel, chunk_bytes: int) -> Path:
-    """Backs up collection ``col`` of ``data`` and restores it under the returned directory."""
-    frozen = _freeze_hookless(data, work / "staging", ["col"], ("*.sst",))
-    storage = FilesystemStorage(root=work / "store")
-    layout = BackupLayout("b1")
-    choice = CODEC_FOR_LEVEL[level]
-    collections = upload(
-        frozen.entries,
-        root=frozen.root,
-        storage=storage,
-        layout=layout,
-        node="n0",
-        choice=choice,
-        chunk_bytes=chunk_bytes,
-        workers=2,
-        on_bytes=lambda _logical, _read: None,
-        on_entries=lambda _n: None,
-        cancelled=threading.Event(),
-    )
-    repo = BackupRepository(storage)
-    now = dt.datetime.now(dt.UTC)
-    repo.write_node(
-        NodeDescriptor(
-            id="b1",
-            node="n0",
-            status=Phase.SUCCESS,
-            started_at=now,
-            codec=choice.codec,
-            compression_level=level,
-            collections=collections,
-            bytes=0,
-            stored_bytes=0,
-            file_count=0,
-        )
-    )
-    described = repo.node_descriptor("b1", "n0")
-    assert described is not None
-    for col in described.collections:
-        check_tree(col.name, col.entries)
-    restored = work / "restored"
-    download(
-        described.collections,
-        storage=storage,
-        layout=layout,
-        source_node="n0",
-        codec=choice.codec,
-        staging=restored,
-        workers=2,
-        owners=os.geteuid() == 0,
-        on_bytes=lambda _n: None,
-        on_entries=lambda _n: None,
-        cancelled=threading.Event(),
-    )
-    for col in described.collections:
-        own = next(e for e in col.entries if e.name == col.name and e.type is EntryType.DIR)
-        set_times(restored / col.name, own)
-    return restored
-
-
 def _check(specs: list[Spec], level: CompressionLevel, chunk_bytes: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         make_tree(work / "data", specs)
         before = tree_digest(work / "data" / "col")
-        restored = round_trip(work / "data", work, level=level, chunk_bytes=chunk_bytes)
-        assert tree_digest(restored / "col") == before
+        store = FilesystemStorage(root=work / "store")
+        back_up(work / "data", work, store, "b1", level=level, chunk_bytes=chunk_bytes)
+        assert tree_digest(restore(store, "b1", work / "restored")) == before
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -37,7 +37,8 @@ from shardkeeper.agent.hook import HookError, WorkloadHook
 from shardkeeper.api.common import collection_name_problem
 from shardkeeper.api.descriptors import EntryType
 from shardkeeper.api.hook import HookFile
-from shardkeeper.archive.pack import SourceEntry, data_segments
+from shardkeeper.archive.pack import SourceEntry
+from shardkeeper.archive.sparse import data_segments
 from shardkeeper.archive.tree import MODE_MASK, check_path, check_tree, shown
 from shardkeeper.errors import ShardkeeperError, UnsafeArchiveEntry
 

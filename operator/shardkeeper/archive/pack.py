@@ -14,7 +14,6 @@ per chunk (over the stored bytes), both on the way through.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import queue
@@ -27,7 +26,8 @@ from pathlib import Path
 
 from shardkeeper.api.descriptors import EntryType
 from shardkeeper.archive.codecs import CodecChoice, compressor
-from shardkeeper.archive.tarstream import BLOCK, pax_time
+from shardkeeper.archive.sparse import data_segments, sparse_map_block
+from shardkeeper.archive.tarstream import pax_time
 from shardkeeper.archive.tree import MODE_MASK, shown
 from shardkeeper.errors import ShardkeeperError
 from shardkeeper.storage.base import Writer
@@ -119,35 +119,6 @@ def plan_chunks(entries: Sequence[SourceEntry], target_bytes: int) -> list[list[
     if current:
         chunks.append(current)
     return chunks
-
-
-def data_segments(fd: int, size: int, blocks: int) -> list[tuple[int, int]] | None:
-    """The (offset, length) data segments of a sparse file (SEEK_DATA/SEEK_HOLE), or None if it
-    has no holes. Only a file that holds fewer blocks than its size can have any."""
-    if size == 0 or blocks * 512 >= size:
-        return None
-    segments: list[tuple[int, int]] = []
-    offset = 0
-    while offset < size:
-        try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # only a hole is left
-                break
-            return None  # the filesystem cannot tell: read it whole
-
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        if end > start:
-            segments.append((start, end - start))
-        offset = end
-    return segments if segments != [(0, size)] else None
-
-
-def sparse_map_block(segments: list[tuple[int, int]]) -> bytes:
-    """The GNU sparse 1.0 map: the count, then each offset and length, one per line, in whole blocks."""
-    text = f"{len(segments)}\n" + "".join(f"{o}\n{n}\n" for o, n in segments)
-    raw = text.encode()
-    return raw + bytes(-len(raw) % BLOCK)
 
 
 class _ChunkSink:
