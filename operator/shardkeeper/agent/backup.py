@@ -90,7 +90,7 @@ class BackupJob:
     async def release(self, op: Operation) -> None:
         if self.frozen is None:
             return
-        pause_ms = await release(self.frozen, self.hook, op.id)
+        pause_ms = await release(self.frozen, self.hook, op.id, op.node)
         if pause_ms is not None:
             op.pause_ms = pause_ms
         op.held = False

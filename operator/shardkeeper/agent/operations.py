@@ -77,7 +77,8 @@ class Operation:
         if error is not None:
             self.error = error
         self.updated_at = utcnow()
-        log.info("operation.phase", id=self.id, kind=self.kind, node=self.node, phase=phase, error=error)
+        extra = {"error": error} if error is not None else {}  # no error=None on every line
+        log.info("operation.phase", id=self.id, kind=self.kind, node=self.node, phase=phase, **extra)
 
     async def wait_signal(self, name: str, within: float) -> None:
         """Waits for the coordinator's next step; a coordinator that vanished must not hold the node."""

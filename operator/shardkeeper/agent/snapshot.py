@@ -377,7 +377,7 @@ async def freeze(
     return frozen
 
 
-async def release(frozen: Frozen, hook: WorkloadHook | None, op_id: str) -> float | None:
+async def release(frozen: Frozen, hook: WorkloadHook | None, op_id: str, node: str) -> float | None:
     """Ends the workload's hold, once; returns how long it lasted in milliseconds."""
     if frozen.hold_started is None or hook is None:
         return None
@@ -386,5 +386,5 @@ async def release(frozen: Frozen, hook: WorkloadHook | None, op_id: str) -> floa
         await hook.release(op_id)
     finally:
         pause_ms = (time.perf_counter() - started) * 1000
-        log.info("snapshot.released", id=op_id, files=frozen.count, pause_ms=round(pause_ms, 2))
+        log.info("snapshot.released", id=op_id, node=node, files=frozen.count, pause_ms=round(pause_ms, 2))
     return pause_ms
