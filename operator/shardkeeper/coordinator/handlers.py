@@ -23,6 +23,7 @@ from shardkeeper.api.backup import BackupSpec, BackupStatus
 from shardkeeper.api.common import TERMINAL_PHASES, Phase
 from shardkeeper.api.restore import RestoreSpec, RestoreStatus
 from shardkeeper.api.status import OperationStatusBase
+from shardkeeper.coordinator import schedule_handlers
 from shardkeeper.coordinator.backup import BackupReconciler, DeletionDeferred
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.kube import KubernetesUnavailable
@@ -229,3 +230,4 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
 
     for kind in KINDS:
         _register_kind(registry, ctx, kind)
+    schedule_handlers.register(registry, ctx)

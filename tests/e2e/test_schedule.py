@@ -1,0 +1,108 @@
+"""BackupSchedule end to end: a real operator creates Backups on the minute, and an operator killed
+across a slot neither runs it twice nor skips it silently."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+from tests.e2e.conftest import Env, wait_until
+
+SCHEDULE_LABEL = "shardkeeper.io/schedule"
+
+
+def schedule_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "shardkeeper.io/v1alpha1",
+        "kind": "BackupSchedule",
+        "metadata": {"name": name},
+        "spec": {
+            "schedule": "* * * * *",
+            "template": {"backend": "filesystem", "cluster": "sampledb"},
+            **spec,
+        },
+    }
+
+
+def children(env: Env, schedule: str) -> list[dict[str, Any]]:
+    out = env.kubectl("get", "backups", "-l", f"{SCHEDULE_LABEL}={schedule}", "-o", "json")
+    return sorted(json.loads(out)["items"], key=lambda b: b["metadata"]["name"])
+
+
+def slot_of(backup: dict[str, Any]) -> dt.datetime:
+    return dt.datetime.fromisoformat(backup["metadata"]["annotations"]["shardkeeper.io/scheduled-at"])
+
+
+def parse(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value)
+
+
+def test_runs_on_its_slots_and_survives_an_operator_killed_across_one(env: Env) -> None:
+    cluster = env.make_cluster(replicas=2)
+    cluster.fill({"articles": [0, 1]}, keys=200)
+    env.start_operator()
+    env.apply(schedule_manifest("minutely"))
+    env.apply(schedule_manifest("strict", startingDeadlineSeconds=10))
+    env.apply(schedule_manifest("broken", schedule="61 * * * *"))
+    schedule = env.get("backupschedule", "minutely")
+
+    # A cron expression the API server cannot check is refused by the operator, naming the field.
+    broken = env.wait_for("backupschedule", "broken", lambda o: bool(o.get("status", {}).get("conditions")))
+    stalled = env.condition(broken, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "InvalidSpec"
+    assert "spec.schedule" in stalled["message"] and "61 * * * *" in stalled["message"]
+
+    # The first slot after creation: one Backup, named after its slot, owned by the schedule.
+    wait_until(lambda: bool(children(env, "minutely")), timeout=75, what="the first scheduled Backup")
+    first = children(env, "minutely")[0]
+    name = first["metadata"]["name"]
+    slot = slot_of(first)
+    assert slot.second == 0 and slot > parse(schedule["metadata"]["creationTimestamp"]) - dt.timedelta(
+        minutes=1
+    )
+    assert name == f"minutely-{slot:%Y%m%dt%H%M%S}z"
+    owner = first["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "BackupSchedule",
+        "minutely",
+        schedule["metadata"]["uid"],
+        True,
+    )
+    assert first["spec"]["cluster"] == "sampledb" and "id" not in first["spec"]
+    env.wait_phase("backup", name, "SUCCESS", timeout=60)
+    assert env.stored(name), "the scheduled Backup's data is in the backend"
+    status = env.wait_for(
+        "backupschedule", "minutely", lambda o: o.get("status", {}).get("lastSuccessfulBackup") == name
+    )["status"]
+    assert parse(status["lastScheduleTime"]) == slot and status["backups"] == 1 and status["missedRuns"] == 0
+    assert parse(status["nextScheduleTime"]) == slot + dt.timedelta(minutes=1)
+    assert env.condition(env.get("backupschedule", "minutely"), "Ready")["status"] == "True"
+
+    # Kill the operator a few seconds before the next slot; bring it back 20 s after it.
+    now = dt.datetime.now(dt.UTC)
+    boundary = (now + dt.timedelta(minutes=1)).replace(second=0, microsecond=0)
+    if (boundary - now).total_seconds() < 8:
+        boundary += dt.timedelta(minutes=1)
+    time.sleep(max(0.0, (boundary - now).total_seconds() - 5))
+    assert env.operator is not None
+    env.operator.stop(kill=True)
+    time.sleep(max(0.0, (boundary - dt.datetime.now(dt.UTC)).total_seconds() + 20))
+    env.start_operator()
+
+    # No deadline: the slot runs once, late. With a 10 s deadline: a counted miss, no run.
+    def at_boundary(schedule: str) -> list[str]:
+        return [b["metadata"]["name"] for b in children(env, schedule) if slot_of(b) == boundary]
+
+    wait_until(
+        lambda: bool(at_boundary("minutely")), timeout=30, what="the slot missed while the operator was down"
+    )
+    strict = env.wait_for("backupschedule", "strict", lambda o: o.get("status", {}).get("missedRuns") == 1)
+    assert parse(strict["status"]["lastMissedTime"]) == boundary
+    assert at_boundary("strict") == []
+    assert at_boundary("minutely") == [f"minutely-{boundary:%Y%m%dt%H%M%S}z"]
+    slots = [slot_of(b) for b in children(env, "minutely")]
+    assert len(slots) == len(set(slots)), "one Backup per slot"
+    missed = [e for e in env.events("strict") if e["reason"] == "MissedSchedule"]
+    assert len(missed) == 1 and "startingDeadlineSeconds" in missed[0]["message"]
