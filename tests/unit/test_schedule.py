@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from shardkeeper.api.common import Phase
@@ -19,6 +21,7 @@ from shardkeeper.coordinator.schedule import (
 )
 
 UTC = dt.UTC
+REPO = Path(__file__).resolve().parents[2]
 CREATED = dt.datetime(2026, 11, 30, 9, 0, 30, tzinfo=UTC)
 
 
@@ -78,10 +81,13 @@ def test_status_alone_also_marks_a_slot_done() -> None:
 
 def test_suspended_passes_slots_over_without_counting_them() -> None:
     d = run(t("09:35"), suspend=True)
-    assert d.action is Action.WAIT and d.missed == 0 and d.handled_until == t("09:35")
+    assert d.action is Action.WAIT and d.missed == 0 and d.handled_until == t("09:30")
     assert d.next_schedule_time is None
+    # Between slots nothing changes, so a suspended schedule's status is not rewritten every tick.
+    quiet = run(t("09:36"), suspend=True, status=BackupScheduleStatus(last_handled_time=t("09:30")))
+    assert quiet.handled_until is None
     # Resumed at 09:36: the slots passed over while suspended are neither run nor missed.
-    resumed = run(t("09:36"), status=BackupScheduleStatus(last_handled_time=t("09:35")))
+    resumed = run(t("09:36"), status=BackupScheduleStatus(last_handled_time=t("09:30")))
     assert resumed.action is Action.WAIT and resumed.missed == 0 and resumed.next_schedule_time == t("09:40")
 
 
@@ -186,3 +192,9 @@ def test_invalid_specs_are_refused_naming_the_field(fields: dict[str, Any], fiel
     with pytest.raises(ValidationError) as refused:
         spec(**fields)
     assert [e["loc"][0] for e in refused.value.errors()] == [field]
+
+
+def test_the_example_schedule_is_valid() -> None:
+    example = yaml.safe_load((REPO / "examples" / "schedule.yaml").read_text())
+    parsed = BackupScheduleSpec.model_validate(example["spec"])
+    assert parsed.time_zone == "Europe/Berlin" and parsed.template.cluster == "sampledb"

@@ -8,7 +8,7 @@ and ``status.lastHandledTime``. Nothing lives in memory, so a restarted operator
     situation (slots are those after the cursor, up to now)      decision
     no slot                                                       WAIT until the next slot
     suspended                                                     WAIT; the slots are passed over,
-                                                                  not missed (cursor moves to now)
+                                                                  not missed (cursor moves past them)
     several slots                                                 all but the newest are MISSED
     newest slot older than startingDeadlineSeconds                MISSED too; WAIT for the next slot
     Forbid, a run of this schedule unfinished                     WAIT for it (the slot stays due)
@@ -114,9 +114,10 @@ def decide(
     """What the schedule does now (see the module docstring). All times are timezone-aware."""
     since = cursor(created, status, children)
     upcoming = next_slot(spec, max(since, now))
-    if spec.suspend:
-        return ScheduleDecision(Action.WAIT, "suspended", handled_until=max(since, now))
     due, more = slots(spec, since, now)
+    if spec.suspend:
+        # The cursor moves slot by slot, so that a suspended schedule's status changes only then.
+        return ScheduleDecision(Action.WAIT, "suspended", handled_until=due[-1] if due else None)
     if not due:
         return ScheduleDecision(Action.WAIT, "no slot is due", next_schedule_time=upcoming)
     newest, older = due[-1], due[:-1]
