@@ -106,3 +106,68 @@ def test_runs_on_its_slots_and_survives_an_operator_killed_across_one(env: Env) 
     assert len(slots) == len(set(slots)), "one Backup per slot"
     missed = [e for e in env.events("strict") if e["reason"] == "MissedSchedule"]
     assert len(missed) == 1 and "startingDeadlineSeconds" in missed[0]["message"]
+
+
+def live_children(env: Env, schedule: str) -> list[dict[str, Any]]:
+    return [b for b in children(env, schedule) if not b["metadata"].get("deletionTimestamp")]
+
+
+def test_keep_last_3_holds_exactly_three_backups_and_their_data_and_the_floor_survives_max_age(
+    env: Env,
+) -> None:
+    cluster = env.make_cluster(replicas=2)
+    cluster.fill({"articles": [0, 1]}, keys=200)
+    # The schedule clock runs 6x: "every minute" is every 10 s, so five runs take about a minute.
+    env.apply(schedule_manifest("rotating", retention={"keepLast": 3}))
+    env.start_operator(SHARDKEEPER_SCHEDULE_CLOCK_RATE="6")
+
+    seen: set[str] = set()
+
+    def five_runs() -> bool:
+        seen.update(b["metadata"]["name"] for b in children(env, "rotating"))
+        return len(seen) >= 5
+
+    wait_until(five_runs, timeout=150, what="five scheduled runs")
+
+    # What the next success would push out is in status: the oldest of the three kept.
+    def settled(o: dict[str, Any]) -> bool:
+        kept = live_children(env, "rotating")
+        done = len(kept) == 3 and all(b.get("status", {}).get("phase") == "SUCCESS" for b in kept)
+        retention = o.get("status", {}).get("retention", {})
+        return done and retention.get("nextToPrune") == [kept[0]["metadata"]["name"]]
+
+    env.wait_for("backupschedule", "rotating", settled, timeout=60)
+    env.kubectl("patch", "backupschedule", "rotating", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    status = env.wait_for(
+        "backupschedule",
+        "rotating",
+        lambda o: (
+            len(children(env, "rotating")) == 3
+            and all(b.get("status", {}).get("phase") == "SUCCESS" for b in children(env, "rotating"))
+        ),
+        timeout=60,
+    )["status"]
+    seen.update(b["metadata"]["name"] for b in children(env, "rotating"))
+    kept = [b["metadata"]["name"] for b in children(env, "rotating")]
+    assert kept == sorted(seen)[-3:], "the newest three stay"
+    for name in sorted(seen):
+        assert bool(env.stored(name)) == (name in kept), f"backend data of {name}"
+    assert status["retention"]["pruned"] == len(seen) - 3 and status["backups"] == 3
+    pruned_events = [e for e in env.events("rotating") if e["reason"] == "Pruned"]
+    assert len(pruned_events) == len(seen) - 3
+    assert all("keepLast" not in e["message"] and "kept by no rule" in e["message"] for e in pruned_events)
+
+    # maxAge 1m (10 s here) prunes all but the newest success: the minSuccessful floor.
+    env.kubectl(
+        "patch",
+        "backupschedule",
+        "rotating",
+        "--type=merge",
+        "-p",
+        '{"spec":{"retention":{"keepLast":3,"maxAge":"1m","minSuccessful":1}}}',
+    )
+    wait_until(lambda: len(children(env, "rotating")) == 1, timeout=60, what="maxAge to prune two")
+    time.sleep(15)  # 1.5 minutes of schedule time later, the floor is still there, with its data
+    assert [b["metadata"]["name"] for b in children(env, "rotating")] == [kept[-1]]
+    assert env.stored(kept[-1])
+    assert all(not env.stored(name) for name in kept[:-1])

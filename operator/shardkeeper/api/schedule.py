@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from shardkeeper import conventions as c
 from shardkeeper.api.backup import BackupSpec
 from shardkeeper.api.common import OPERATION_SPEC_RULES, Condition, Model
+from shardkeeper.api.retention import Retention
 
 #: A schedule's name is a DNS label (so it fits a label value); its children add 17 characters.
 SCHEDULE_NAME_MAX = 63
@@ -98,6 +99,11 @@ class BackupScheduleSpec(Model):
         description="The spec of each Backup created; id and cancel may not be set.",
         json_schema_extra=TEMPLATE_RULES,
     )
+    retention: Retention | None = Field(
+        default=None,
+        description="Which of this schedule's Backups to keep; the others are pruned: the Backup object "
+        "and its data in the backend (deletionPolicy Delete). Unset: every Backup is kept.",
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -125,6 +131,17 @@ class BackupScheduleSpec(Model):
         if value.cancel:
             raise ValueError("cancel must not be true")
         return value
+
+
+class RetentionStatus(Model):
+    """What spec.retention did and will do."""
+
+    pruned: int = Field(default=0, description="Backups pruned by this schedule so far.")
+    last_prune_time: dt.datetime | None = None
+    next_to_prune: list[str] = Field(
+        default_factory=list,
+        description="The Backups the policy prunes once the next run succeeds (if nothing else changes).",
+    )
 
 
 class BackupScheduleStatus(Model):
@@ -156,6 +173,7 @@ class BackupScheduleStatus(Model):
     )
     last_missed_time: dt.datetime | None = Field(default=None, description="The most recent missed slot.")
     backups: int = Field(default=0, description="Backups of this schedule that exist now.")
+    retention: RetentionStatus | None = None
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

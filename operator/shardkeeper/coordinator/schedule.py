@@ -48,6 +48,12 @@ class Child:
     """Its scheduled time (annotation); None if the annotation is missing or unreadable."""
     phase: Phase | None
     completed_at: dt.datetime | None = None
+    created: dt.datetime | None = None
+    deleting: bool = False
+    """metadata.deletionTimestamp is set: it is going (pruned, or deleted by a user)."""
+    owner_uid: str | None = None
+    """The uid of its controller (ownerReferences); only a schedule's own Backups are pruned."""
+    deletion_policy: str | None = None
 
     @property
     def active(self) -> bool:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
+import os
+import time
+import zoneinfo
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import kopf
 import structlog
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from shardkeeper import conventions as c
@@ -26,15 +26,19 @@ from shardkeeper.api.schedule import (
     SCHEDULED_AT_ANNOTATION,
     BackupScheduleSpec,
     BackupScheduleStatus,
+    RetentionStatus,
     child_name,
 )
 from shardkeeper.coordinator.conditions import READY, STALLED, set_condition
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.kube import KubernetesUnavailable
+from shardkeeper.coordinator.prune import prune_plan
 from shardkeeper.coordinator.schedule import Action, Child, ScheduleDecision, decide
+from shardkeeper.coordinator.schedule_kube import ChildRefused, create_backup, prune_backup
 
 log = structlog.get_logger(__name__)
 INDEX = "backups_by_schedule"
+_PRUNED = "shardkeeper-pruned"
 Clock = Callable[[], dt.datetime]
 
 
@@ -52,41 +56,17 @@ def child_of(body: kopf.Body) -> Child:
     """A Backup as the schedule sees it; whatever is unreadable reads as unknown, never as a crash."""
     meta, status = body.get("metadata", {}), body.get("status") or {}
     phase = status.get("phase")
+    owner: dict[str, Any] = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), {})
     return Child(
         name=meta.get("name", ""),
         slot=_time((meta.get("annotations") or {}).get(SCHEDULED_AT_ANNOTATION)),
         phase=Phase(phase) if phase in {p.value for p in Phase} else None,
         completed_at=_time(status.get("completedAt")),
+        created=_time(meta.get("creationTimestamp")),
+        deleting=bool(meta.get("deletionTimestamp")),
+        owner_uid=owner.get("uid"),
+        deletion_policy=(body.get("spec") or {}).get("deletionPolicy"),
     )
-
-
-class ChildRefused(Exception):
-    """The API server refused the Backup itself (422, 403...): retrying the same request will not help."""
-
-
-def _create_backup(namespace: str, manifest: dict[str, Any]) -> bool:
-    """Creates the Backup; False if one of that name exists already (409)."""
-    try:
-        client.CustomObjectsApi().create_namespaced_custom_object(
-            c.GROUP, c.VERSION, namespace, c.BACKUP_PLURAL, manifest
-        )
-    except ApiException as exc:
-        if exc.status == 409:
-            return False
-        if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
-            try:
-                detail = json.loads(exc.body or "{}").get("message") or exc.reason
-            except (ValueError, AttributeError):
-                detail = exc.reason
-            raise ChildRefused(f"{exc.status} {detail}") from exc
-        raise KubernetesUnavailable(
-            f"creating Backup {namespace}/{manifest['metadata']['name']}: {exc}"
-        ) from exc
-    except Exception as exc:  # urllib3 connection errors and the like
-        raise KubernetesUnavailable(
-            f"creating Backup {namespace}/{manifest['metadata']['name']}: {exc!r}"
-        ) from exc
-    return True
 
 
 def child_manifest(
@@ -138,8 +118,8 @@ def next_status(
     if created is not None and decision.slot is not None:
         st.last_schedule_time = decision.slot
     st.next_schedule_time = decision.next_schedule_time
-    names = {child.name for child in children}
-    active = {child.name for child in children if child.active}
+    names = {child.name for child in children if not child.deleting}
+    active = {child.name for child in children if child.active and not child.deleting}
     if created is not None:
         names.add(created)
         active.add(created)
@@ -196,8 +176,26 @@ def _invalid(
     return st
 
 
-def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, *, clock: Clock = utcnow) -> None:
+#: Test-only: the schedule clock runs this many times as fast as real time (default 1), so that
+#: tests see a schedule "every minute" run five times and its retention act in seconds.
+CLOCK_RATE_ENV = "SHARDKEEPER_SCHEDULE_CLOCK_RATE"
+
+
+def scaled_clock(rate: float) -> Clock:
+    """A clock that starts now and runs ``rate`` times as fast as real time."""
+    if rate == 1:
+        return utcnow
+    origin, started = dt.datetime.now(dt.UTC), time.monotonic()
+    return lambda: origin + dt.timedelta(seconds=(time.monotonic() - started) * rate)
+
+
+def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, *, clock: Clock | None = None) -> None:
     interval = ctx.settings.tick_seconds
+    if clock is None:
+        rate = float(os.environ.get(CLOCK_RATE_ENV) or 1)
+        if not 0 < rate <= 3600:
+            raise SystemExit(f"{CLOCK_RATE_ENV} must be in (0, 3600], not {rate}")
+        clock = scaled_clock(rate)
 
     @kopf.index(
         c.GROUP,
@@ -220,7 +218,9 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, *, clock: Cl
         backoff=interval,
         registry=registry,
     )
-    async def reconcile(body: kopf.Body, patch: kopf.Patch, namespace: str | None, **kwargs: Any) -> None:
+    async def reconcile(
+        body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, namespace: str | None, **kwargs: Any
+    ) -> None:
         meta = body.get("metadata", {})
         name, uid, generation = meta["name"], meta["uid"], meta.get("generation")
         now = clock()
@@ -248,7 +248,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, *, clock: Cl
             )
             child = manifest["metadata"]["name"]
             try:
-                fresh = await asyncio.to_thread(_create_backup, namespace or "", manifest)
+                fresh = await asyncio.to_thread(create_backup, namespace or "", manifest)
             except KubernetesUnavailable as exc:
                 raise kopf.TemporaryError(str(exc), delay=interval) from exc
             except ChildRefused as exc:
@@ -280,8 +280,59 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, *, clock: Cl
             message = f"{decision.missed} run(s) missed, the latest due at {latest}{why}"
             kopf.event(body, type="Warning", reason="MissedSchedule", message=message)
         new = next_status(old, decision, children, created=created, generation=generation)
+        if spec.retention is not None:
+            await _apply_retention(body, memo, spec, new, children, uid=uid, now=now)
+        else:
+            new.retention = None
         _ready(new, spec, generation=generation, now=now)
         _write(patch, before, new)
+
+
+async def _apply_retention(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    spec: BackupScheduleSpec,
+    st: BackupScheduleStatus,
+    children: Sequence[Child],
+    *,
+    uid: str,
+    now: dt.datetime,
+) -> None:
+    """Prunes what ``spec.retention`` does not keep and records it in ``st.retention``.
+
+    ``memo`` remembers what this process already pruned: the index may show a pruned Backup for
+    a moment longer, and it must not be pruned (and counted) twice."""
+    assert spec.retention is not None
+    meta = body.get("metadata", {})
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    done: set[str] = memo.setdefault(_PRUNED, set())
+    present = [child for child in children if child.name not in done]
+    zone = zoneinfo.ZoneInfo(spec.time_zone)
+    planned = prune_plan(spec.retention, present, uid=uid, now=now, zone=zone, next_run=st.next_schedule_time)
+    by_name = {child.name: child for child in present}
+    pruned = 0
+    for verdict in planned.prune:
+        try:
+            policy = by_name[verdict.name].deletion_policy
+            await asyncio.to_thread(prune_backup, namespace, verdict.name, deletion_policy=policy)
+        except KubernetesUnavailable as exc:
+            log.warning("schedule.prune_failed", namespace=namespace, schedule=name, error=str(exc))
+            kopf.event(body, type="Warning", reason="PruneFailed", message=f"{exc}; will retry")
+            continue
+        done.add(verdict.name)
+        pruned += 1
+        message = f"pruned Backup {verdict.name} and its data ({verdict.reason})"
+        kopf.event(body, type="Normal", reason="Pruned", message=message)
+        log.info(
+            "schedule.pruned", namespace=namespace, schedule=name, backup=verdict.name, why=verdict.reason
+        )
+    previous = st.retention or RetentionStatus()
+    st.backups = max(0, st.backups - len(done & {child.name for child in children}))
+    st.retention = RetentionStatus(
+        pruned=previous.pruned + pruned,
+        last_prune_time=now if pruned else previous.last_prune_time,
+        next_to_prune=planned.next_to_prune,
+    )
 
 
 def _iso(t: dt.datetime) -> str:
