@@ -223,6 +223,9 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--from-path")
     cp.add_argument("--to-path")
     cp.set_defaults(func=_backups_copy)
+    from shardkeeper import cli_backups
+
+    cli_backups.add_commands(bsub, sub, backends)
 
     cr = sub.add_parser("crds", help="print (or --write DIR) the CustomResourceDefinitions")
     cr.add_argument("--write", metavar="DIR", action="append", help="write the files here (repeatable)")

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
+from testbed.controlplane import REPO
 from tests.e2e.conftest import Env, wait_until
 
 SCHEDULE_LABEL = "shardkeeper.io/schedule"
@@ -171,3 +175,17 @@ def test_keep_last_3_holds_exactly_three_backups_and_their_data_and_the_floor_su
     assert [b["metadata"]["name"] for b in children(env, "rotating")] == [kept[-1]]
     assert env.stored(kept[-1])
     assert all(not env.stored(name) for name in kept[:-1])
+
+    # The CR-aware describe: a row per node of the kept Backup.
+    described = subprocess.run(
+        [sys.executable, "-m", "shardkeeper", "describe", "backup", kept[-1], "-n", env.namespace],
+        env={**os.environ, "PYTHONPATH": str(REPO), "KUBECONFIG": str(env.cp.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert described.returncode == 0, described.stderr
+    assert "Schedule:     rotating (slot " in described.stdout
+    rows = described.stdout.split("\n\n")[1].splitlines()[1:]
+    assert [row.split()[:2] for row in rows] == [[node.name, "SUCCESS"] for node in cluster.nodes]
