@@ -31,6 +31,10 @@ def _operator(args: argparse.Namespace) -> int:
         progress_interval_seconds=float(os.environ.get("SHARDKEEPER_PROGRESS_INTERVAL_SECONDS", 5.0)),
     )
     load_kube_config()
+    if args.metrics_port:
+        from shardkeeper.coordinator import metrics
+
+        metrics.serve(args.metrics_port)
     registry = kopf.OperatorRegistry()
     ctx = OperatorContext(settings)
     handlers.register(registry, ctx)
@@ -189,6 +193,12 @@ def parser() -> argparse.ArgumentParser:
         "--agent-unreachable-seconds",
         type=float,
         default=float(os.environ.get("SHARDKEEPER_AGENT_UNREACHABLE_SECONDS", 60.0)),
+    )
+    op.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("SHARDKEEPER_METRICS_PORT", 8471)),
+        help="serve Prometheus metrics at :PORT/metrics (default 8471; 0: off)",
     )
     op.set_defaults(func=_operator)
 

@@ -11,6 +11,9 @@ import sys
 import time
 from typing import Any
 
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
 from testbed.controlplane import REPO
 from tests.e2e.conftest import Env, wait_until
 
@@ -160,6 +163,25 @@ def test_keep_last_3_holds_exactly_three_backups_and_their_data_and_the_floor_su
     pruned_events = [e for e in env.events("rotating") if e["reason"] == "Pruned"]
     assert len(pruned_events) == len(seen) - 3
     assert all("keepLast" not in e["message"] and "kept by no rule" in e["message"] for e in pruned_events)
+
+    # The operator's /metrics says the same.
+    assert env.operator is not None
+    scraped = requests.get(f"http://127.0.0.1:{env.operator.metrics_port}/metrics", timeout=10).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(scraped)
+        for s in family.samples
+    }
+    sched = (("namespace", env.namespace), ("schedule", "rotating"))
+    ops = (("cluster", "sampledb"), ("kind", "backup"), ("namespace", env.namespace), ("result", "success"))
+    assert samples[("shardkeeper_operations_total", (*ops, ("schedule", "rotating")))] == len(seen)
+    assert samples[("shardkeeper_schedule_backups", sched)] == 3
+    assert samples[("shardkeeper_schedule_pruned_backups", sched)] == len(seen) - 3
+    assert samples[("shardkeeper_schedule_suspended", sched)] == 1
+    assert (
+        samples[("shardkeeper_schedule_last_success_timestamp_seconds", sched)]
+        == parse(status["lastSuccessfulTime"]).timestamp()
+    )
 
     # maxAge 1m (10 s here) prunes all but the newest success: the minSuccessful floor.
     env.kubectl(

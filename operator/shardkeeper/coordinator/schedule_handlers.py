@@ -29,11 +29,12 @@ from shardkeeper.api.schedule import (
     RetentionStatus,
     child_name,
 )
+from shardkeeper.coordinator import metrics
 from shardkeeper.coordinator.conditions import READY, STALLED, set_condition
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.kube import KubernetesUnavailable
 from shardkeeper.coordinator.prune import prune_plan
-from shardkeeper.coordinator.schedule import Action, Child, ScheduleDecision, decide
+from shardkeeper.coordinator.schedule import Action, Child, ScheduleDecision, decide, next_slot
 from shardkeeper.coordinator.schedule_kube import ChildRefused, create_backup, prune_backup
 
 log = structlog.get_logger(__name__)
@@ -286,6 +287,23 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, *, clock: Cl
             new.retention = None
         _ready(new, spec, generation=generation, now=now)
         _write(patch, before, new)
+        upcoming = new.next_schedule_time
+        gap = (next_slot(spec, upcoming) - upcoming).total_seconds() if upcoming else None
+        metrics.schedule_seen(
+            namespace or "",
+            name,
+            cluster=spec.template.cluster,
+            created=created_at,
+            suspended=spec.suspend,
+            interval=gap,
+            status=new,
+        )
+
+    @kopf.on.delete(
+        c.GROUP, c.VERSION, c.SCHEDULE_PLURAL, id="forget_backupschedule", optional=True, registry=registry
+    )
+    def forget(namespace: str | None, name: str | None, **_: Any) -> None:
+        metrics.schedule_gone(namespace or "", name or "")
 
 
 async def _apply_retention(
