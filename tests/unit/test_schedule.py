@@ -198,3 +198,35 @@ def test_the_example_schedule_is_valid() -> None:
     example = yaml.safe_load((REPO / "examples" / "schedule.yaml").read_text())
     parsed = BackupScheduleSpec.model_validate(example["spec"])
     assert parsed.time_zone == "Europe/Berlin" and parsed.template.cluster == "sampledb"
+
+
+def failed_run(slot: dt.datetime, minutes_to_fail: int = 2) -> Child:
+    return Child(
+        child_name("nightly", slot), slot, Phase.FAILED, slot + dt.timedelta(minutes=minutes_to_fail)
+    )
+
+
+def test_without_retry_a_failed_run_waits_for_the_next_slot() -> None:
+    d = run(t("09:15"), failed_run(t("09:10")))
+    assert d.action is Action.WAIT and d.next_schedule_time == t("09:20")
+
+
+def test_a_failed_run_is_retried_once_after_the_delay() -> None:
+    failed = failed_run(t("09:10"))  # failed at 09:12
+    early = run(t("09:13"), failed, retryAfterFailureSeconds=120)
+    assert (
+        early.action is Action.WAIT and early.next_schedule_time == t("09:14") and "retrying" in early.reason
+    )
+    d = run(t("09:14"), failed, retryAfterFailureSeconds=120)
+    assert d.action is Action.CREATE and d.retry and d.slot == t("09:10")
+    assert d.handled_until is None and d.missed == 0
+    assert child_name("nightly", t("09:10"), retry=True) == "nightly-20261130t091000z-retry"
+    # The retry failed too: no third attempt; the next slot is next.
+    retried = Child("nightly-20261130t091000z-retry", t("09:10"), Phase.FAILED, t("09:16"), retry=True)
+    again = run(t("09:19"), failed, retried, retryAfterFailureSeconds=120)
+    assert again.action is Action.WAIT and again.next_schedule_time == t("09:20")
+
+
+def test_no_retry_when_the_next_slot_comes_first() -> None:
+    d = run(t("09:19"), failed_run(t("09:10")), retryAfterFailureSeconds=600)
+    assert d.action is Action.WAIT and d.next_schedule_time == t("09:20") and "retry" not in d.reason

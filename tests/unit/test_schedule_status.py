@@ -81,3 +81,13 @@ def test_a_refused_or_failed_creation_leaves_the_last_schedule_time_and_success_
     decision = ScheduleDecision(Action.WAIT, "waiting", next_schedule_time=SLOT + dt.timedelta(hours=1))
     st = next_status(old, decision, [older], created=None, generation=1)
     assert st.last_schedule_time == SLOT and st.last_successful_backup == "new" and st.active == []
+
+
+def test_a_retry_is_named_after_the_failed_run_and_points_at_it() -> None:
+    spec = BackupScheduleSpec.model_validate(
+        {"schedule": "@hourly", "template": {"backend": "s3", "cluster": "db"}}
+    )
+    m = child_manifest(schedule="nightly", namespace="ns", uid="u-1", spec=spec, slot=SLOT, retry=True)
+    assert m["metadata"]["name"] == "nightly-20261130t091000z-retry"
+    assert m["metadata"]["annotations"]["shardkeeper.io/retry-of"] == "nightly-20261130t091000z"
+    assert child_of(m).retry and child_of(m).slot == SLOT  # type: ignore[arg-type]

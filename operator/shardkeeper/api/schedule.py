@@ -95,6 +95,13 @@ class BackupScheduleSpec(Model):
         "counted in status.missedRuns. Unset: the latest missed slot runs however late; earlier "
         "missed slots are always counted, never run (no burst of catch-up runs after an outage).",
     )
+    retry_after_failure_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Unset: after a failed run the next slot is the next attempt. Set: one retry of "
+        "the failed run this many seconds after it failed, if that is before the next slot.",
+    )
     template: BackupSpec = Field(
         description="The spec of each Backup created; id and cancel may not be set.",
         json_schema_extra=TEMPLATE_RULES,
@@ -178,12 +185,15 @@ class BackupScheduleStatus(Model):
     conditions: list[Condition] = Field(default_factory=list)
 
 
-def child_name(schedule: str, slot: dt.datetime) -> str:
-    """The name (and backup id) of the Backup for ``slot``: ``nightly-20261130t020000z``."""
-    return f"{schedule}-{slot.astimezone(dt.UTC).strftime(CHILD_TIME_FORMAT)}"
+def child_name(schedule: str, slot: dt.datetime, *, retry: bool = False) -> str:
+    """The name (and backup id) of the Backup for ``slot``: ``nightly-20261130t020000z``, and
+    ``nightly-20261130t020000z-retry`` for the one retry of a failed run."""
+    return f"{schedule}-{slot.astimezone(dt.UTC).strftime(CHILD_TIME_FORMAT)}" + ("-retry" if retry else "")
 
 
 #: Label on every Backup a schedule created: the schedule's name.
 SCHEDULE_LABEL = f"{c.GROUP}/schedule"
 #: Annotation on every Backup a schedule created: its slot, RFC 3339 in UTC.
 SCHEDULED_AT_ANNOTATION = f"{c.GROUP}/scheduled-at"
+#: Annotation on the retry of a failed run: the failed run's name.
+RETRY_OF_ANNOTATION = f"{c.GROUP}/retry-of"

@@ -16,6 +16,13 @@ and ``status.lastHandledTime``. Nothing lives in memory, so a restarted operator
     Queue, a run already waiting to start                         WAIT, as under Forbid
     otherwise                                                     CREATE the newest slot's Backup
 
+and between slots, with spec.retryAfterFailureSeconds set:
+
+    the newest slot's run FAILED, no retry yet, nothing running,
+      the delay has passed and the next slot is later              CREATE its one retry
+      the delay has not passed yet                                 WAIT until then
+      the next slot comes before the delay ends                    WAIT (the next slot is the retry)
+
 A missed slot is never run later: after an outage there is at most one run, never a burst. The
 child's name is derived from its slot, so creating it twice is refused by the API server (409).
 """
@@ -54,6 +61,8 @@ class Child:
     owner_uid: str | None = None
     """The uid of its controller (ownerReferences); only a schedule's own Backups are pruned."""
     deletion_policy: str | None = None
+    retry: bool = False
+    """It is the one retry of its slot's failed run (spec.retryAfterFailureSeconds)."""
 
     @property
     def active(self) -> bool:
@@ -71,6 +80,8 @@ class ScheduleDecision:
     reason: str
     slot: dt.datetime | None = None
     """CREATE: the slot whose Backup to create."""
+    retry: bool = False
+    """CREATE: this is the retry of the slot's failed run."""
     missed: int = 0
     """Slots to add to status.missedRuns now."""
     last_missed: dt.datetime | None = None
@@ -125,7 +136,9 @@ def decide(
         # The cursor moves slot by slot, so that a suspended schedule's status changes only then.
         return ScheduleDecision(Action.WAIT, "suspended", handled_until=due[-1] if due else None)
     if not due:
-        return ScheduleDecision(Action.WAIT, "no slot is due", next_schedule_time=upcoming)
+        return _retry(spec, children, now=now, upcoming=upcoming) or ScheduleDecision(
+            Action.WAIT, "no slot is due", next_schedule_time=upcoming
+        )
     newest, older = due[-1], due[:-1]
     missed = len(older) + (1 if more else 0)
     last_missed = older[-1] if older else None
@@ -164,6 +177,35 @@ def decide(
         last_missed=last_missed,
         handled_until=newest,
         next_schedule_time=next_slot(spec, max(newest, now)),
+    )
+
+
+def _retry(
+    spec: BackupScheduleSpec, children: Sequence[Child], *, now: dt.datetime, upcoming: dt.datetime
+) -> ScheduleDecision | None:
+    """The one retry of the newest slot's failed run, if it is configured and its time has come."""
+    delay = spec.retry_after_failure_seconds
+    slotted = [child for child in children if child.slot is not None]
+    if delay is None or not slotted or any(child.active for child in children):
+        return None
+    newest_slot = max(child.slot for child in slotted if child.slot is not None)
+    runs = [child for child in slotted if child.slot == newest_slot]
+    failed = [child for child in runs if child.phase is Phase.FAILED and not child.retry]
+    if not failed or any(child.retry for child in runs) or failed[0].completed_at is None:
+        return None
+    at = failed[0].completed_at + dt.timedelta(seconds=delay)
+    if at >= upcoming:
+        return None  # the next slot comes first: it is the next attempt
+    if now < at:
+        return ScheduleDecision(
+            Action.WAIT, f"{failed[0].name} failed; retrying at {_iso(at)}", next_schedule_time=at
+        )
+    return ScheduleDecision(
+        Action.CREATE,
+        f"retry of {failed[0].name}, which failed",
+        slot=newest_slot,
+        retry=True,
+        next_schedule_time=upcoming,
     )
 
 

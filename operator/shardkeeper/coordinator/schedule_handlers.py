@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from shardkeeper import conventions as c
 from shardkeeper.api.common import Phase, utcnow
 from shardkeeper.api.schedule import (
+    RETRY_OF_ANNOTATION,
     SCHEDULE_LABEL,
     SCHEDULED_AT_ANNOTATION,
     BackupScheduleSpec,
@@ -61,6 +62,7 @@ def child_of(body: kopf.Body) -> Child:
     return Child(
         name=meta.get("name", ""),
         slot=_time((meta.get("annotations") or {}).get(SCHEDULED_AT_ANNOTATION)),
+        retry=RETRY_OF_ANNOTATION in (meta.get("annotations") or {}),
         phase=Phase(phase) if phase in {p.value for p in Phase} else None,
         completed_at=_time(status.get("completedAt")),
         created=_time(meta.get("creationTimestamp")),
@@ -71,7 +73,13 @@ def child_of(body: kopf.Body) -> Child:
 
 
 def child_manifest(
-    *, schedule: str, namespace: str, uid: str, spec: BackupScheduleSpec, slot: dt.datetime
+    *,
+    schedule: str,
+    namespace: str,
+    uid: str,
+    spec: BackupScheduleSpec,
+    slot: dt.datetime,
+    retry: bool = False,
 ) -> dict[str, Any]:
     """The Backup for ``slot``: the template, named after the slot, owned by the schedule.
 
@@ -81,10 +89,13 @@ def child_manifest(
         "apiVersion": c.API_VERSION,
         "kind": c.BACKUP_KIND,
         "metadata": {
-            "name": child_name(schedule, slot),
+            "name": child_name(schedule, slot, retry=retry),
             "namespace": namespace,
             "labels": {SCHEDULE_LABEL: schedule},
-            "annotations": {SCHEDULED_AT_ANNOTATION: _iso(slot)},
+            "annotations": {
+                SCHEDULED_AT_ANNOTATION: _iso(slot),
+                **({RETRY_OF_ANNOTATION: child_name(schedule, slot)} if retry else {}),
+            },
             "ownerReferences": [
                 {
                     "apiVersion": c.API_VERSION,
@@ -245,7 +256,12 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, *, clock: Cl
         created: str | None = None
         if decision.action is Action.CREATE and decision.slot is not None:
             manifest = child_manifest(
-                schedule=name, namespace=namespace or "", uid=uid, spec=spec, slot=decision.slot
+                schedule=name,
+                namespace=namespace or "",
+                uid=uid,
+                spec=spec,
+                slot=decision.slot,
+                retry=decision.retry,
             )
             child = manifest["metadata"]["name"]
             try:
