@@ -64,8 +64,9 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "SHARDKEEPER_AGENT_TOKEN_FILE": str(self.token_file),
             "SHARDKEEPER_TICK_SECONDS": str(self.tick_seconds),
-            "SHARDKEEPER_METRICS_PORT": str(self.metrics_port),
             **self.env,
+            # Always a free port, also under the chart's environment (8471): tests run side by side.
+            "SHARDKEEPER_METRICS_PORT": str(self.metrics_port),
         }
         argv = [
             sys.executable,

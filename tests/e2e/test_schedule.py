@@ -183,6 +183,19 @@ def test_keep_last_3_holds_exactly_three_backups_and_their_data_and_the_floor_su
         == parse(status["lastSuccessfulTime"]).timestamp()
     )
 
+    # Every agent's /metrics: one successful backup per run, the bytes it read, one pause per run.
+    for node in cluster.nodes:
+        text = requests.get(f"http://{node.ip}:8471/metrics", timeout=10).text
+        agent = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        mine = (("kind", "backup"), ("node", node.name))
+        assert agent[("shardkeeper_agent_operations_total", (*mine, ("result", "success")))] == len(seen)
+        assert agent[("shardkeeper_agent_transferred_bytes_total", mine)] > 0
+        assert agent[("shardkeeper_agent_write_pause_seconds_count", (("node", node.name),))] == len(seen)
+
     # maxAge 1m (10 s here) prunes all but the newest success: the minSuccessful floor.
     env.kubectl(
         "patch",

@@ -11,6 +11,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 import structlog
 
 from shardkeeper import conventions as c
+from shardkeeper.agent import metrics
 from shardkeeper.agent.hook import WorkloadHook
 from shardkeeper.agent.operations import Operation, in_thread
 from shardkeeper.agent.settings import AgentSettings
@@ -87,6 +88,7 @@ class BackupJob:
         pause_ms = await release(self.frozen, self.hook, op.id)
         if pause_ms is not None:
             op.pause_ms = pause_ms
+            metrics.WRITE_PAUSE.labels(op.node).observe(pause_ms / 1000)
         op.held = False
 
     def _check_store(self) -> None:
