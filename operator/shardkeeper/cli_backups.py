@@ -147,7 +147,8 @@ def describe(obj: dict[str, Any]) -> str:
         lines.append(f"Schedule:     {labels['shardkeeper.io/schedule']} (slot {slot})")
     lines += [
         f"Collections:  {','.join(st.get('collections') or [])}",
-        f"Size:         {st.get('size') or human_bytes(int(st.get('bytesTotal') or 0))}",
+        f"Size:         {st.get('size') or human_bytes(int(st.get('bytesTotal') or 0))}"
+        + (f" ({human_bytes(int(st['storedBytes']))} stored)" if st.get("storedBytes") is not None else ""),
         f"Files:        {st.get('filesDone', 0)}/{st.get('filesTotal', 0)}",
         f"Throughput:   {st.get('throughput') or ''}",
         f"Started:      {st.get('startedAt', '')}",

@@ -138,6 +138,7 @@ def test_keep_last_3_holds_exactly_three_backups_and_their_data_and_the_floor_su
 
     # What the next success would push out is in status: the oldest of the three kept.
     def settled(o: dict[str, Any]) -> bool:
+        seen.update(b["metadata"]["name"] for b in children(env, "rotating"))  # runs go on meanwhile
         kept = live_children(env, "rotating")
         done = len(kept) == 3 and all(b.get("status", {}).get("phase") == "SUCCESS" for b in kept)
         retention = o.get("status", {}).get("retention", {})
@@ -176,6 +177,8 @@ def test_keep_last_3_holds_exactly_three_backups_and_their_data_and_the_floor_su
     ops = (("cluster", "sampledb"), ("kind", "backup"), ("namespace", env.namespace), ("result", "success"))
     assert samples[("shardkeeper_operations_total", (*ops, ("schedule", "rotating")))] == len(seen)
     assert samples[("shardkeeper_schedule_backups", sched)] == 3
+    stored = sum(b["status"]["storedBytes"] for b in children(env, "rotating"))
+    assert 0 < stored < samples[("shardkeeper_stored_bytes_total", (("cluster", "sampledb"), ops[2]))]
     assert samples[("shardkeeper_schedule_pruned_backups", sched)] == len(seen) - 3
     assert samples[("shardkeeper_schedule_suspended", sched)] == 1
     assert (

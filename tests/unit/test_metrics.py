@@ -38,6 +38,15 @@ def test_an_ended_backup_counts_its_result_duration_bytes_and_times() -> None:
     assert value("shardkeeper_operation_duration_seconds_bucket", **bucket, le="120.0") == 1
 
 
+def test_a_successful_backup_counts_the_bytes_it_stored() -> None:
+    from shardkeeper.api.backup import BackupStatus
+
+    ok = BackupStatus(phase=Phase.SUCCESS, started_at=T0, completed_at=T0, bytes_total=1000, stored_bytes=300)
+    metrics.operation_ended("Backup", "m5", "db", "", ok, T0)
+    metrics.operation_ended("Backup", "m5", "db", "", ok, T0)
+    assert value("shardkeeper_stored_bytes_total", namespace="m5", cluster="db") == 600
+
+
 def test_a_running_phase_counts_nothing() -> None:
     metrics.operation_ended("Restore", "m2", "db", "", OperationStatusBase(phase=Phase.TRANSFERRING), T0)
     assert (

@@ -66,6 +66,11 @@ BACKEND_UNAVAILABLE = Gauge(
     [*_RUNNING, "backend"],
 )
 OPERATOR_INFO = Gauge("shardkeeper_operator_info", "Always 1 while the operator runs.", ["version"])
+STORED = Counter(
+    "shardkeeper_stored_bytes_total",
+    "Bytes successful backups wrote to their backend (after compression).",
+    ["namespace", "cluster"],
+)
 QUEUED = Gauge(
     "shardkeeper_operations_queued",
     "Operations waiting for their cluster (queue depth).",
@@ -145,6 +150,9 @@ def operation_ended(
     if status.phase is Phase.SUCCESS:
         LAST_SUCCESS.labels(kind, namespace, cluster, schedule).set(ended)
         TRANSFERRED.labels(kind, namespace, cluster).inc(status.bytes_total)
+        stored = getattr(status, "stored_bytes", None)
+        if kind == "backup" and stored is not None:
+            STORED.labels(namespace, cluster).inc(stored)
     elif status.phase is Phase.FAILED:
         LAST_FAILURE.labels(kind, namespace, cluster, schedule).set(ended)
 
