@@ -10,6 +10,8 @@ BACKUP_KIND: Final = "Backup"
 BACKUP_PLURAL: Final = "backups"
 RESTORE_KIND: Final = "Restore"
 RESTORE_PLURAL: Final = "restores"
+SCHEDULE_KIND: Final = "BackupSchedule"
+SCHEDULE_PLURAL: Final = "backupschedules"
 
 FINALIZER: Final = f"{GROUP}/finalizer"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import shutil
 from collections.abc import Awaitable, Callable
 
@@ -12,6 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from shardkeeper import conventions as c
+from shardkeeper.agent import metrics
 from shardkeeper.agent.backup import BackupJob
 from shardkeeper.agent.hook import WorkloadHook
 from shardkeeper.agent.journal import take_back_journaled
@@ -218,6 +220,9 @@ def run(settings: AgentSettings) -> None:
         hook=settings.hook_url,
         cores=settings.cores,
     )
+    metrics_port = int(os.environ.get("SHARDKEEPER_METRICS_PORT", metrics.DEFAULT_PORT))
+    if metrics_port:
+        metrics.serve(settings.host, metrics_port)
     web.run_app(
         create_app(settings),
         host=settings.host,

@@ -9,6 +9,7 @@ import shutil
 import structlog
 
 from shardkeeper import conventions as c
+from shardkeeper.agent import metrics
 from shardkeeper.agent.hook import WorkloadHook
 from shardkeeper.agent.operations import Operation, in_thread
 from shardkeeper.agent.settings import AgentSettings
@@ -93,6 +94,7 @@ class BackupJob:
         pause_ms = await release(self.frozen, self.hook, op.id, op.node)
         if pause_ms is not None:
             op.pause_ms = pause_ms
+            metrics.WRITE_PAUSE.labels(op.node).observe(pause_ms / 1000)
         op.held = False
 
     def _read_base(self, base_id: str) -> Reuse | None:

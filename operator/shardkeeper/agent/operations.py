@@ -18,6 +18,7 @@ from typing import Literal, Protocol, TypeVar
 
 import structlog
 
+from shardkeeper.agent import metrics
 from shardkeeper.api.agent import NodePhase, OperationStatus
 from shardkeeper.api.common import utcnow
 from shardkeeper.errors import ShardkeeperError
@@ -39,6 +40,9 @@ class OperationConflict(ShardkeeperError):
 
 class ReservationExpired(ShardkeeperError):
     pass
+
+
+_RESULTS = {"SUCCESS": "success", "FAILED": "failed", "CANCELED": "canceled"}
 
 
 class Operation:
@@ -69,6 +73,8 @@ class Operation:
         self._bytes_done = self._files_done = 0
 
     def set_phase(self, phase: NodePhase, error: str | None = None) -> None:
+        if phase.value in _RESULTS and self.phase.value not in _RESULTS:
+            metrics.OPERATIONS.labels(self.kind, self.node, _RESULTS[phase.value]).inc()
         if phase is NodePhase.TRANSFERRING and self._transfer_started is None:
             self._transfer_started = time.monotonic()
         elif phase is not NodePhase.TRANSFERRING and self._transfer_started is not None:
@@ -90,6 +96,7 @@ class Operation:
     def add_bytes(self, n: int) -> None:
         with self._counters:
             self._bytes_done += n
+        metrics.TRANSFERRED.labels(self.kind, self.node).inc(n)
 
     def add_files(self, n: int) -> None:
         with self._counters:

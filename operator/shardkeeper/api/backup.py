@@ -119,3 +119,7 @@ class BackupSpec(Model):
 
 class BackupStatus(OperationStatusBase):
     """What the operator reports about a Backup."""
+
+    stored_bytes: int | None = Field(
+        default=None, description="Bytes the finished backup occupies in the backend (after compression)."
+    )

@@ -226,6 +226,7 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         await in_thread(lambda: self._write_descriptor(storage, Phase.SUCCESS, nodes=nodes))
         await in_thread(lambda: storage.delete_prefix(self.layout.probe_dir))
         self.status.bytes_total = sum(n.bytes for n in nodes)
+        self.status.stored_bytes = sum(n.stored_bytes for n in nodes)
         self.status.size = human_bytes(self.status.bytes_total)
         self._finish(Phase.SUCCESS, None, reason=None)
 

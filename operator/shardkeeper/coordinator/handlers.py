@@ -20,14 +20,16 @@ from pydantic import BaseModel
 
 from shardkeeper import conventions as c
 from shardkeeper.api.backup import BackupSpec, BackupStatus
-from shardkeeper.api.common import TERMINAL_PHASES, Phase
+from shardkeeper.api.common import TERMINAL_PHASES, Phase, utcnow
 from shardkeeper.api.restore import RestoreSpec, RestoreStatus
+from shardkeeper.api.schedule import SCHEDULE_LABEL
 from shardkeeper.api.status import OperationStatusBase
+from shardkeeper.coordinator import metrics, schedule_handlers
 from shardkeeper.coordinator.backup import BackupReconciler, DeletionDeferred
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.kube import KubernetesUnavailable
 from shardkeeper.coordinator.operation import OperationObject, OperationReconciler, Outcome
-from shardkeeper.coordinator.queue import OpRef
+from shardkeeper.coordinator.queue import WAITING, OpRef
 from shardkeeper.coordinator.restore import RestoreReconciler
 
 log = structlog.get_logger(__name__)
@@ -134,6 +136,23 @@ def _apply(
     patch.status.update(new)
 
 
+def _measure(
+    kind: Kind, body: kopf.Body, obj: OperationObject[Any, Any], outcome: Outcome[Any], peers: list[OpRef]
+) -> None:
+    """Metrics: an operation that ended in this tick, and its cluster's queue depth."""
+    cluster = str(getattr(obj.spec, "cluster", ""))
+    schedule = (body.get("metadata", {}).get("labels") or {}).get(SCHEDULE_LABEL, "")
+    phase = outcome.status.phase
+    if phase is not None and phase.terminal and phase is not obj.status.phase:
+        metrics.operation_ended(kind.name, obj.namespace, cluster, schedule, outcome.status, utcnow())
+    backend = str(getattr(obj.spec, "backend", ""))
+    metrics.operation_state(kind.name, obj.namespace, obj.name, cluster, backend, outcome.status)
+    waiting = {ref.uid for ref in peers if ref.phase in WAITING and ref.uid != obj.uid}
+    if phase in WAITING:
+        waiting.add(obj.uid)
+    metrics.queue_depth(obj.namespace, cluster, len(waiting))
+
+
 def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: Kind) -> None:
     interval = ctx.settings.tick_seconds
 
@@ -174,17 +193,20 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
             raise kopf.TemporaryError(str(exc), delay=interval) from exc
         progress_interval = ctx.settings.progress_interval_seconds
         _apply(outcome, before=before, body=body, patch=patch, memo=memo, interval=progress_interval)
+        _measure(kind, body, obj, outcome, peers)
 
     @kopf.on.delete(
         c.GROUP, c.VERSION, kind.plural, id=f"delete_{kind.name.lower()}", registry=registry, backoff=interval
     )
     async def delete(body: kopf.Body, **_: Any) -> None:
+        obj = _object(kind, body)
         try:
-            outcome = await kind.reconciler(ctx, _object(kind, body)).delete()
+            outcome = await kind.reconciler(ctx, obj).delete()
         except DeletionDeferred as exc:
             raise kopf.TemporaryError(str(exc), delay=interval) from exc
         for event in outcome.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        metrics.operation_state(kind.name, obj.namespace, obj.name, str(obj.spec.cluster), "", None)
 
     # A finished object has no timer; a later spec change (deletionPolicy, a late cancel) still gets
     # observed, so that GitOps tools comparing observedGeneration with generation see it settled.
@@ -229,3 +251,4 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
 
     for kind in KINDS:
         _register_kind(registry, ctx, kind)
+    schedule_handlers.register(registry, ctx)
