@@ -23,6 +23,7 @@ from shardkeeper.coordinator.retention import Item, Verdict, plan
 from shardkeeper.errors import SpecError
 from shardkeeper.storage import BackupLayout, Storage, open_storage
 from shardkeeper.storage.catalog import list_backups, read_descriptor
+from shardkeeper.storage.repository import BackupRepository
 
 _POLICY_FLAGS = (
     ("keep_last", "the newest n"),
@@ -62,11 +63,17 @@ def delete_backup(storage: Storage, backup_id: str, *, force: bool) -> tuple[Glo
             f'backup "{backup_id}" is {descriptor.status.value}: it may still be running; '
             "--force deletes it anyway"
         )
+    dependants = BackupRepository(storage).dependants(backup_id)
+    if dependants:
+        raise SpecError(
+            f'backups {dependants} are incremental backups built on "{backup_id}": deleting it would break '
+            "them; delete them first"
+        )
     return descriptor, remove(storage, backup_id)
 
 
 def prune_plan(found: list[GlobalDescriptor], policy: Retention, *, now: dt.datetime) -> list[Verdict]:
-    return plan(policy, [Item(d.id, d.started_at, d.status) for d in found], now=now)
+    return plan(policy, [Item(d.id, d.started_at, d.status, depends_on=d.base) for d in found], now=now)
 
 
 def _policy(args: argparse.Namespace) -> Retention:

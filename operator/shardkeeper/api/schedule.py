@@ -106,6 +106,14 @@ class BackupScheduleSpec(Model):
         description="The spec of each Backup created; id and cancel may not be set.",
         json_schema_extra=TEMPLATE_RULES,
     )
+    full_every: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Incremental backups between full ones: every fullEvery-th run is a full backup, "
+        "the others build on this schedule's latest successful Backup (spec.incrementalBase). Unset "
+        "or 1: every run is a full backup.",
+    )
     retention: Retention | None = Field(
         default=None,
         description="Which of this schedule's Backups to keep; the others are pruned: the Backup object "

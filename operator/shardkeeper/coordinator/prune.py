@@ -34,7 +34,7 @@ def items(children: Sequence[Child], *, uid: str) -> list[Item]:
     for child in children:
         when = child.slot or child.created
         if child.owner_uid == uid and not child.deleting and when is not None:
-            out.append(Item(child.name, when, child.phase))
+            out.append(Item(child.name, when, child.phase, depends_on=child.incremental_base))
     return out
 
 

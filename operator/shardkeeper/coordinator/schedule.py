@@ -37,6 +37,7 @@ from enum import Enum, auto
 
 from croniter import croniter
 
+from shardkeeper.api.backup import BackupSpec
 from shardkeeper.api.common import Phase
 from shardkeeper.api.schedule import BackupScheduleSpec, BackupScheduleStatus, ConcurrencyPolicy
 
@@ -63,6 +64,10 @@ class Child:
     deletion_policy: str | None = None
     retry: bool = False
     """It is the one retry of its slot's failed run (spec.retryAfterFailureSeconds)."""
+    incremental_base: str | None = None
+    """Its spec.incrementalBase: None for a full backup."""
+    storage: tuple[str, ...] = ()
+    """Where and how it was written (backend, path, compression, cluster): a base must match."""
 
     @property
     def active(self) -> bool:
@@ -211,3 +216,33 @@ def _retry(
 
 def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def storage_of(template: BackupSpec) -> tuple[str, ...]:
+    """What a base and its incremental must share: the backend, the path, the codec, the cluster."""
+    cfg = template.config
+    return (template.backend.value, cfg.path or "", cfg.compression_level.value, template.cluster)
+
+
+def incremental_base(spec: BackupScheduleSpec, children: Sequence[Child]) -> str | None:
+    """The base of the next run, or None when it is a full backup (pure).
+
+    With ``spec.fullEvery`` n > 1, a run builds on the latest successful child written the same way
+    (``storage_of``) unless that child ends a chain of n - 1 runs since the last full one (counted
+    through the chain's bases); then the run is full. Without it, every run is full.
+    """
+    if not spec.full_every or spec.full_every <= 1:
+        return None
+    wanted = storage_of(spec.template)
+    done = [c for c in children if c.phase is Phase.SUCCESS and not c.deleting and c.storage == wanted]
+    if not done:
+        return None
+    latest = max(done, key=lambda c: (c.slot or c.created or dt.datetime.min.replace(tzinfo=dt.UTC), c.name))
+    by_name = {c.name: c for c in children}
+    length, at = 1, latest
+    while at.incremental_base is not None and at.incremental_base in by_name and length <= spec.full_every:
+        at = by_name[at.incremental_base]
+        length += 1
+    if at.incremental_base is not None and at.incremental_base not in by_name:
+        return None  # its chain reaches a Backup this schedule no longer knows: start afresh
+    return None if length >= spec.full_every else latest.name

@@ -20,6 +20,7 @@ import structlog
 from pydantic import ValidationError
 
 from shardkeeper import conventions as c
+from shardkeeper.api.backup import BackupSpec
 from shardkeeper.api.common import Phase, utcnow
 from shardkeeper.api.schedule import (
     RETRY_OF_ANNOTATION,
@@ -35,7 +36,15 @@ from shardkeeper.coordinator.conditions import READY, STALLED, set_condition
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.kube import KubernetesUnavailable
 from shardkeeper.coordinator.prune import prune_plan
-from shardkeeper.coordinator.schedule import Action, Child, ScheduleDecision, decide, next_slot
+from shardkeeper.coordinator.schedule import (
+    Action,
+    Child,
+    ScheduleDecision,
+    decide,
+    incremental_base,
+    next_slot,
+    storage_of,
+)
 from shardkeeper.coordinator.schedule_kube import ChildRefused, create_backup, prune_backup
 
 log = structlog.get_logger(__name__)
@@ -69,7 +78,16 @@ def child_of(body: kopf.Body) -> Child:
         deleting=bool(meta.get("deletionTimestamp")),
         owner_uid=owner.get("uid"),
         deletion_policy=(body.get("spec") or {}).get("deletionPolicy"),
+        incremental_base=(body.get("spec") or {}).get("incrementalBase"),
+        storage=_storage_of(body.get("spec") or {}),
     )
+
+
+def _storage_of(spec: dict[str, Any]) -> tuple[str, ...]:
+    try:
+        return storage_of(BackupSpec.model_validate(spec))
+    except ValidationError:
+        return ()
 
 
 def child_manifest(
@@ -80,6 +98,7 @@ def child_manifest(
     spec: BackupScheduleSpec,
     slot: dt.datetime,
     retry: bool = False,
+    base: str | None = None,
 ) -> dict[str, Any]:
     """The Backup for ``slot``: the template, named after the slot, owned by the schedule.
 
@@ -107,7 +126,7 @@ def child_manifest(
                 }
             ],
         },
-        "spec": spec.template.wire(),
+        "spec": {**spec.template.wire(), **({"incrementalBase": base} if base else {})},
     }
 
 
@@ -262,6 +281,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, *, clock: Cl
                 spec=spec,
                 slot=decision.slot,
                 retry=decision.retry,
+                base=incremental_base(spec, children),
             )
             child = manifest["metadata"]["name"]
             try:
