@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shardkeeper import conventions as c
-from shardkeeper.api.backup import BackupSpec, BackupStatus
+from shardkeeper.api.backup import BACKUP_ROOT_RULES, BackupSpec, BackupStatus
 from shardkeeper.api.restore import RestoreSpec, RestoreStatus
 
 Schema = dict[str, Any]
@@ -96,6 +96,7 @@ def _crd(
     spec_model: type[BaseModel],
     status_model: type[BaseModel],
     columns: list[Schema],
+    root_rules: list[Schema] | None = None,
 ) -> Schema:
     spec = structural(spec_model)
     spec.pop("description", None)
@@ -106,6 +107,20 @@ def _crd(
     status.pop("description", None)
     # Defaults in status would be written by the API server on every read; status is ours alone.
     _strip_defaults(status)
+    root: Schema = {
+        "type": "object",
+        "description": (spec_model.__doc__ or kind).strip().splitlines()[0],
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+    if root_rules:
+        root["x-kubernetes-validations"] = copy.deepcopy(root_rules)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -128,20 +143,7 @@ def _crd(
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": columns,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": (spec_model.__doc__ or kind).strip().splitlines()[0],
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
+                    "schema": {"openAPIV3Schema": root},
                 }
             ],
         },
@@ -176,6 +178,7 @@ def backup_crd() -> Schema:
         spec_model=BackupSpec,
         status_model=BackupStatus,
         columns=_COMMON_COLUMNS,
+        root_rules=BACKUP_ROOT_RULES,
     )
 
 

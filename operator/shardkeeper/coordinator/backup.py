@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from shardkeeper import conventions as c
 from shardkeeper.api.agent import NodePhase, PrepareBackup, StoreProbe
-from shardkeeper.api.backup import BackupSpec, BackupStatus
+from shardkeeper.api.backup import BackupSpec, BackupStatus, backup_id_of
 from shardkeeper.api.common import Consistency, DeletionPolicy, Phase, human_bytes
 from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, NodeSummary, Owner
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
@@ -71,6 +71,12 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
     async def tick(self) -> Outcome[BackupStatus]:
         self.status.backup_id = self.op_id
         return await super().tick()
+
+    def _check(self) -> None:
+        try:
+            backup_id_of(self.obj.name, self.spec)
+        except ValueError as exc:
+            self._fail(str(exc), reason="InvalidSpec")
 
     # --- starting ------------------------------------------------------------------------------
 

@@ -16,17 +16,17 @@ from typing import Any
 
 import kopf
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from shardkeeper import conventions as c
 from shardkeeper.api.backup import BackupSpec, BackupStatus
-from shardkeeper.api.common import TERMINAL_PHASES, Phase
+from shardkeeper.api.common import TERMINAL_PHASES, Phase, utcnow
 from shardkeeper.api.restore import RestoreSpec, RestoreStatus
 from shardkeeper.api.status import OperationStatusBase
 from shardkeeper.coordinator.backup import BackupReconciler, DeletionDeferred
+from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
-from shardkeeper.coordinator.kube import KubernetesUnavailable
-from shardkeeper.coordinator.operation import OperationObject, OperationReconciler, Outcome
+from shardkeeper.coordinator.operation import Event, OperationObject, OperationReconciler, Outcome
 from shardkeeper.coordinator.queue import OpRef
 from shardkeeper.coordinator.restore import RestoreReconciler
 
@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 #: Fields that change with every byte moved; writing them is rate-limited.
 _PROGRESS_FIELDS = {"bytesDone", "filesDone", "bytesPerSecond", "throughput"}
 _LAST_PROGRESS_WRITE = "shardkeeper-last-progress-write"
+_FAILING_SINCE = "shardkeeper-failing-since"
 _INDEXES = ("backups_by_cluster", "restores_by_cluster")
 
 
@@ -56,7 +57,27 @@ KINDS = (
 )
 
 
-def _object(kind: Kind, body: kopf.Body, peers: Sequence[OpRef] = ()) -> OperationObject[Any, Any]:
+class Unparsable(Exception):
+    """The object does not match its schema (it was admitted before a rule existed, or under an
+    older CRD); the message names the field."""
+
+
+def _parse(model: type[BaseModel], data: Any, where: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join([where, *(str(p) for p in first["loc"])])
+        raise Unparsable(f"{field}: {first['msg']}") from exc
+
+
+def _object(
+    kind: Kind,
+    body: kopf.Body,
+    peers: Sequence[OpRef] = (),
+    failing_since: dt.datetime | None = None,
+) -> OperationObject[Any, Any]:
+    """The object as the reconcilers see it; ``Unparsable`` naming the field if it cannot be."""
     meta = body.get("metadata", {})
     deleting = meta.get("deletionTimestamp")
     return OperationObject(
@@ -66,11 +87,30 @@ def _object(kind: Kind, body: kopf.Body, peers: Sequence[OpRef] = ()) -> Operati
         uid=meta["uid"],
         generation=meta.get("generation"),
         created=meta.get("creationTimestamp", ""),
-        spec=kind.spec.model_validate(body.get("spec", {})),
-        status=kind.status.model_validate(body.get("status") or {}),
+        spec=_parse(kind.spec, body.get("spec", {}), "spec"),
+        status=_parse(kind.status, body.get("status") or {}, "status"),
         peers=peers,
         deleting_since=dt.datetime.fromisoformat(deleting.replace("Z", "+00:00")) if deleting else None,
+        failing_since=failing_since,
     )
+
+
+def unparsable_outcome(kind: Kind, body: kopf.Body, problem: Unparsable) -> Outcome[Any]:
+    """FAILED, reason ``InvalidSpec``, for an object that cannot be parsed: a terminal phase at
+    once instead of an error every tick (and a queue held behind it)."""
+    meta, now = body.get("metadata", {}), utcnow()
+    message = f"{kind.name} {meta.get('namespace')}/{meta.get('name')} is invalid: {problem}"
+    status = kind.status(phase=Phase.FAILED, error=message, completed_at=now)
+    status.observed_generation = meta.get("generation")
+    status.conditions = conditions_for(
+        [],
+        Phase.FAILED,
+        error=message,
+        failure_reason="InvalidSpec",
+        generation=meta.get("generation"),
+        now=now,
+    )
+    return Outcome(status=status, events=[Event("Warning", "Failed", message)])
 
 
 def _op_ref(kind: str, body: kopf.Body) -> OpRef:
@@ -165,14 +205,22 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
         key = (namespace, spec.get("cluster"))
         indexes: list[kopf.Index[tuple[str | None, str | None], OpRef]] = [kwargs[name] for name in _INDEXES]
         peers = [ref for index in indexes for ref in index.get(key, [])]
-        obj = _object(kind, body, peers)
+        progress_interval = ctx.settings.progress_interval_seconds
+        try:
+            obj = _object(kind, body, peers, memo.get(_FAILING_SINCE))
+        except Unparsable as exc:
+            outcome = unparsable_outcome(kind, body, exc)
+            _apply(outcome, before={}, body=body, patch=patch, memo=memo, interval=progress_interval)
+            return
         before = obj.status.wire()
         try:
             outcome = await kind.reconciler(ctx, obj).tick()
-        except KubernetesUnavailable as exc:
-            # The next tick observes again; nothing was decided on half an observation.
+        except Exception as exc:
+            # Only a transient error within its deadline gets here (the reconciler fails the
+            # operation on any other): the next tick observes again.
+            memo[_FAILING_SINCE] = obj.failing_since or utcnow()
             raise kopf.TemporaryError(str(exc), delay=interval) from exc
-        progress_interval = ctx.settings.progress_interval_seconds
+        memo.pop(_FAILING_SINCE, None)
         _apply(outcome, before=before, body=body, patch=patch, memo=memo, interval=progress_interval)
 
     @kopf.on.delete(
@@ -180,7 +228,14 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
     )
     async def delete(body: kopf.Body, **_: Any) -> None:
         try:
-            outcome = await kind.reconciler(ctx, _object(kind, body)).delete()
+            obj = _object(kind, body)
+        except Unparsable as exc:
+            log.warning(
+                "operation.deleted_unparsable", name=body.get("metadata", {}).get("name"), error=str(exc)
+            )
+            return  # it never ran: nothing to cancel or delete
+        try:
+            outcome = await kind.reconciler(ctx, obj).delete()
         except DeletionDeferred as exc:
             raise kopf.TemporaryError(str(exc), delay=interval) from exc
         for event in outcome.events:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+import aiohttp
 import structlog
 from pydantic import BaseModel
 
@@ -47,6 +48,17 @@ T = TypeVar("T")
 #: write hold ends as soon as the last node has frozen, not a whole tick later.
 PREPARE_POLL_INTERVAL = 0.05
 PREPARE_POLL_BUDGET = 5.0
+
+#: Errors worth retrying next tick: the API server or an agent could not be asked. Anything else a
+#: tick raises is a fault that retrying will not fix.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    KubernetesUnavailable,
+    AgentUnreachable,
+    TransientStorageError,
+    ConnectionError,
+    TimeoutError,
+    aiohttp.ClientError,
+)
 
 
 class _Config(Protocol):
@@ -95,6 +107,8 @@ class OperationObject(Generic[SpecT, StatusT]):
     """Every Backup and Restore of the same cluster, as the operator's index last saw them."""
     deleting_since: dt.datetime | None = None
     """metadata.deletionTimestamp, once the object is being deleted."""
+    failing_since: dt.datetime | None = None
+    """Since when every tick has raised a transient error (None if the last tick did not)."""
 
     def ref(self) -> queue.OpRef:
         return queue.OpRef(
@@ -173,6 +187,10 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
     async def _on_end(self) -> None:
         """Called once, in the tick where the operation became FAILED or CANCELED."""
 
+    def _check(self) -> None:
+        """Checks of the object itself that the API server may not have made (it was admitted
+        before a rule existed); fails with ``_fail``."""
+
     # --- entry points --------------------------------------------------------------------------
 
     async def tick(self) -> Outcome[StatusT]:
@@ -180,6 +198,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         before = st.phase
         st.observed_generation = self.obj.generation
         try:
+            self._check()
             if self.op_spec.cancel and not st.nodes and (st.phase is None or not st.phase.terminal):
                 self._finish(Phase.CANCELED, "canceled before it started", reason="Canceled")
             elif st.phase in (None, Phase.QUEUED) or (st.phase is Phase.STARTED and not st.nodes):
@@ -193,11 +212,39 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             self._backend_trouble(exc)
         except StorageError as exc:  # denied, no such bucket...: retrying will not help
             self._finish(Phase.FAILED, f'backend "{self.op_spec.backend}": {exc}', reason="BackendError")
+        except Exception as exc:
+            await self._crashed(exc)
         if st.phase in (Phase.FAILED, Phase.CANCELED) and st.phase is not before:
-            await self._on_end()
+            try:
+                await self._on_end()
+            except Exception as exc:
+                self.log.exception("operation.cleanup_failed", error=repr(exc))
         if st.phase is not before or self._failure_reason or self._message or not st.conditions:
             self._refresh_conditions()
         return Outcome(status=st, events=self.events)
+
+    async def _crashed(self, exc: Exception) -> None:
+        """A tick raised something no step handles. A transient error is raised again (the handler
+        retries next tick) until it has lasted ``transient_error_seconds``; anything else, or a
+        transient error past that, aborts every node and fails the operation, naming the error."""
+        st = self.status
+        where = f"{self.obj.kind} {self.obj.namespace}/{self.obj.name}"
+        if isinstance(exc, TRANSIENT_ERRORS):
+            since = self.obj.failing_since or self.now
+            failing = (self.now - since).total_seconds()
+            if failing < self.ctx.settings.transient_error_seconds:
+                raise exc
+            message, reason = f"{where}: failing for {failing:.0f}s: {exc}", "TransientErrorLimit"
+        else:
+            message = f"{where}: unexpected error while reconciling: {type(exc).__name__}: {exc}"
+            reason = "ReconcileError"
+        self.log.error("operation.tick_failed", reason=reason, exc_info=exc)
+        if st.phase is not None and not st.phase.terminal and st.nodes:
+            try:
+                await self._abort_all(f"aborted: {message}")
+            except Exception as abort_exc:
+                self.log.warning("operation.abort_not_delivered", error=repr(abort_exc))
+        self._finish(Phase.FAILED, message[:4000], reason=reason)
 
     def _backend_trouble(self, exc: TransientStorageError) -> None:
         """The backend did not answer this tick. Try again next tick, within a deadline."""
@@ -267,7 +314,9 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         return {ep.name: NodeStatus(phase=NodePhase.PREPARING.value, pod_uid=ep.pod_uid) for ep in nodes}
 
     async def _wait_for_turn(self) -> None:
-        blocking = queue.blocker(self.obj.ref(), self.obj.peers)
+        grace = dt.timedelta(seconds=self.ctx.settings.unstatused_grace_seconds)
+        fresh_since = (self.now - grace).strftime("%Y-%m-%dT%H:%M:%SZ")
+        blocking = queue.blocker(self.obj.ref(), self.obj.peers, fresh_since=fresh_since)
         if blocking is None:
             return
         st = self.status
