@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shardkeeper.api.common import (
     BACKUP_ID_MAX_LENGTH,
@@ -33,6 +33,15 @@ CpuPercentage = Annotated[
         "max(1, cores * cpuPercentage / 100) workers.",
     ),
 ]
+
+
+def _no_parent_segments(path: str) -> str:
+    """What the CEL rule below says, for every reader of the model (the agent's requests too)."""
+    if ".." in path.split("/"):
+        raise ValueError("path must not contain '..' segments")
+    return path
+
+
 #: A path prefix inside the backend's root (bucket, container or BACKUP_FILESYSTEM_PATH).
 StoragePath = Annotated[
     str,
@@ -50,6 +59,7 @@ StoragePath = Annotated[
             ]
         },
     ),
+    AfterValidator(_no_parent_segments),
 ]
 
 
