@@ -190,6 +190,7 @@ async def test_a_body_that_is_not_the_protocol_is_400_with_a_message(  # type: i
     ("overrides", "field"),
     [
         ({"path": "../escaped"}, "path"),
+        ({"path": "/etc/x"}, "path"),
         ({"cpuPercentage": 500}, "cpuPercentage"),
         ({"chunkSizeMb": 0}, "chunkSizeMb"),
         ({"collections": ["../etc"]}, "collections.0"),

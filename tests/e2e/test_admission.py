@@ -36,6 +36,7 @@ def _yaml(manifest: dict[str, Any]) -> str:
         ),
         ({"config": {"chunkSize": 1}}, "spec.config.chunkSize", "greater than or equal to 2"),
         ({"config": {"path": "../escape"}}, "spec.config.path", "'..'"),
+        ({"config": {"path": "/etc/x"}}, "spec.config.path", "must not start with '/'"),
     ],
 )
 def test_invalid_spec_is_refused_naming_the_field(
@@ -85,6 +86,7 @@ def _restore(name: str, **spec: Any) -> dict[str, Any]:
         ({"backupId": "Nightly"}, "spec.backupId", "should match"),
         ({"config": {"cpuPercentage": 81}}, "spec.config.cpuPercentage", "less than or equal to 80"),
         ({"backend": "ftp"}, "spec.backend", 'Unsupported value: "ftp"'),
+        ({"config": {"path": "/etc/x"}}, "spec.config.path", "must not start with '/'"),
     ],
 )
 def test_invalid_restore_is_refused_naming_the_field(

@@ -35,8 +35,15 @@ CpuPercentage = Annotated[
 ]
 
 
-def _no_parent_segments(path: str) -> str:
-    """What the CEL rule below says, for every reader of the model (the agent's requests too)."""
+_ABSOLUTE_PATH_MESSAGE = (
+    "path must be relative to the bucket, container or BACKUP_FILESYSTEM_PATH: it must not start with '/'"
+)
+
+
+def _relative_path(path: str) -> str:
+    """What the CEL rules below say, for every reader of the model (the agent's requests too)."""
+    if path.startswith("/"):
+        raise ValueError(_ABSOLUTE_PATH_MESSAGE)
     if ".." in path.split("/"):
         raise ValueError("path must not contain '..' segments")
     return path
@@ -49,17 +56,19 @@ StoragePath = Annotated[
         max_length=512,
         pattern=r"^[A-Za-z0-9_.=/-]*$",
         description="Where in the backend to keep this backup, replacing the backend's default "
-        "path (BACKUP_*_PATH). Relative to the bucket, container or BACKUP_FILESYSTEM_PATH; '..' is refused.",
+        "path (BACKUP_*_PATH). Relative to the bucket, container or BACKUP_FILESYSTEM_PATH; "
+        "a leading '/' and '..' are refused.",
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
                     "rule": "!self.split('/').exists(p, p == '..')",
                     "message": "path must not contain '..' segments",
-                }
+                },
+                {"rule": "!self.startsWith('/')", "message": _ABSOLUTE_PATH_MESSAGE},
             ]
         },
     ),
-    AfterValidator(_no_parent_segments),
+    AfterValidator(_relative_path),
 ]
 
 
