@@ -151,6 +151,8 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         self.events: list[Event] = []
         self.log = log.bind(kind=obj.kind, namespace=obj.namespace, name=obj.name, op=self.op_id)
         self._storage: Storage | None = None
+        self._silent: set[str] = set()
+        """Nodes whose agent did not answer this tick."""
         self._failure_reason: str | None = None
         self._message: str | None = None
 
@@ -297,10 +299,12 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
                 st.nodes[ep.name].phase = NodePhase.FAILED.value
                 st.nodes[ep.name].error = str(answer)
                 refusal = refusal or answer
+                if isinstance(answer, AgentUnreachable):
+                    self._silent.add(ep.name)
             else:
                 raise answer
         if refusal is not None:
-            await self._abort_all(f"aborted: {refusal}", nodes)
+            await self._abort_all(f"aborted: {refusal}", nodes, silent=self._silent)
             self._requeue_or_fail(refusal)
         self._event("Normal", "Preparing", f"asked {len(nodes)} nodes to prepare {st.collections}")
         await self._publish()
@@ -401,8 +405,11 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
                 await self._each(prepared, endpoints, self._commit_one)
             case Step.ABORT:
                 reason = decision.reason or "aborted"
-                await self._abort_all(f"aborted: {reason}", endpoints.values())
+                # FAILED is on record before any node hears the abort, and a node that has not
+                # been answering cannot delay it: it gets the abort with the short timeout.
                 self._finish(Phase.FAILED, reason, reason="NodeFailed")
+                await self._publish()
+                await self._abort_all(f"aborted: {reason}", endpoints.values(), silent=self._silent)
             case Step.CANCEL:
                 await self._abort_all("canceled by the user", endpoints.values())
                 self._finish(Phase.CANCELED, "canceled: spec.cancel is true", reason="Canceled")
@@ -431,16 +438,25 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             return {}  # the StatefulSet is gone: every node reads as silent, then failed
         return {ep.name: ep for ep in view.nodes}
 
+    def _status_timeout(self, node: NodeStatus, asked_at: dt.datetime) -> float:
+        """The request timeout, cut to what is left of the node's unreachable deadline (plus a
+        little), so that a hung agent (it accepts connections, never answers) fails on time."""
+        limit = self.ctx.settings.agent_unreachable_seconds
+        left = limit - (asked_at - (node.unreachable_since or asked_at)).total_seconds()
+        return min(self.ctx.settings.agent_request_timeout, max(left, 0.0) + 0.5)
+
     async def _observe(self, name: str, ep: NodeEndpoint | None) -> NodeView:
         node = self.status.nodes[name]
         if ep is not None and node.pod_uid and ep.pod_uid != node.pod_uid:
             return NodeView(name, None, error=f'pod "{name}" was replaced while the {self.noun} ran')
         problem: str | None = None
+        asked_at = dt.datetime.now(dt.UTC)
         if ep is None:
             problem = f'pod "{name}" is gone or not Ready'
         else:
             try:
-                answer = await self.ctx.agents.status(ep, self.op_id)
+                deadline = self._status_timeout(node, asked_at)
+                answer = await self.ctx.agents.status(ep, self.op_id, deadline_seconds=deadline)
             except (AgentUnreachable, AgentRefused) as exc:
                 problem = str(exc)
             else:
@@ -449,8 +465,10 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
                     return await self._lost(name)
                 self._mirror(node, answer)
                 return NodeView(name, answer.phase, error=answer.error)
-        node.unreachable_since = node.unreachable_since or self.now
-        silent = max((self.now - node.unreachable_since).total_seconds(), 0.001)
+        node.unreachable_since = node.unreachable_since or asked_at
+        self._silent.add(name)
+        observed_at = dt.datetime.now(dt.UTC)
+        silent = max((observed_at - node.unreachable_since).total_seconds(), 0.001)
         phase = NodePhase(node.phase) if node.phase in {p.value for p in NodePhase} else None
         return NodeView(name, phase, error=node.error, silent_for=silent, last_problem=problem)
 
@@ -484,13 +502,21 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
     ) -> None:
         await asyncio.gather(*(fn(endpoints[n]) for n in names if n in endpoints))
 
-    async def _abort_all(self, reason: str, endpoints: Iterable[NodeEndpoint] | None = None) -> None:
+    async def _abort_all(
+        self,
+        reason: str,
+        endpoints: Iterable[NodeEndpoint] | None = None,
+        *,
+        silent: Iterable[str] = (),
+    ) -> None:
+        """Aborts every node; those in ``silent`` (not answering) only get the short timeout."""
         if endpoints is None:
             endpoints = (await self._endpoints()).values()
+        quick = set(silent)
 
         async def abort(ep: NodeEndpoint) -> None:
             try:
-                answer = await self.ctx.agents.abort(ep, self.op_id, reason)
+                answer = await self.ctx.agents.abort(ep, self.op_id, reason, quick=ep.name in quick)
             except AgentError as exc:
                 # Its reservation expires by itself if it never committed; say so and move on.
                 self.log.warning("operation.abort_not_delivered", node=ep.name, error=str(exc))
