@@ -6,12 +6,13 @@ import datetime as dt
 import itertools
 import json
 import threading
+import time
 from typing import Any
 
 import urllib3
 from kubernetes import client, config, watch
 
-from tests.e2e.conftest import Env, backup_manifest
+from tests.e2e.conftest import Env, backup_manifest, wait_until
 
 
 def _slow_cluster(env: Env, replicas: int = 3, *, bytes_per_second: int = 1_000_000) -> None:
@@ -160,3 +161,33 @@ def test_deleting_a_running_backup_cancels_it(env: Env) -> None:
     assert env.agents_free()
     assert env.stored("doomed") == ["backup_config.json"]
     assert json.loads((env.backups / "doomed" / "backup_config.json").read_text())["status"] == "CANCELED"
+
+
+def test_deleting_a_backup_in_its_first_second_cancels_it_promptly_with_one_terminal_event(env: Env) -> None:
+    """Delete races the first tick (prepare under way): CANCELED, never FAILED, exactly one terminal
+    Event, the object gone promptly, and every agent free; repeated at a few delays into that first
+    second, where the race falls differently."""
+    _slow_cluster(env)
+    env.start_operator()
+    for i, delay in enumerate((0.0, 0.2, 0.5, 0.9)):
+        name = f"early-{i}"
+        env.apply(backup_manifest(name))
+        time.sleep(delay)
+        started = time.monotonic()
+        env.kubectl("delete", "backup", name, "--timeout=60s")
+        gone_after = time.monotonic() - started
+        assert "NotFound" in env.kubectl("get", "backup", name, check=False)
+
+        def terminal(name: str = name) -> list[str]:
+            ends = ("Canceled", "Failed", "Succeeded")
+            return [e["reason"] for e in env.events(name) if e["reason"] in ends]
+
+        wait_until(lambda: bool(terminal()), timeout=10, what=f"a terminal event for {name}")
+        time.sleep(1)  # events are posted in the background: a second one would be there by now
+        assert terminal() == ["Canceled"], (delay, [(e["reason"], e["message"]) for e in env.events(name)])
+        assert gone_after < 20, (delay, gone_after)
+        wait_until(env.agents_free, timeout=30, what="every agent free")
+        stored = env.stored(name)
+        if stored:  # the id was claimed before the delete: its descriptor says so
+            assert stored == ["backup_config.json"], stored
+            assert json.loads((env.backups / name / "backup_config.json").read_text())["status"] == "CANCELED"

@@ -7,6 +7,7 @@ nothing. An index of every operation by cluster lets each one wait its turn.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -36,6 +37,11 @@ log = structlog.get_logger(__name__)
 _PROGRESS_FIELDS = {"bytesDone", "filesDone", "bytesPerSecond", "throughput"}
 _LAST_PROGRESS_WRITE = "shardkeeper-last-progress-write"
 _FAILING_SINCE = "shardkeeper-failing-since"
+#: One tick or deletion of an object at a time (kopf runs the timer and the delete handler of one
+#: object concurrently), the status the last tick produced, and "the delete handler finished it".
+_LOCK = "shardkeeper-lock"
+_LAST_STATUS = "shardkeeper-last-status"
+_DELETED = "shardkeeper-deleted"
 _INDEXES = ("backups_by_cluster", "restores_by_cluster")
 
 
@@ -76,8 +82,10 @@ def _object(
     body: kopf.Body,
     peers: Sequence[OpRef] = (),
     failing_since: dt.datetime | None = None,
+    status: dict[str, Any] | None = None,
 ) -> OperationObject[Any, Any]:
-    """The object as the reconcilers see it; ``Unparsable`` naming the field if it cannot be."""
+    """The object as the reconcilers see it (with ``status`` if given, fresher than the body's);
+    ``Unparsable`` naming the field if it cannot be."""
     meta = body.get("metadata", {})
     deleting = meta.get("deletionTimestamp")
     return OperationObject(
@@ -88,7 +96,7 @@ def _object(
         generation=meta.get("generation"),
         created=meta.get("creationTimestamp", ""),
         spec=_parse(kind.spec, body.get("spec", {}), "spec"),
-        status=_parse(kind.status, body.get("status") or {}, "status"),
+        status=_parse(kind.status, status if status is not None else body.get("status") or {}, "status"),
         peers=peers,
         deleting_since=dt.datetime.fromisoformat(deleting.replace("Z", "+00:00")) if deleting else None,
         failing_since=failing_since,
@@ -161,8 +169,7 @@ def _apply(
 
     ``before`` is the status as the tick found it: the body is a live view that may already show
     what the tick published in the middle."""
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    _post(body, outcome.events)
     new = outcome.status.wire()
     if new == before:
         return
@@ -172,6 +179,18 @@ def _apply(
             return
     memo[_LAST_PROGRESS_WRITE] = time.monotonic()
     patch.status.update(new)
+
+
+def _lock(memo: kopf.Memo) -> asyncio.Lock:
+    lock = memo.get(_LOCK)
+    if lock is None:
+        lock = memo[_LOCK] = asyncio.Lock()
+    return lock
+
+
+def _post(body: kopf.Body, events: Sequence[Event]) -> None:
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: Kind) -> None:
@@ -202,44 +221,63 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
         spec: kopf.Spec,
         **kwargs: Any,
     ) -> None:
-        key = (namespace, spec.get("cluster"))
-        indexes: list[kopf.Index[tuple[str | None, str | None], OpRef]] = [kwargs[name] for name in _INDEXES]
-        peers = [ref for index in indexes for ref in index.get(key, [])]
-        progress_interval = ctx.settings.progress_interval_seconds
-        try:
-            obj = _object(kind, body, peers, memo.get(_FAILING_SINCE))
-        except Unparsable as exc:
-            outcome = unparsable_outcome(kind, body, exc)
-            _apply(outcome, before={}, body=body, patch=patch, memo=memo, interval=progress_interval)
-            return
-        before = obj.status.wire()
-        try:
-            outcome = await kind.reconciler(ctx, obj).tick()
-        except Exception as exc:
-            # Only a transient error within its deadline gets here (the reconciler fails the
-            # operation on any other): the next tick observes again.
-            memo[_FAILING_SINCE] = obj.failing_since or utcnow()
-            raise kopf.TemporaryError(str(exc), delay=interval) from exc
-        memo.pop(_FAILING_SINCE, None)
-        _apply(outcome, before=before, body=body, patch=patch, memo=memo, interval=progress_interval)
+        def deleting() -> bool:
+            return bool(body.get("metadata", {}).get("deletionTimestamp"))
+
+        async with _lock(memo):
+            if memo.get(_DELETED) or deleting():
+                return  # the delete handler cancels it; a tick must not start anything now
+            key = (namespace, spec.get("cluster"))
+            indexes: list[kopf.Index[tuple[str | None, str | None], OpRef]] = [
+                kwargs[name] for name in _INDEXES
+            ]
+            peers = [ref for index in indexes for ref in index.get(key, [])]
+            progress_interval = ctx.settings.progress_interval_seconds
+            try:
+                obj = _object(kind, body, peers, memo.get(_FAILING_SINCE))
+            except Unparsable as exc:
+                outcome = unparsable_outcome(kind, body, exc)
+                _apply(outcome, before={}, body=body, patch=patch, memo=memo, interval=progress_interval)
+                return
+            before = obj.status.wire()
+            reconciler = kind.reconciler(ctx, obj)
+            reconciler.deletion_requested = deleting  # body is a live view in timers
+            try:
+                outcome = await reconciler.tick()
+            except Exception as exc:
+                # Only a transient error within its deadline gets here (the reconciler fails the
+                # operation on any other): the next tick observes again.
+                memo[_FAILING_SINCE] = obj.failing_since or utcnow()
+                raise kopf.TemporaryError(str(exc), delay=interval) from exc
+            memo.pop(_FAILING_SINCE, None)
+            memo[_LAST_STATUS] = outcome.status.wire()
+            _apply(outcome, before=before, body=body, patch=patch, memo=memo, interval=progress_interval)
 
     @kopf.on.delete(
         c.GROUP, c.VERSION, kind.plural, id=f"delete_{kind.name.lower()}", registry=registry, backoff=interval
     )
-    async def delete(body: kopf.Body, **_: Any) -> None:
-        try:
-            obj = _object(kind, body)
-        except Unparsable as exc:
-            log.warning(
-                "operation.deleted_unparsable", name=body.get("metadata", {}).get("name"), error=str(exc)
-            )
-            return  # it never ran: nothing to cancel or delete
-        try:
-            outcome = await kind.reconciler(ctx, obj).delete()
-        except DeletionDeferred as exc:
-            raise kopf.TemporaryError(str(exc), delay=interval) from exc
-        for event in outcome.events:
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Waits for a tick in progress (it may be preparing nodes), then cancels from the status
+        that tick produced: one terminal outcome, whoever got there first."""
+        async with _lock(memo):
+            try:
+                obj = _object(kind, body, status=memo.get(_LAST_STATUS))
+            except Unparsable as exc:
+                log.warning(
+                    "operation.deleted_unparsable", name=body.get("metadata", {}).get("name"), error=str(exc)
+                )
+                return  # it never ran: nothing to cancel or delete
+            reconciler = kind.reconciler(ctx, obj)
+            try:
+                await reconciler.delete()
+            except DeletionDeferred as exc:
+                raise kopf.TemporaryError(str(exc), delay=interval) from exc
+            finally:
+                # Whatever was decided (canceled, events) is not decided again on a retry.
+                memo[_LAST_STATUS] = reconciler.status.wire()
+                _post(body, reconciler.events)
+                reconciler.events.clear()
+            memo[_DELETED] = True
 
     # A finished object has no timer; a later spec change (deletionPolicy, a late cancel) still gets
     # observed, so that GitOps tools comparing observedGeneration with generation see it settled.

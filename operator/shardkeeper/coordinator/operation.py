@@ -153,6 +153,9 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         self._storage: Storage | None = None
         self._silent: set[str] = set()
         """Nodes whose agent did not answer this tick."""
+        self.deletion_requested: Callable[[], bool] = lambda: False
+        """True once the object is being deleted (the handler passes a live check): a tick then
+        stops at its next step boundary and leaves the cancel to ``delete``."""
         self._failure_reason: str | None = None
         self._message: str | None = None
 
@@ -265,12 +268,17 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             self.log.warning("operation.backend_unavailable", error=str(exc), seconds=round(away))
 
     async def delete(self) -> Outcome[StatusT]:
-        """The object is being deleted: a running operation is canceled, everywhere."""
+        """The object is being deleted: an unfinished operation (queued, starting or running) is
+        canceled, everywhere, with one terminal Event; a finished one is left as it ended."""
         st = self.status
-        if st.phase is not None and not st.phase.terminal and st.nodes:
-            await self._abort_all(f"the {self.obj.kind} was deleted")
+        if st.phase is None or not st.phase.terminal:
+            if st.nodes:
+                await self._abort_all(f"the {self.obj.kind} was deleted")
             self._finish(Phase.CANCELED, f"canceled: the {self.obj.kind} was deleted", reason="Canceled")
-            await self._on_end()
+            try:
+                await self._on_end()
+            except Exception as exc:
+                self.log.exception("operation.cleanup_failed", error=repr(exc))
         return Outcome(status=st, events=self.events)
 
     # --- starting: the queue, the checks, prepare ----------------------------------------------
@@ -287,6 +295,8 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
                 f'{self.noun} "{self.op_name}" of cluster "{self.op_spec.cluster}" started',
             )
         nodes = await self._begin()
+        if self.deletion_requested():
+            raise Stop  # nothing prepared yet; delete() cancels
         answers = await asyncio.gather(
             *(self.ctx.agents.prepare(ep, self._prepare_request(ep)) for ep in nodes), return_exceptions=True
         )
@@ -377,7 +387,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             )
             decision = self._decide(views)
             still_preparing = decision.step is Step.WAIT and st.phase is Phase.STARTED
-            if not still_preparing or time.monotonic() > deadline:
+            if not still_preparing or time.monotonic() > deadline or self.deletion_requested():
                 break
             await asyncio.sleep(PREPARE_POLL_INTERVAL)
         self._sum_progress()
