@@ -334,11 +334,13 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         if blocking is None:
             return
         st = self.status
-        why = f'waiting for {blocking} to finish on cluster "{self.op_spec.cluster}"'
         if st.phase is not Phase.QUEUED:
+            # Said once, when it is queued: rewriting the message whenever the queue advances would
+            # cost every waiting operation one write per advance (quadratic in the queue's length).
+            why = f'waiting for {blocking} to finish on cluster "{self.op_spec.cluster}"'
             st.phase = Phase.QUEUED
             self._event("Normal", "Queued", why)
-        self._message = why
+            self._message = f"{why} (operations of a cluster run one at a time, in creation order)"
         created = dt.datetime.fromisoformat(self.obj.created.replace("Z", "+00:00"))
         if (self.now - created).total_seconds() > self.ctx.settings.queue_timeout_seconds:
             self._fail(
