@@ -143,7 +143,10 @@ def test_cancel_mid_transfer_stops_everything_and_the_id_can_be_reused(env: Env)
     # Any other existing id is refused, naming where it is.
     env.apply(backup_manifest("tonight-twice", id="tonight"))
     refused = env.wait_phase("backup", "tonight-twice", "SUCCESS", "FAILED", timeout=30)
-    assert refused["status"]["error"] == f'backup "tonight" already exists at "{env.backups / "tonight"}"'
+    assert refused["status"]["error"].startswith(
+        f'backup "tonight" already exists at "{env.backups / "tonight"}" (SUCCESS, written by '
+        f"Backup {env.namespace}/tonight-again): set spec.id to an id not in use"
+    ), refused["status"]["error"]
     assert env.condition(refused, "Failed")["reason"] == "AlreadyExists"
     assert json.loads((env.backups / "tonight" / "backup_config.json").read_text())["status"] == "SUCCESS"
 
