@@ -63,6 +63,19 @@ async def test_a_name_that_is_not_a_backup_id_fails_invalid_spec_naming_the_fiel
     assert [e.reason for e in outcome.events] == ["Failed"]
 
 
+async def test_the_cleanup_after_the_end_never_posts_a_second_outcome(tmp_path: Path) -> None:
+    from shardkeeper.errors import BackendNotConfigured
+
+    def unconfigured(backend: Any, path: Any = None) -> Any:
+        raise BackendNotConfigured('backend "filesystem" is not enabled')
+
+    ctx = _ctx(tmp_path, AssertionError("not reached"))
+    ctx.open_storage = unconfigured
+    outcome = await BackupReconciler(ctx, _backup("nightly.2026-11-30")).tick()
+    assert _reason(outcome.status) == "InvalidSpec"
+    assert [e.reason for e in outcome.events] == ["Failed"]
+
+
 async def test_an_unexpected_exception_in_a_tick_fails_the_operation_naming_it(tmp_path: Path) -> None:
     outcome = await BackupReconciler(_ctx(tmp_path, RuntimeError("boom")), _backup()).tick()
     assert outcome.status.phase is Phase.FAILED

@@ -581,6 +581,8 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             try:
                 self._storage = self.ctx.storage(self.op_spec.backend, self.op_spec.config.path)
             except ShardkeeperError as exc:
+                if self.status.phase is not None and self.status.phase.terminal:
+                    raise Stop from exc  # a cleanup after the end: no second outcome, no second Event
                 self._fail(str(exc), reason="BackendNotConfigured")
         assert self._storage is not None
         return self._storage
