@@ -116,8 +116,14 @@ def test_a_resync_recreating_a_deleted_retain_backup_adopts_its_data(env: Env) -
     assert status["phase"] == "SUCCESS", status.get("error")
     assert env.condition(adopted, "Complete")["reason"] == "Adopted"
     assert (status["collections"], status["size"]) == (done["status"]["collections"], done["status"]["size"])
-    adopted_events = [e for e in env.events("resynced") if e["reason"] == "Adopted"]
-    assert len(adopted_events) == 1 and done["metadata"]["uid"] in adopted_events[0]["message"]
+
+    def adopted_events() -> list[dict[str, Any]]:
+        return [e for e in env.events("resynced") if e["reason"] == "Adopted"]
+
+    wait_until(
+        lambda: bool(adopted_events()), timeout=10, what="the Adopted event"
+    )  # posted in the background
+    assert len(adopted_events()) == 1 and done["metadata"]["uid"] in adopted_events()[0]["message"]
     assert argo_health(adopted)[0] == "Healthy"
     assert env.stored("resynced") == stored  # nothing was backed up again
     for i in range(3):  # no agent saw the new object's uid
