@@ -113,3 +113,14 @@ def test_an_object_that_does_not_parse_ends_failed_naming_the_field() -> None:
     assert "spec.cluster" in (outcome.status.error or "")
     assert next(c.reason for c in outcome.status.conditions if c.type == "Failed") == "InvalidSpec"
     assert [e.reason for e in outcome.events] == ["Failed"]
+
+
+def test_only_transient_errors_within_their_limit_are_retried() -> None:
+    from shardkeeper.coordinator.operation import retry_later
+    from shardkeeper.errors import AgentUnreachable
+
+    assert retry_later(KubernetesUnavailable("away"), failing_for=10, limit=120)
+    assert retry_later(AgentUnreachable("silent"), failing_for=0, limit=120)
+    assert not retry_later(KubernetesUnavailable("away"), failing_for=121, limit=120)
+    assert not retry_later(RuntimeError("bug"), failing_for=0, limit=120)
+    assert not retry_later(KeyError("x"), failing_for=0, limit=120)

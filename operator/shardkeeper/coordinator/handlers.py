@@ -27,7 +27,13 @@ from shardkeeper.api.status import OperationStatusBase
 from shardkeeper.coordinator.backup import BackupReconciler, DeletionDeferred
 from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
-from shardkeeper.coordinator.operation import Event, OperationObject, OperationReconciler, Outcome
+from shardkeeper.coordinator.operation import (
+    Event,
+    OperationObject,
+    OperationReconciler,
+    Outcome,
+    retry_later,
+)
 from shardkeeper.coordinator.queue import OpRef
 from shardkeeper.coordinator.restore import RestoreReconciler
 
@@ -272,6 +278,23 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
                 await reconciler.delete()
             except DeletionDeferred as exc:
                 raise kopf.TemporaryError(str(exc), delay=interval) from exc
+            except Exception as exc:
+                # Transient errors are retried for a while; nothing keeps the object Terminating
+                # for ever: past that, or on any other error, it goes, with a Warning saying what
+                # was not done.
+                since = obj.deleting_since or utcnow()
+                failing = (utcnow() - since).total_seconds()
+                if retry_later(exc, failing_for=failing, limit=ctx.settings.transient_error_seconds):
+                    raise kopf.TemporaryError(str(exc), delay=interval) from exc
+                log.exception("operation.delete_failed", name=obj.name, namespace=obj.namespace)
+                reconciler.events.append(
+                    Event(
+                        "Warning",
+                        "CleanupIncomplete",
+                        f"{kind.name} {obj.namespace}/{obj.name} deleted without finishing its "
+                        f"cleanup: {type(exc).__name__}: {exc}",
+                    )
+                )
             finally:
                 # Whatever was decided (canceled, events) is not decided again on a retry.
                 memo[_LAST_STATUS] = reconciler.status.wire()

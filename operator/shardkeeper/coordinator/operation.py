@@ -61,6 +61,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def retry_later(exc: BaseException, *, failing_for: float, limit: float) -> bool:
+    """Whether ``exc`` is worth another try: a transient error (``TRANSIENT_ERRORS``) that has
+    lasted ``failing_for`` seconds, less than ``limit``. Anything else is final at once."""
+    return isinstance(exc, TRANSIENT_ERRORS) and failing_for < limit
+
+
 class _Config(Protocol):
     @property
     def path(self) -> str | None: ...
@@ -237,7 +243,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         if isinstance(exc, TRANSIENT_ERRORS):
             since = self.obj.failing_since or self.now
             failing = (self.now - since).total_seconds()
-            if failing < self.ctx.settings.transient_error_seconds:
+            if retry_later(exc, failing_for=failing, limit=self.ctx.settings.transient_error_seconds):
                 raise exc
             message, reason = f"{where}: failing for {failing:.0f}s: {exc}", "TransientErrorLimit"
         else:
