@@ -303,8 +303,20 @@ class SampleCluster:
     def kill_agent(self, i: int) -> None:
         stop_process(self.nodes[i].agent, kill=True)
 
+    def pause_agent(self, i: int) -> None:
+        """SIGSTOP: a hung agent. The kernel still accepts connections; nothing answers."""
+        agent = self.nodes[i].agent
+        assert agent is not None and agent.poll() is None
+        agent.send_signal(signal.SIGSTOP)
+
+    def resume_agent(self, i: int) -> None:
+        agent = self.nodes[i].agent
+        if agent is not None and agent.poll() is None:
+            agent.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
-        for node in self.nodes:
+        for i, node in enumerate(self.nodes):
+            self.resume_agent(i)  # a stopped process cannot act on SIGTERM
             stop_process(node.agent)
             stop_process(node.db)
 

@@ -11,10 +11,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from testbed.servers import SERVERS, StorageServer
+
+_E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test under tests/e2e as ``e2e`` by its path (a ``pytestmark`` in a conftest marks
+    nothing), so ``-m e2e`` and ``-m "not e2e"`` select the tiers."""
+    for item in items:
+        if item.path.is_relative_to(_E2E):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

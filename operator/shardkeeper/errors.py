@@ -57,6 +57,14 @@ class AgentRefused(AgentError):
         self.holder_uid = holder_uid
 
 
+class InvalidRequest(ShardkeeperError):
+    """A request body that is not what the protocol says (HTTP 400); the message says why."""
+
+
+class UnknownOperation(ShardkeeperError):
+    """The agent does not know the operation (HTTP 404)."""
+
+
 # --- archives --------------------------------------------------------------------------------
 
 

@@ -178,3 +178,70 @@ async def test_a_file_gone_between_listing_and_freezing_is_left_out_with_a_warni
     assert descriptor["skippedCount"] == 1 and descriptor["skipped"][0]["path"] == "users/LOG.old.vanishing"
     paths = [e.get("path") for c in descriptor["collections"] for e in c["entries"]]
     assert "users/LOG.old.vanishing" not in paths and "users/MANIFEST-000001" in paths
+
+
+_BAD_BODIES = {
+    "malformed JSON": b'{"kind": "backup", ',
+    "not an object": b'["backup"]',
+    "empty": b"",
+    "invalid UTF-8": b'{"kind": "backup", "id": "\xff\xfe"}',
+    "deeply nested": b'{"kind": "backup", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "unknown kind": b'{"kind": "ftp"}',
+}
+
+
+_BAD_ABORT_BODIES = {k: v for k, v in _BAD_BODIES.items() if k not in ("empty", "unknown kind")}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "what"),
+    [
+        *(("PUT", "/v1/operations/b1", what) for what in sorted(_BAD_BODIES)),
+        # abort's body is optional (empty keeps the default reason) and carries no kind
+        *(("POST", "/v1/operations/b1/abort", what) for what in sorted(_BAD_ABORT_BODIES)),
+    ],
+)
+async def test_a_body_that_is_not_the_protocol_is_400_with_a_message(  # type: ignore[no-untyped-def]
+    agent, method: str, path: str, what: str
+) -> None:
+    """Every route that reads a body (prepare and abort) answers 400 with a message, never 500."""
+    client, _, _ = agent
+    if method == "POST":  # abort needs an operation to get as far as its body
+        assert (await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)).status == 202
+    resp = await client.request(
+        method, path, data=_BAD_BODIES[what], headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["error"].startswith("invalid request body: ")
+    assert (await client.post("/v1/operations/b1/abort", headers=AUTH)).status in (200, 404)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"path": "../escaped"}, "path"),
+        ({"path": "/etc/x"}, "path"),
+        ({"cpuPercentage": 500}, "cpuPercentage"),
+        ({"chunkSizeMb": 0}, "chunkSizeMb"),
+        ({"collections": ["../etc"]}, "collections.0"),
+    ],
+)
+async def test_prepare_carries_the_crd_bounds(  # type: ignore[no-untyped-def]
+    agent, overrides: dict[str, Any], field: str
+) -> None:
+    client, _, store = agent
+    resp = await client.put("/v1/operations/b1", json=_prepare(**overrides), headers=AUTH)
+    assert resp.status == 400, await resp.text()
+    assert f"backup.{field}:" in (await resp.json())["error"]
+    assert (await client.get("/v1/operations/b1", headers=AUTH)).status == 404
+    assert not any(store.parent.glob("escaped*"))
+
+
+def test_a_storage_prefix_never_leaves_the_root(tmp_path: Path) -> None:
+    from shardkeeper.errors import StorageError
+    from shardkeeper.storage.filesystem import FilesystemStorage
+
+    for prefix in ("../escaped", "a/../../b", "a//b"):
+        with pytest.raises(StorageError, match="invalid storage key"):
+            FilesystemStorage(root=tmp_path, prefix=prefix)
+    assert FilesystemStorage(root=tmp_path, prefix="/team-a/").prefix == "team-a"

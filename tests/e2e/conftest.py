@@ -21,8 +21,6 @@ from testbed.cluster import SampleCluster
 from testbed.controlplane import ControlPlane
 from testbed.operator import OperatorProcess
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:

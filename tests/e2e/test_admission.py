@@ -36,6 +36,7 @@ def _yaml(manifest: dict[str, Any]) -> str:
         ),
         ({"config": {"chunkSize": 1}}, "spec.config.chunkSize", "greater than or equal to 2"),
         ({"config": {"path": "../escape"}}, "spec.config.path", "'..'"),
+        ({"config": {"path": "/etc/x"}}, "spec.config.path", "must not start with '/'"),
     ],
 )
 def test_invalid_spec_is_refused_naming_the_field(
@@ -85,6 +86,7 @@ def _restore(name: str, **spec: Any) -> dict[str, Any]:
         ({"backupId": "Nightly"}, "spec.backupId", "should match"),
         ({"config": {"cpuPercentage": 81}}, "spec.config.cpuPercentage", "less than or equal to 80"),
         ({"backend": "ftp"}, "spec.backend", 'Unsupported value: "ftp"'),
+        ({"config": {"path": "/etc/x"}}, "spec.config.path", "must not start with '/'"),
     ],
 )
 def test_invalid_restore_is_refused_naming_the_field(
@@ -99,3 +101,13 @@ def test_restore_spec_is_immutable_except_cancel(env: Env) -> None:
     out = _refused(env, _restore("frozen", nodeMapping={"sampledb-0": "other-0"}))
     assert "spec.nodeMapping is immutable" in out
     assert "configured" in env.apply(_restore("frozen", cancel=True))
+
+
+@pytest.mark.parametrize("name", ["nightly.2026-11-30", "n" * 129])
+def test_name_that_is_not_a_backup_id_is_refused_without_spec_id(env: Env, name: str) -> None:
+    """metadata.name is the backup id unless spec.id is set: a CEL rule on the root refuses a name
+    with dots or over 128 characters, and accepts it with spec.id."""
+    out = _refused(env, backup_manifest(name))
+    assert "metadata.name" in out and "set spec.id" in out, out
+    assert "NotFound" in env.kubectl("get", "backup", name, check=False)
+    assert "created" in env.apply(backup_manifest(name, id="nightly-2026-11-30"))

@@ -122,3 +122,18 @@ def test_path_overrides_where_the_backup_is_stored(env: Env) -> None:
     assert done["status"]["path"] == str(where)
     assert json.loads((where / "backup_config.json").read_text())["status"] == "SUCCESS"
     assert not (env.backups / "elsewhere").exists()
+
+
+def test_cluster_that_is_not_a_statefulset_names_the_field_and_what_exists(env: Env) -> None:
+    """spec.cluster naming a Deployment, or nothing: FAILED InvalidSpec naming spec.cluster and
+    listing the namespace's StatefulSets (the operator runs under the chart's RBAC here)."""
+    env.make_cluster(replicas=1)
+    env.kubectl("create", "deployment", "web", "--image=registry.invalid/web:1")
+    env.start_operator()
+    for name, cluster in (("deployment", "web"), ("nothing", "nosuch")):
+        failed = _run(env, name, cluster=cluster)
+        assert failed["status"]["phase"] == "FAILED"
+        error = failed["status"]["error"]
+        assert error.startswith(f'spec.cluster: no StatefulSet "{cluster}" in namespace'), error
+        assert 'its StatefulSets: "sampledb"' in error, error
+        assert env.condition(failed, "Failed")["reason"] == "InvalidSpec"

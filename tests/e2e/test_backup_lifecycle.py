@@ -6,12 +6,13 @@ import datetime as dt
 import itertools
 import json
 import threading
+import time
 from typing import Any
 
 import urllib3
 from kubernetes import client, config, watch
 
-from tests.e2e.conftest import Env, backup_manifest
+from tests.e2e.conftest import Env, backup_manifest, wait_until
 
 
 def _slow_cluster(env: Env, replicas: int = 3, *, bytes_per_second: int = 1_000_000) -> None:
@@ -142,7 +143,10 @@ def test_cancel_mid_transfer_stops_everything_and_the_id_can_be_reused(env: Env)
     # Any other existing id is refused, naming where it is.
     env.apply(backup_manifest("tonight-twice", id="tonight"))
     refused = env.wait_phase("backup", "tonight-twice", "SUCCESS", "FAILED", timeout=30)
-    assert refused["status"]["error"] == f'backup "tonight" already exists at "{env.backups / "tonight"}"'
+    assert refused["status"]["error"].startswith(
+        f'backup "tonight" already exists at "{env.backups / "tonight"}" (SUCCESS, written by '
+        f"Backup {env.namespace}/tonight-again): set spec.id to an id not in use"
+    ), refused["status"]["error"]
     assert env.condition(refused, "Failed")["reason"] == "AlreadyExists"
     assert json.loads((env.backups / "tonight" / "backup_config.json").read_text())["status"] == "SUCCESS"
 
@@ -160,3 +164,38 @@ def test_deleting_a_running_backup_cancels_it(env: Env) -> None:
     assert env.agents_free()
     assert env.stored("doomed") == ["backup_config.json"]
     assert json.loads((env.backups / "doomed" / "backup_config.json").read_text())["status"] == "CANCELED"
+
+
+def test_deleting_a_backup_in_its_first_second_cancels_it_promptly_with_one_terminal_event(env: Env) -> None:
+    """Delete races the first tick (prepare under way): CANCELED, never FAILED, exactly one terminal
+    Event, the object gone promptly, and every agent free; repeated at a few delays into that first
+    second, where the race falls differently."""
+    _slow_cluster(env)
+    env.start_operator()
+    # The operator is watching (an object created and deleted before its watch starts is never
+    # seen, by any controller): a first Backup gets a phase.
+    env.apply(backup_manifest("warm-up", cancel=True))
+    env.wait_phase("backup", "warm-up", "CANCELED", timeout=60)
+    for i, delay in enumerate((0.0, 0.0, 0.2, 0.5, 0.9)):
+        name = f"early-{i}"
+        env.apply(backup_manifest(name))
+        time.sleep(delay)
+        started = time.monotonic()
+        env.kubectl("delete", "backup", name, "--timeout=60s")
+        gone_after = time.monotonic() - started
+        print(f"deleted {delay:.1f}s after creation: gone {gone_after:.1f}s after kubectl delete")
+        assert "NotFound" in env.kubectl("get", "backup", name, check=False)
+
+        def terminal(name: str = name) -> list[str]:
+            ends = ("Canceled", "Failed", "Succeeded")
+            return [e["reason"] for e in env.events(name) if e["reason"] in ends]
+
+        wait_until(lambda: bool(terminal()), timeout=10, what=f"a terminal event for {name}")
+        time.sleep(1)  # events are posted in the background: a second one would be there by now
+        assert terminal() == ["Canceled"], (delay, [(e["reason"], e["message"]) for e in env.events(name)])
+        assert gone_after < 20, (delay, gone_after)
+        wait_until(env.agents_free, timeout=30, what="every agent free")
+        stored = env.stored(name)
+        if stored:  # the id was claimed before the delete: its descriptor says so
+            assert stored == ["backup_config.json"], stored
+            assert json.loads((env.backups / name / "backup_config.json").read_text())["status"] == "CANCELED"

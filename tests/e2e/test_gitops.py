@@ -98,6 +98,46 @@ def test_delete_never_touches_data_another_backup_wrote(env: Env) -> None:
     assert retained and f"written by {env.namespace}/original" in retained[0]["message"]
 
 
+def test_a_resync_recreating_a_deleted_retain_backup_adopts_its_data(env: Env) -> None:
+    """Argo CD / Flux re-create a Backup that was deleted with Retain: the new object adopts the
+    backup its predecessor (same namespace and name) wrote, instead of failing AlreadyExists forever."""
+    env.make_cluster().fill(LAYOUT, keys=300)
+    env.start_operator()
+    manifest = yaml.safe_dump(backup_manifest("resynced"))
+    env.apply(manifest)
+    done = env.wait_phase("backup", "resynced", "SUCCESS", "FAILED", timeout=90)
+    assert done["status"]["phase"] == "SUCCESS"
+    stored = env.stored("resynced")
+    env.kubectl("delete", "backup", "resynced", "--timeout=60s")  # Retain: the data stays
+
+    env.apply(manifest)  # the re-sync
+    adopted = env.wait_phase("backup", "resynced", "SUCCESS", "FAILED", timeout=60)
+    status = adopted["status"]
+    assert status["phase"] == "SUCCESS", status.get("error")
+    assert env.condition(adopted, "Complete")["reason"] == "Adopted"
+    assert (status["collections"], status["size"]) == (done["status"]["collections"], done["status"]["size"])
+
+    def adopted_events() -> list[dict[str, Any]]:
+        return [e for e in env.events("resynced") if e["reason"] == "Adopted"]
+
+    wait_until(
+        lambda: bool(adopted_events()), timeout=10, what="the Adopted event"
+    )  # posted in the background
+    assert len(adopted_events()) == 1 and done["metadata"]["uid"] in adopted_events()[0]["message"]
+    assert argo_health(adopted)[0] == "Healthy"
+    assert env.stored("resynced") == stored  # nothing was backed up again
+    for i in range(3):  # no agent saw the new object's uid
+        assert env.agent(i, "GET", "/v1/operations/resynced").json()["uid"] == done["metadata"]["uid"]
+    assert _descriptor(env, "resynced")["owner"]["uid"] == adopted["metadata"]["uid"]
+
+    # Another object with that id: refused, saying who wrote it and how to proceed.
+    env.apply(backup_manifest("other", id="resynced"))
+    refused = env.wait_phase("backup", "other", "SUCCESS", "FAILED", timeout=60)
+    assert env.condition(refused, "Failed")["reason"] == "AlreadyExists"
+    assert f"written by Backup {env.namespace}/resynced" in refused["status"]["error"]
+    assert "set spec.id to an id not in use" in refused["status"]["error"]
+
+
 def test_changing_the_policy_of_a_finished_backup_is_observed_and_honoured(env: Env) -> None:
     env.make_cluster().fill(LAYOUT, keys=300)
     env.start_operator()

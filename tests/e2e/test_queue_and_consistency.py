@@ -4,9 +4,11 @@ consistent cut of the whole cluster."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import requests
+import yaml
 
 from tests.backup_reader import ledger_seqs, materialize, read_backup
 from tests.e2e.conftest import Env, backup_manifest
@@ -100,3 +102,58 @@ def test_node_consistency_alone_is_not_a_cluster_cut(env: Env, tmp_path: Path) -
     missing = set(range(max(seqs) + 1)) - seqs
     assert missing, "expected the per-node snapshots to miss writes made between them"
     assert pauses["sampledb-0"] < 1000
+
+
+class WriteCounter:
+    """Counts every write to each Backup of the namespace (each version a watch hands out)."""
+
+    def __init__(self, env: Env) -> None:
+        from kubernetes import client, config, watch
+
+        self.api = client.CustomObjectsApi(config.new_client_from_config(str(env.cp.kubeconfig)))
+        self.namespace = env.namespace
+        self.writes: dict[str, int] = {}
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import urllib3
+
+        try:
+            for event in self._watch.stream(
+                self.api.list_namespaced_custom_object,
+                "shardkeeper.io",
+                "v1alpha1",
+                self.namespace,
+                "backups",
+                timeout_seconds=600,
+            ):
+                name = event["object"]["metadata"]["name"]
+                self.writes[name] = self.writes.get(name, 0) + 1
+        except urllib3.exceptions.HTTPError:
+            pass  # the stream ends when the test stops watching
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+
+def test_twenty_backups_at_once_cost_each_a_bounded_number_of_writes(env: Env) -> None:
+    """Writes per queued operation do not grow with its place in the queue: a waiting operation is
+    written when it is queued, not again each time the queue advances."""
+    env.make_cluster(replicas=1).fill({"articles": [0]}, keys=20)
+    env.start_operator(SHARDKEEPER_TICK_SECONDS="0.5")
+    counter = WriteCounter(env)
+    names = [f"b{i:02}" for i in range(20)]
+    env.apply("\n---\n".join(yaml.safe_dump(backup_manifest(n)) for n in names))
+    for name in names:
+        assert (
+            env.wait_phase("backup", name, "SUCCESS", "FAILED", timeout=120)["status"]["phase"] == "SUCCESS"
+        )
+    time.sleep(1)
+    counter.stop()
+    writes = [counter.writes[n] for n in names]
+    print(f"writes per Backup, in creation order: {writes} (total {sum(writes)})")
+    # creation, finalizer, queued, started, preparing..success: a constant, whatever the place in line
+    assert max(writes) <= 12, writes  # measured: 8 for the first, 9 for each queued one
+    assert max(writes[10:]) <= max(writes[:10]) + 2, writes

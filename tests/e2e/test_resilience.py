@@ -4,6 +4,7 @@ deadline and the others clean up; agents free themselves when their coordinator 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -145,6 +146,48 @@ def test_agent_killed_mid_transfer_fails_the_backup_within_the_deadline(env: Env
         assert not (env.cluster.nodes[i].data / ".shardkeeper" / "staging" / "agent-dies").exists()
     assert env.stored("agent-dies") == ["backup_config.json"]
     assert json.loads((env.backups / "agent-dies" / "backup_config.json").read_text())["status"] == "FAILED"
+
+
+#: The unreachable deadline of the hung-agent test; E2E_HUNG_AGENT_DEADLINE=60 measures the default.
+HUNG_DEADLINE = float(os.environ.get("E2E_HUNG_AGENT_DEADLINE", "10"))
+
+
+def test_hung_agent_fails_the_backup_within_its_deadline_and_failed_is_published_first(env: Env) -> None:
+    """SIGSTOP: the agent accepts connections and never answers. Its silence is measured like a dead
+    agent's (each status request is cut to what is left of the deadline), FAILED is published before
+    any abort goes out, and the hung agent's abort cannot hold it back. After SIGCONT the agent takes
+    the abort it was sent and every agent is free."""
+    _cluster(env, throttle=100_000)
+    assert env.cluster is not None
+    env.start_operator(SHARDKEEPER_AGENT_UNREACHABLE_SECONDS=f"{HUNG_DEADLINE:g}")
+    env.apply(backup_manifest("agent-hangs"))
+    env.wait_for(
+        "backup",
+        "agent-hangs",
+        lambda o: o.get("status", {}).get("phase") == "TRANSFERRING" and o["status"]["bytesDone"] > 0,
+        timeout=60,
+    )
+    paused_at = time.monotonic()
+    env.cluster.pause_agent(1)
+    try:
+        failed = env.wait_phase("backup", "agent-hangs", "FAILED", "SUCCESS", timeout=HUNG_DEADLINE + 60)
+        elapsed = time.monotonic() - paused_at
+        print(f"hung agent: FAILED {elapsed:.1f}s after SIGSTOP (deadline {HUNG_DEADLINE:g}s)")
+        status = failed["status"]
+        assert status["phase"] == "FAILED"
+        assert status["error"].startswith('node "sampledb-1" did not answer for'), status["error"]
+        # The deadline plus a tick (2 s) and the last request's slack; the abort to the hung agent
+        # (15 s) or its full abort timeout (90 s) would show up here if FAILED waited for them.
+        assert elapsed < HUNG_DEADLINE + 8, elapsed
+    finally:
+        env.cluster.resume_agent(1)
+    wait_until(env.agents_free, timeout=60, what="every agent free after SIGCONT")
+    for i in (0, 1, 2):
+        op = env.agent(i, "GET", "/v1/operations/agent-hangs").json()
+        # the others may have finished their share before the deadline (with a long one)
+        assert op["phase"] in (("CANCELED",) if i == 1 else ("CANCELED", "SUCCESS")), (i, op)
+        assert not (env.cluster.nodes[i].data / ".shardkeeper" / "staging" / "agent-hangs").exists()
+    assert env.stored("agent-hangs") == ["backup_config.json"]
 
 
 def test_agent_restarted_mid_transfer_fails_the_backup_at_once(env: Env) -> None:

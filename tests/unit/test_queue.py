@@ -31,3 +31,10 @@ def test_finished_operations_do_not_block() -> None:
     me = op("b", "2026-01-02T00:00:00Z", None)
     done = [op("a", "2026-01-01T00:00:00Z", p) for p in (Phase.SUCCESS, Phase.FAILED, Phase.CANCELED)]
     assert blocker(me, [me, *done]) is None
+
+
+def test_an_operation_without_status_holds_the_queue_only_while_fresh() -> None:
+    me = op("b", "2026-01-02T00:00:00Z", Phase.QUEUED)
+    never_handled = op("a", "2026-01-01T00:00:00Z", None)
+    assert blocker(me, [me, never_handled], fresh_since="2026-01-01T00:00:00Z") == never_handled
+    assert blocker(me, [me, never_handled], fresh_since="2026-01-01T00:00:30Z") is None

@@ -7,10 +7,11 @@ import hmac
 import os
 import shutil
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shardkeeper import conventions as c
 from shardkeeper.agent import metrics
@@ -21,8 +22,8 @@ from shardkeeper.agent.operations import Job, OperationConflict, Registry
 from shardkeeper.agent.restore import RestoreJob, remove_tree
 from shardkeeper.agent.settings import AgentSettings
 from shardkeeper.agent.snapshot import local_collections, unnamable_directories
-from shardkeeper.api.agent import AbortRequest, ErrorBody, NodeInfo, NodePhase, PrepareBackup, PrepareRestore
-from shardkeeper.errors import ShardkeeperError
+from shardkeeper.api.agent import AbortRequest, ErrorBody, NodeInfo, NodePhase, Prepare, PrepareRestore
+from shardkeeper.errors import InvalidRequest, ShardkeeperError, UnknownOperation
 from shardkeeper.storage import open_storage
 
 log = structlog.get_logger(__name__)
@@ -31,6 +32,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SETTINGS = web.AppKey("settings", AgentSettings)
 REGISTRY = web.AppKey("registry", Registry)
 HOOK = web.AppKey("hook", WorkloadHook)
+T = TypeVar("T")
+_PREPARE: TypeAdapter[Prepare] = TypeAdapter(Prepare)
+_ABORT = TypeAdapter(AbortRequest)
 
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:
@@ -51,6 +55,35 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
         return _error(401, "missing or wrong bearer token")
     return await handler(request)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Domain errors as HTTP statuses (the inverse of ``coordinator.agents.AgentClient._call``)."""
+    try:
+        return await handler(request)
+    except InvalidRequest as exc:
+        return _error(400, str(exc))
+    except UnknownOperation as exc:
+        return _error(404, str(exc))
+    except OperationConflict as exc:
+        return _json(ErrorBody(error=str(exc), holder=exc.holder), 409)
+
+
+async def _read(request: web.Request, adapter: TypeAdapter[T]) -> T:
+    """The request body as ``adapter``'s type. Empty, not JSON, not UTF-8, nested too deep, not an
+    object or not the model: ``InvalidRequest`` naming the field, never a 500."""
+    raw = await request.read()
+    if not raw.strip():
+        raise InvalidRequest("invalid request body: empty; a JSON object is expected")
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)[:10]
+        )
+        raise InvalidRequest(f"invalid request body: {problems}") from None
 
 
 async def _healthz(_: web.Request) -> web.Response:
@@ -75,18 +108,7 @@ async def _node(request: web.Request) -> web.Response:
 async def _prepare(request: web.Request) -> web.Response:
     op_id = request.match_info["id"]
     settings, registry = request.app[SETTINGS], request.app[REGISTRY]
-    body = await request.json()
-    kinds: dict[str, type[PrepareBackup] | type[PrepareRestore]] = {
-        "backup": PrepareBackup,
-        "restore": PrepareRestore,
-    }
-    model = kinds.get(body.get("kind"))
-    if model is None:
-        return _error(400, f"unknown operation kind {body.get('kind')!r}")
-    try:
-        req = model.model_validate(body)
-    except ValidationError as exc:
-        return _error(400, f"invalid request: {exc}")
+    req = await _read(request, _PREPARE)
     if req.id != op_id:
         return _error(400, f"operation id in the path ({op_id}) and body ({req.id}) differ")
     try:
@@ -101,16 +123,13 @@ async def _prepare(request: web.Request) -> web.Response:
             return RestoreJob(settings, req, storage, hook, reservation=reservation)
         return BackupJob(settings, req, storage, hook, reservation=reservation)
 
-    try:
-        op, created = await registry.start(
-            op_id=op_id,
-            uid=req.uid,
-            kind=req.kind,
-            reservation_seconds=req.reservation_seconds,
-            job_factory=job,
-        )
-    except OperationConflict as exc:
-        return _json(ErrorBody(error=str(exc), holder=exc.holder), 409)
+    op, created = await registry.start(
+        op_id=op_id,
+        uid=req.uid,
+        kind=req.kind,
+        reservation_seconds=req.reservation_seconds,
+        job_factory=job,
+    )
     return _json(op.status(), 202 if created else 200)
 
 
@@ -126,49 +145,31 @@ async def _status(request: web.Request) -> web.Response:
 async def _release(request: web.Request) -> web.Response:
     try:
         op = await request.app[REGISTRY].release(request.match_info["id"])
-    except KeyError:
-        return _error(404, f'no operation "{request.match_info["id"]}"')
-    except OperationConflict as exc:
-        return _error(409, str(exc))
-    except ShardkeeperError as exc:
+    except (UnknownOperation, OperationConflict):
+        raise
+    except ShardkeeperError as exc:  # the workload hook did not take the release
         return _error(502, str(exc))
     return _json(op.status())
 
 
 async def _commit(request: web.Request) -> web.Response:
-    try:
-        op = await request.app[REGISTRY].commit(request.match_info["id"])
-    except KeyError:
-        return _error(404, f'no operation "{request.match_info["id"]}"')
-    except OperationConflict as exc:
-        return _error(409, str(exc))
+    op = await request.app[REGISTRY].commit(request.match_info["id"])
     return _json(op.status())
 
 
 def _step(name: str, waiting_in: NodePhase) -> Handler:
     async def handler(request: web.Request) -> web.Response:
-        try:
-            op = await request.app[REGISTRY].signal(request.match_info["id"], name, waiting_in=waiting_in)
-        except KeyError:
-            return _error(404, f'no operation "{request.match_info["id"]}"')
-        except OperationConflict as exc:
-            return _error(409, str(exc))
+        op = await request.app[REGISTRY].signal(request.match_info["id"], name, waiting_in=waiting_in)
         return _json(op.status())
 
     return handler
 
 
 async def _abort(request: web.Request) -> web.Response:
-    reason = AbortRequest()
-    if request.can_read_body:
-        try:
-            reason = AbortRequest.model_validate(await request.json())
-        except (ValidationError, ValueError) as exc:
-            return _error(400, f"invalid request: {exc}")
-    try:
-        op = await request.app[REGISTRY].abort(request.match_info["id"], reason.reason)
-    except KeyError:
-        return _error(404, f'no operation "{request.match_info["id"]}"')
+    """The body is optional (an empty one keeps the default reason)."""
+    raw = await request.read()
+    reason = await _read(request, _ABORT) if raw.strip() else AbortRequest()
+    op = await request.app[REGISTRY].abort(request.match_info["id"], reason.reason)
     return _json(op.status())
 
 
@@ -192,7 +193,7 @@ async def _shutdown(app: web.Application) -> None:
 
 
 def create_app(settings: AgentSettings) -> web.Application:
-    app = web.Application(middlewares=[_auth], client_max_size=4 << 20)
+    app = web.Application(middlewares=[_auth, _errors], client_max_size=4 << 20)
     app[SETTINGS] = settings
     app[REGISTRY] = Registry(settings.node, reservation_limit=settings.max_reservation_seconds)
     if settings.hook_url:

@@ -21,7 +21,7 @@ import structlog
 from shardkeeper.agent import metrics
 from shardkeeper.api.agent import NodePhase, OperationStatus
 from shardkeeper.api.common import utcnow
-from shardkeeper.errors import ShardkeeperError
+from shardkeeper.errors import ShardkeeperError, UnknownOperation
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -251,7 +251,7 @@ class Registry:
     def _require(self, op_id: str) -> Operation:
         op = self.get(op_id)
         if op is None:
-            raise KeyError(op_id)
+            raise UnknownOperation(f'node "{self.node}" has no operation "{op_id}"')
         return op
 
     async def _drive(self, op: Operation, job: Job, reservation: float) -> None:

@@ -18,11 +18,31 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from shardkeeper.api.common import Backend, BackupId, CompressionLevel, Consistency, Model
+from shardkeeper.api.backup import (
+    CHUNK_SIZE_DEFAULT_MB,
+    CHUNK_SIZE_MAX_MB,
+    CHUNK_SIZE_MIN_MB,
+    CPU_PERCENTAGE_DEFAULT,
+    CpuPercentage,
+    StoragePath,
+)
+from shardkeeper.api.common import (
+    Backend,
+    BackupId,
+    CompressionLevel,
+    Consistency,
+    Model,
+)
+
+#: Bounds shared with the CR (``api.backup``): a token holder can ask no more than a Backup can.
+#: A top-level directory of a node's data root, as agents list them: one path segment, not hidden.
+CollectionName = Annotated[str, Field(pattern=r"^[^./\x00][^/\x00]*$", max_length=255)]
+Uid = Annotated[str, Field(min_length=1, max_length=128)]
+PodName = Annotated[str, Field(min_length=1, max_length=253)]
 
 
 class NodePhase(StrEnum):
@@ -52,18 +72,18 @@ class StoreProbe(Model):
 class PrepareBackup(Model):
     kind: Literal["backup"] = "backup"
     id: BackupId
-    uid: str = Field(
+    uid: Uid = Field(
         description="Identifies the request's origin (the CR's uid); a retry with the same uid is a no-op."
     )
-    node: str = Field(description="The pod name the operator believes this agent serves.")
+    node: PodName = Field(description="The pod name the operator believes this agent serves.")
     backend: Backend
-    path: str | None = None
-    collections: list[str] = Field(
-        description="The cluster-wide selection; each agent backs up those it holds."
+    path: StoragePath | None = None
+    collections: list[CollectionName] = Field(
+        max_length=100_000, description="The cluster-wide selection; each agent backs up those it holds."
     )
     compression_level: CompressionLevel = CompressionLevel.DEFAULT
-    chunk_size_mb: int = 128
-    cpu_percentage: int = 50
+    chunk_size_mb: int = Field(default=CHUNK_SIZE_DEFAULT_MB, ge=CHUNK_SIZE_MIN_MB, le=CHUNK_SIZE_MAX_MB)
+    cpu_percentage: CpuPercentage = CPU_PERCENTAGE_DEFAULT
     consistency: Consistency = Field(
         default=Consistency.NODE,
         description="cluster: keep the workload's write hold after freezing, until /release or commit.",
@@ -80,19 +100,25 @@ class PrepareBackup(Model):
 class PrepareRestore(Model):
     kind: Literal["restore"] = "restore"
     id: BackupId = Field(description="The operation id on the node (one per Restore).")
-    uid: str
-    node: str = Field(description="The pod name the operator believes this agent serves.")
-    source_node: str = Field(description="The node of the backup whose data this node receives.")
+    uid: Uid
+    node: PodName = Field(description="The pod name the operator believes this agent serves.")
+    source_node: PodName = Field(description="The node of the backup whose data this node receives.")
     backup_id: BackupId
     backend: Backend
-    path: str | None = None
-    collections: list[str] = Field(description="The cluster-wide selection; each node restores those it has.")
-    cpu_percentage: int = 50
+    path: StoragePath | None = None
+    collections: list[CollectionName] = Field(
+        max_length=100_000, description="The cluster-wide selection; each node restores those it has."
+    )
+    cpu_percentage: CpuPercentage = CPU_PERCENTAGE_DEFAULT
     reservation_seconds: float = Field(default=60.0, gt=0)
 
 
+#: The body of ``PUT /v1/operations/{id}``, by its ``kind``.
+Prepare = Annotated[PrepareBackup | PrepareRestore, Field(discriminator="kind")]
+
+
 class AbortRequest(Model):
-    reason: str = "aborted by the coordinator"
+    reason: str = Field(default="aborted by the coordinator", max_length=32768)
 
 
 class OperationStatus(Model):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shardkeeper.api.common import (
+    BACKUP_ID_MAX_LENGTH,
     DNS_LABEL_PATTERN,
+    ID_PATTERN,
     OPERATION_SPEC_RULES,
     Backend,
     BackupId,
@@ -31,6 +33,22 @@ CpuPercentage = Annotated[
         "max(1, cores * cpuPercentage / 100) workers.",
     ),
 ]
+
+
+_ABSOLUTE_PATH_MESSAGE = (
+    "path must be relative to the bucket, container or BACKUP_FILESYSTEM_PATH: it must not start with '/'"
+)
+
+
+def _relative_path(path: str) -> str:
+    """What the CEL rules below say, for every reader of the model (the agent's requests too)."""
+    if path.startswith("/"):
+        raise ValueError(_ABSOLUTE_PATH_MESSAGE)
+    if ".." in path.split("/"):
+        raise ValueError("path must not contain '..' segments")
+    return path
+
+
 #: A path prefix inside the backend's root (bucket, container or BACKUP_FILESYSTEM_PATH).
 StoragePath = Annotated[
     str,
@@ -38,16 +56,19 @@ StoragePath = Annotated[
         max_length=512,
         pattern=r"^[A-Za-z0-9_.=/-]*$",
         description="Where in the backend to keep this backup, replacing the backend's default "
-        "path (BACKUP_*_PATH). Relative to the bucket, container or BACKUP_FILESYSTEM_PATH; '..' is refused.",
+        "path (BACKUP_*_PATH). Relative to the bucket, container or BACKUP_FILESYSTEM_PATH; "
+        "a leading '/' and '..' are refused.",
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
                     "rule": "!self.split('/').exists(p, p == '..')",
                     "message": "path must not contain '..' segments",
-                }
+                },
+                {"rule": "!self.startsWith('/')", "message": _ABSOLUTE_PATH_MESSAGE},
             ]
         },
     ),
+    AfterValidator(_relative_path),
 ]
 
 
@@ -115,6 +136,39 @@ class BackupSpec(Model):
         description="What deleting this Backup object does to its data in the backend: Retain keeps "
         "it (restorable, listed by 'shardkeeper backups list'), Delete removes it. May be changed later.",
     )
+
+
+#: CEL rules on the root of the Backup CRD (a root rule may read ``metadata.name``): without
+#: ``spec.id`` the object's name is the backup id, so it must be one.
+BACKUP_ROOT_RULES: list[dict[str, Any]] = [
+    {
+        "rule": f"has(self.spec.id) || (size(self.metadata.name) <= {BACKUP_ID_MAX_LENGTH} && "
+        f"self.metadata.name.matches('{ID_PATTERN}'))",
+        "message": "metadata.name is the backup id unless spec.id is set, and is not a valid one "
+        f"(lowercase letters, digits, '_' and '-', at most {BACKUP_ID_MAX_LENGTH} characters): "
+        "set spec.id or rename the Backup",
+        "reason": "FieldValueInvalid",
+    }
+]
+
+_BACKUP_ID = TypeAdapter(BackupId)
+
+
+def backup_id_of(name: str, spec: BackupSpec) -> str:
+    """The backup id of a Backup named ``name``: ``spec.id``, else the name.
+
+    Raises ``ValueError`` naming ``metadata.name`` when the name is used and is not a valid id
+    (the same check as ``BACKUP_ROOT_RULES``, for objects admitted before the rule existed)."""
+    if spec.id is not None:
+        return spec.id
+    try:
+        return _BACKUP_ID.validate_python(name)
+    except ValidationError:
+        raise ValueError(
+            f'metadata.name "{name[:300]}" is used as the backup id (spec.id is not set) and is not a '
+            f"valid one: lowercase letters, digits, '_' and '-', at most {BACKUP_ID_MAX_LENGTH} "
+            "characters; set spec.id or rename the Backup"
+        ) from None
 
 
 class BackupStatus(OperationStatusBase):

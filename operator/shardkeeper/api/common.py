@@ -10,6 +10,7 @@ from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 ID_PATTERN = r"^[a-z0-9_-]+$"
+BACKUP_ID_MAX_LENGTH = 128
 #: DNS-1123 label: what a StatefulSet (and so a pod prefix) may be called.
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: A collection is a top-level directory of a node's data root. One rule decides which directories
@@ -39,7 +40,7 @@ OPERATION_SPEC_RULES: dict[str, Any] = {
     ]
 }
 
-BackupId = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=128)]
+BackupId = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=BACKUP_ID_MAX_LENGTH)]
 Selector = Annotated[
     str,
     Field(

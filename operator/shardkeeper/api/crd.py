@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shardkeeper import conventions as c
-from shardkeeper.api.backup import BackupSpec, BackupStatus
+from shardkeeper.api.backup import BACKUP_ROOT_RULES, BackupSpec, BackupStatus
 from shardkeeper.api.restore import RestoreSpec, RestoreStatus
 from shardkeeper.api.schedule import SCHEDULE_NAME_MAX, BackupScheduleSpec, BackupScheduleStatus
 
@@ -98,8 +98,10 @@ def _crd(
     status_model: type[BaseModel],
     columns: list[Schema],
     mutable: frozenset[str] | None = MUTABLE_SPEC_FIELDS,
+    root_rules: list[Schema] | None = None,
 ) -> Schema:
-    """``mutable``: the spec fields that may change after creation; None: all of them."""
+    """``mutable``: the spec fields that may change after creation; None: all of them. ``root_rules``:
+    CEL rules on the whole object (they can read ``metadata.name``)."""
     spec = structural(spec_model)
     spec.pop("description", None)
     if mutable is not None:
@@ -108,6 +110,20 @@ def _crd(
     status.pop("description", None)
     # Defaults in status would be written by the API server on every read; status is ours alone.
     _strip_defaults(status)
+    root: Schema = {
+        "type": "object",
+        "description": (spec_model.__doc__ or kind).strip().splitlines()[0],
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+    if root_rules:
+        root["x-kubernetes-validations"] = copy.deepcopy(root_rules)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -130,20 +146,7 @@ def _crd(
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": columns,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": (spec_model.__doc__ or kind).strip().splitlines()[0],
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
+                    "schema": {"openAPIV3Schema": root},
                 }
             ],
         },
@@ -178,6 +181,7 @@ def backup_crd() -> Schema:
         spec_model=BackupSpec,
         status_model=BackupStatus,
         columns=_COMMON_COLUMNS,
+        root_rules=BACKUP_ROOT_RULES,
     )
 
 

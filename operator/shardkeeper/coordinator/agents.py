@@ -94,9 +94,24 @@ class AgentClient:
         assert status is not None
         return status
 
-    async def status(self, ep: NodeEndpoint, op_id: str) -> OperationStatus | None:
-        """None if the agent does not know the operation (it restarted, or never got it)."""
-        return await self._call(ep, "GET", f"/v1/operations/{op_id}", OperationStatus, allow_404=True)
+    async def status(
+        self, ep: NodeEndpoint, op_id: str, *, deadline_seconds: float | None = None
+    ) -> OperationStatus | None:
+        """None if the agent does not know the operation (it restarted, or never got it).
+
+        ``deadline_seconds`` replaces the request timeout, e.g. with what is left of a silent node's
+        unreachable deadline, so that a hung agent cannot stretch it."""
+        client_timeout = (
+            aiohttp.ClientTimeout(total=deadline_seconds) if deadline_seconds is not None else None
+        )
+        return await self._call(
+            ep,
+            "GET",
+            f"/v1/operations/{op_id}",
+            OperationStatus,
+            allow_404=True,
+            client_timeout=client_timeout,
+        )
 
     async def step(self, ep: NodeEndpoint, op_id: str, step: str) -> OperationStatus:
         """Moves an operation on: ``commit``, ``release``, ``finalize`` or ``complete``."""
@@ -104,13 +119,17 @@ class AgentClient:
         assert status is not None
         return status
 
-    async def abort(self, ep: NodeEndpoint, op_id: str, reason: str) -> OperationStatus | None:
+    async def abort(
+        self, ep: NodeEndpoint, op_id: str, reason: str, *, quick: bool = False
+    ) -> OperationStatus | None:
+        """Waits until the agent has stopped and cleaned up (the abort timeout), or only the
+        request timeout with ``quick`` (an agent that has not been answering)."""
         return await self._call(
             ep,
             "POST",
             f"/v1/operations/{op_id}/abort",
             OperationStatus,
             body=AbortRequest(reason=reason),
-            client_timeout=self._abort_timeout,
+            client_timeout=self._timeout if quick else self._abort_timeout,
             allow_404=True,
         )

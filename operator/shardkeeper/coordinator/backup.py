@@ -8,9 +8,10 @@ from collections.abc import Sequence
 
 from shardkeeper import conventions as c
 from shardkeeper.api.agent import NodePhase, PrepareBackup, StoreProbe
-from shardkeeper.api.backup import BackupSpec, BackupStatus
+from shardkeeper.api.backup import BackupSpec, BackupStatus, backup_id_of
 from shardkeeper.api.common import Codec, CompressionLevel, Consistency, DeletionPolicy, Phase, human_bytes
 from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, NodeSummary, Owner
+from shardkeeper.api.status import NodeStatus
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
 from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION
 from shardkeeper.coordinator import selection
@@ -79,6 +80,12 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         self.status.backup_id = self.op_id
         return await super().tick()
 
+    def _check(self) -> None:
+        try:
+            backup_id_of(self.obj.name, self.spec)
+        except ValueError as exc:
+            self._fail(str(exc), reason="InvalidSpec")
+
     # --- starting ------------------------------------------------------------------------------
 
     async def _begin(self) -> list[NodeEndpoint]:
@@ -127,6 +134,9 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         )
 
     async def _claim_id(self, storage: Storage) -> None:
+        """Claims the backup id: free, ours, or a CANCELED one is reused; a SUCCESS one written by
+        an object of the same namespace and name (a GitOps re-sync re-creating a deleted Retain
+        Backup) is adopted; anything else is refused, saying how to proceed."""
         existing = await in_thread(lambda: read_global_descriptor(storage, self.layout))
         if existing is None or self._is_ours(existing):
             return
@@ -134,7 +144,51 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
             removed = await in_thread(lambda: storage.delete_prefix(self.layout.root))
             self.log.info("backup.reusing_canceled_id", removed=removed)
             return
-        self._fail(f'backup "{self.op_id}" already exists at "{self.status.path}"', reason="AlreadyExists")
+        owner = existing.owner
+        same_object = owner is not None and (owner.namespace, owner.name) == (
+            self.obj.namespace,
+            self.obj.name,
+        )
+        if same_object and existing.status is Phase.SUCCESS:
+            await self._adopt(storage, existing)
+        by = f"Backup {owner.namespace}/{owner.name}" if owner else "another writer"
+        self._fail(
+            f'backup "{self.op_id}" already exists at "{self.status.path}" ({existing.status}, written by '
+            f"{by}): set spec.id to an id not in use, or remove that backup from the backend first",
+            reason="AlreadyExists",
+        )
+
+    async def _adopt(self, storage: Storage, existing: GlobalDescriptor) -> None:
+        """This object takes over a finished backup its predecessor (same namespace and name)
+        wrote: the descriptor's owner becomes this object (so deletionPolicy applies to it), and
+        the status is the backup's. Ends the tick with SUCCESS, reason Adopted."""
+        st, previous = self.status, existing.owner
+        existing.owner = Owner(namespace=self.obj.namespace, name=self.obj.name, uid=self.obj.uid)
+        raw = existing.model_dump_json(by_alias=True, indent=1).encode()
+        await in_thread(lambda: storage.put_bytes(self.layout.global_descriptor, raw))
+        st.phase, st.started_at, st.completed_at = Phase.SUCCESS, existing.started_at, existing.completed_at
+        st.collections = existing.collections
+        st.bytes_done = st.bytes_total = existing.bytes
+        st.files_done = st.files_total = existing.files
+        st.size = human_bytes(existing.bytes)
+        st.nodes = {
+            name: NodeStatus(
+                phase=node.status.value,
+                bytes_done=node.bytes,
+                bytes_total=node.bytes,
+                files_done=node.files,
+                files_total=node.files,
+            )
+            for name, node in existing.nodes.items()
+        }
+        self._failure_reason = "Adopted"
+        self._message = (
+            f'adopted backup "{self.op_id}" at {st.path} ({st.size}, {st.collections}), written by a '
+            f"previous Backup {self.obj.namespace}/{self.obj.name}"
+            + (f" (uid {previous.uid})" if previous else "")
+        )
+        self._event("Normal", "Adopted", self._message)
+        raise Stop
 
     async def _check_base(self, storage: Storage) -> None:
         """spec.incrementalBase: a SUCCESS backup in the same store, older, with the same codec, and

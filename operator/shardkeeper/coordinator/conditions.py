@@ -53,8 +53,10 @@ def conditions_for(
 ) -> list[Condition]:
     progress_reason = phase.value.capitalize()
     if phase is Phase.SUCCESS:
-        complete = ("True", "Succeeded", "the operation completed successfully")
-        failed = ("False", "Succeeded", "")
+        # failure_reason is the terminal reason: for a success, why it is one (e.g. Adopted)
+        succeeded = failure_reason or "Succeeded"
+        complete = ("True", succeeded, message or "the operation completed successfully")
+        failed = ("False", succeeded, "")
     elif phase is Phase.FAILED:
         complete = ("False", "Failed", error or "")
         failed = ("True", failure_reason or "Failed", error or "")
@@ -65,7 +67,7 @@ def conditions_for(
         complete = ("False", progress_reason, message or f"in progress: {phase.value}")
         failed = ("False", progress_reason, "")
     if phase is Phase.SUCCESS:
-        ready = ("True", "Succeeded", complete[2])
+        ready = ("True", complete[1], complete[2])
     else:
         ready = ("False", complete[1], complete[2])
     running = not phase.terminal

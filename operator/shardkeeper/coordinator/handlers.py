@@ -7,6 +7,7 @@ nothing. An index of every operation by cluster lets each one wait its turn.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -16,7 +17,7 @@ from typing import Any
 
 import kopf
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from shardkeeper import conventions as c
 from shardkeeper.api.backup import BackupSpec, BackupStatus
@@ -26,9 +27,15 @@ from shardkeeper.api.schedule import SCHEDULE_LABEL
 from shardkeeper.api.status import OperationStatusBase
 from shardkeeper.coordinator import metrics, schedule_handlers
 from shardkeeper.coordinator.backup import BackupReconciler, DeletionDeferred
+from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
-from shardkeeper.coordinator.kube import KubernetesUnavailable
-from shardkeeper.coordinator.operation import OperationObject, OperationReconciler, Outcome
+from shardkeeper.coordinator.operation import (
+    Event,
+    OperationObject,
+    OperationReconciler,
+    Outcome,
+    retry_later,
+)
 from shardkeeper.coordinator.queue import WAITING, OpRef
 from shardkeeper.coordinator.restore import RestoreReconciler
 
@@ -37,6 +44,12 @@ log = structlog.get_logger(__name__)
 #: Fields that change with every byte moved; writing them is rate-limited.
 _PROGRESS_FIELDS = {"bytesDone", "filesDone", "bytesPerSecond", "throughput"}
 _LAST_PROGRESS_WRITE = "shardkeeper-last-progress-write"
+_FAILING_SINCE = "shardkeeper-failing-since"
+#: One tick or deletion of an object at a time (kopf runs the timer and the delete handler of one
+#: object concurrently), the status the last tick produced, and "the delete handler finished it".
+_LOCK = "shardkeeper-lock"
+_LAST_STATUS = "shardkeeper-last-status"
+_DELETED = "shardkeeper-deleted"
 _INDEXES = ("backups_by_cluster", "restores_by_cluster")
 
 
@@ -58,7 +71,29 @@ KINDS = (
 )
 
 
-def _object(kind: Kind, body: kopf.Body, peers: Sequence[OpRef] = ()) -> OperationObject[Any, Any]:
+class Unparsable(Exception):
+    """The object does not match its schema (it was admitted before a rule existed, or under an
+    older CRD); the message names the field."""
+
+
+def _parse(model: type[BaseModel], data: Any, where: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join([where, *(str(p) for p in first["loc"])])
+        raise Unparsable(f"{field}: {first['msg']}") from exc
+
+
+def _object(
+    kind: Kind,
+    body: kopf.Body,
+    peers: Sequence[OpRef] = (),
+    failing_since: dt.datetime | None = None,
+    status: dict[str, Any] | None = None,
+) -> OperationObject[Any, Any]:
+    """The object as the reconcilers see it (with ``status`` if given, fresher than the body's);
+    ``Unparsable`` naming the field if it cannot be."""
     meta = body.get("metadata", {})
     deleting = meta.get("deletionTimestamp")
     return OperationObject(
@@ -68,11 +103,30 @@ def _object(kind: Kind, body: kopf.Body, peers: Sequence[OpRef] = ()) -> Operati
         uid=meta["uid"],
         generation=meta.get("generation"),
         created=meta.get("creationTimestamp", ""),
-        spec=kind.spec.model_validate(body.get("spec", {})),
-        status=kind.status.model_validate(body.get("status") or {}),
+        spec=_parse(kind.spec, body.get("spec", {}), "spec"),
+        status=_parse(kind.status, status if status is not None else body.get("status") or {}, "status"),
         peers=peers,
         deleting_since=dt.datetime.fromisoformat(deleting.replace("Z", "+00:00")) if deleting else None,
+        failing_since=failing_since,
     )
+
+
+def unparsable_outcome(kind: Kind, body: kopf.Body, problem: Unparsable) -> Outcome[Any]:
+    """FAILED, reason ``InvalidSpec``, for an object that cannot be parsed: a terminal phase at
+    once instead of an error every tick (and a queue held behind it)."""
+    meta, now = body.get("metadata", {}), utcnow()
+    message = f"{kind.name} {meta.get('namespace')}/{meta.get('name')} is invalid: {problem}"
+    status = kind.status(phase=Phase.FAILED, error=message, completed_at=now)
+    status.observed_generation = meta.get("generation")
+    status.conditions = conditions_for(
+        [],
+        Phase.FAILED,
+        error=message,
+        failure_reason="InvalidSpec",
+        generation=meta.get("generation"),
+        now=now,
+    )
+    return Outcome(status=status, events=[Event("Warning", "Failed", message)])
 
 
 def _op_ref(kind: str, body: kopf.Body) -> OpRef:
@@ -123,8 +177,7 @@ def _apply(
 
     ``before`` is the status as the tick found it: the body is a live view that may already show
     what the tick published in the middle."""
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    _post(body, outcome.events)
     new = outcome.status.wire()
     if new == before:
         return
@@ -151,6 +204,18 @@ def _measure(
     if phase in WAITING:
         waiting.add(obj.uid)
     metrics.queue_depth(obj.namespace, cluster, len(waiting))
+
+
+def _lock(memo: kopf.Memo) -> asyncio.Lock:
+    lock = memo.get(_LOCK)
+    if lock is None:
+        lock = memo[_LOCK] = asyncio.Lock()
+    return lock
+
+
+def _post(body: kopf.Body, events: Sequence[Event]) -> None:
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: Kind) -> None:
@@ -181,32 +246,82 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
         spec: kopf.Spec,
         **kwargs: Any,
     ) -> None:
-        key = (namespace, spec.get("cluster"))
-        indexes: list[kopf.Index[tuple[str | None, str | None], OpRef]] = [kwargs[name] for name in _INDEXES]
-        peers = [ref for index in indexes for ref in index.get(key, [])]
-        obj = _object(kind, body, peers)
-        before = obj.status.wire()
-        try:
-            outcome = await kind.reconciler(ctx, obj).tick()
-        except KubernetesUnavailable as exc:
-            # The next tick observes again; nothing was decided on half an observation.
-            raise kopf.TemporaryError(str(exc), delay=interval) from exc
-        progress_interval = ctx.settings.progress_interval_seconds
-        _apply(outcome, before=before, body=body, patch=patch, memo=memo, interval=progress_interval)
-        _measure(kind, body, obj, outcome, peers)
+        def deleting() -> bool:
+            return bool(body.get("metadata", {}).get("deletionTimestamp"))
+
+        async with _lock(memo):
+            if memo.get(_DELETED) or deleting():
+                return  # the delete handler cancels it; a tick must not start anything now
+            key = (namespace, spec.get("cluster"))
+            indexes: list[kopf.Index[tuple[str | None, str | None], OpRef]] = [
+                kwargs[name] for name in _INDEXES
+            ]
+            peers = [ref for index in indexes for ref in index.get(key, [])]
+            progress_interval = ctx.settings.progress_interval_seconds
+            try:
+                obj = _object(kind, body, peers, memo.get(_FAILING_SINCE))
+            except Unparsable as exc:
+                outcome = unparsable_outcome(kind, body, exc)
+                _apply(outcome, before={}, body=body, patch=patch, memo=memo, interval=progress_interval)
+                return
+            before = obj.status.wire()
+            reconciler = kind.reconciler(ctx, obj)
+            reconciler.deletion_requested = deleting  # body is a live view in timers
+            try:
+                outcome = await reconciler.tick()
+            except Exception as exc:
+                # Only a transient error within its deadline gets here (the reconciler fails the
+                # operation on any other): the next tick observes again.
+                memo[_FAILING_SINCE] = obj.failing_since or utcnow()
+                raise kopf.TemporaryError(str(exc), delay=interval) from exc
+            memo.pop(_FAILING_SINCE, None)
+            memo[_LAST_STATUS] = outcome.status.wire()
+            _apply(outcome, before=before, body=body, patch=patch, memo=memo, interval=progress_interval)
+            _measure(kind, body, obj, outcome, peers)
 
     @kopf.on.delete(
         c.GROUP, c.VERSION, kind.plural, id=f"delete_{kind.name.lower()}", registry=registry, backoff=interval
     )
-    async def delete(body: kopf.Body, **_: Any) -> None:
-        obj = _object(kind, body)
-        try:
-            outcome = await kind.reconciler(ctx, obj).delete()
-        except DeletionDeferred as exc:
-            raise kopf.TemporaryError(str(exc), delay=interval) from exc
-        for event in outcome.events:
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        metrics.operation_state(kind.name, obj.namespace, obj.name, str(obj.spec.cluster), "", None)
+    async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Waits for a tick in progress (it may be preparing nodes), then cancels from the status
+        that tick produced: one terminal outcome, whoever got there first."""
+        async with _lock(memo):
+            try:
+                obj = _object(kind, body, status=memo.get(_LAST_STATUS))
+            except Unparsable as exc:
+                log.warning(
+                    "operation.deleted_unparsable", name=body.get("metadata", {}).get("name"), error=str(exc)
+                )
+                return  # it never ran: nothing to cancel or delete
+            reconciler = kind.reconciler(ctx, obj)
+            try:
+                await reconciler.delete()
+            except DeletionDeferred as exc:
+                raise kopf.TemporaryError(str(exc), delay=interval) from exc
+            except Exception as exc:
+                # Transient errors are retried for a while; nothing keeps the object Terminating
+                # for ever: past that, or on any other error, it goes, with a Warning saying what
+                # was not done.
+                since = obj.deleting_since or utcnow()
+                failing = (utcnow() - since).total_seconds()
+                if retry_later(exc, failing_for=failing, limit=ctx.settings.transient_error_seconds):
+                    raise kopf.TemporaryError(str(exc), delay=interval) from exc
+                log.exception("operation.delete_failed", name=obj.name, namespace=obj.namespace)
+                reconciler.events.append(
+                    Event(
+                        "Warning",
+                        "CleanupIncomplete",
+                        f"{kind.name} {obj.namespace}/{obj.name} deleted without finishing its "
+                        f"cleanup: {type(exc).__name__}: {exc}",
+                    )
+                )
+            finally:
+                # Whatever was decided (canceled, events) is not decided again on a retry.
+                memo[_LAST_STATUS] = reconciler.status.wire()
+                _post(body, reconciler.events)
+                reconciler.events.clear()
+            memo[_DELETED] = True
+            metrics.operation_state(kind.name, obj.namespace, obj.name, str(obj.spec.cluster), "", None)
 
     # A finished object has no timer; a later spec change (deletionPolicy, a late cancel) still gets
     # observed, so that GitOps tools comparing observedGeneration with generation see it settled.

@@ -60,6 +60,27 @@ def _is_ready(pod: Any) -> bool:
     return any(cond.type == "Ready" and cond.status == "True" for cond in (pod.status.conditions or []))
 
 
+def not_found_message(namespace: str, name: str, existing: list[str] | None) -> str:
+    """What a user needs when ``spec.cluster`` names no StatefulSet: the field, and what exists
+    (``existing`` is None when it could not be listed)."""
+    message = f'spec.cluster: no StatefulSet "{name}" in namespace "{namespace}"'
+    if existing is None:
+        return message
+    if not existing:
+        return f"{message}, which has no StatefulSets (spec.cluster names a StatefulSet, not a Deployment)"
+    shown = ", ".join(f'"{n}"' for n in sorted(existing)[:20])
+    more = f" and {len(existing) - 20} more" if len(existing) > 20 else ""
+    return f"{message}; its StatefulSets: {shown}{more}"
+
+
+def _statefulsets(apps: Any, namespace: str) -> list[str] | None:
+    try:
+        items = apps.list_namespaced_stateful_set(namespace, _request_timeout=10).items
+    except Exception:  # forbidden or away: the message goes without the list
+        return None
+    return [sts.metadata.name for sts in items]
+
+
 def _discover(namespace: str, name: str) -> ClusterView:
     apps, core = client.AppsV1Api(), client.CoreV1Api()
     try:
@@ -68,7 +89,8 @@ def _discover(namespace: str, name: str) -> ClusterView:
         pods: list[Any] = core.list_namespaced_pod(namespace, label_selector=selector).items
     except ApiException as exc:
         if exc.status == 404:
-            raise ClusterNotFound(f'StatefulSet "{name}" not found in namespace "{namespace}"') from exc
+            existing = _statefulsets(apps, namespace)
+            raise ClusterNotFound(not_found_message(namespace, name, existing)) from exc
         raise KubernetesUnavailable(
             f"reading StatefulSet {namespace}/{name}: {exc.status} {exc.reason}"
         ) from exc

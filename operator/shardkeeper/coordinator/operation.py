@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, NoReturn, Protocol, TypeVar
 
+import aiohttp
 import structlog
 from pydantic import BaseModel
 
@@ -48,6 +49,23 @@ T = TypeVar("T")
 #: write hold ends as soon as the last node has frozen, not a whole tick later.
 PREPARE_POLL_INTERVAL = 0.05
 PREPARE_POLL_BUDGET = 5.0
+
+#: Errors worth retrying next tick: the API server or an agent could not be asked. Anything else a
+#: tick raises is a fault that retrying will not fix.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    KubernetesUnavailable,
+    AgentUnreachable,
+    TransientStorageError,
+    ConnectionError,
+    TimeoutError,
+    aiohttp.ClientError,
+)
+
+
+def retry_later(exc: BaseException, *, failing_for: float, limit: float) -> bool:
+    """Whether ``exc`` is worth another try: a transient error (``TRANSIENT_ERRORS``) that has
+    lasted ``failing_for`` seconds, less than ``limit``. Anything else is final at once."""
+    return isinstance(exc, TRANSIENT_ERRORS) and failing_for < limit
 
 
 class _Config(Protocol):
@@ -96,6 +114,8 @@ class OperationObject(Generic[SpecT, StatusT]):
     """Every Backup and Restore of the same cluster, as the operator's index last saw them."""
     deleting_since: dt.datetime | None = None
     """metadata.deletionTimestamp, once the object is being deleted."""
+    failing_since: dt.datetime | None = None
+    """Since when every tick has raised a transient error (None if the last tick did not)."""
 
     def ref(self) -> queue.OpRef:
         return queue.OpRef(
@@ -138,6 +158,11 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         self.events: list[Event] = []
         self.log = log.bind(kind=obj.kind, namespace=obj.namespace, name=obj.name, op=self.op_id)
         self._storage: Storage | None = None
+        self._silent: set[str] = set()
+        """Nodes whose agent did not answer this tick."""
+        self.deletion_requested: Callable[[], bool] = lambda: False
+        """True once the object is being deleted (the handler passes a live check): a tick then
+        stops at its next step boundary and leaves the cancel to ``delete``."""
         self._failure_reason: str | None = None
         self._message: str | None = None
 
@@ -174,6 +199,10 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
     async def _on_end(self) -> None:
         """Called once, in the tick where the operation became FAILED or CANCELED."""
 
+    def _check(self) -> None:
+        """Checks of the object itself that the API server may not have made (it was admitted
+        before a rule existed); fails with ``_fail``."""
+
     # --- entry points --------------------------------------------------------------------------
 
     async def tick(self) -> Outcome[StatusT]:
@@ -181,6 +210,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         before = st.phase
         st.observed_generation = self.obj.generation
         try:
+            self._check()
             if self.op_spec.cancel and not st.nodes and (st.phase is None or not st.phase.terminal):
                 self._finish(Phase.CANCELED, "canceled before it started", reason="Canceled")
             elif st.phase in (None, Phase.QUEUED) or (st.phase is Phase.STARTED and not st.nodes):
@@ -196,11 +226,39 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             self._finish(Phase.FAILED, str(exc), reason="CorruptDescriptor")
         except StorageError as exc:  # denied, no such bucket...: retrying will not help
             self._finish(Phase.FAILED, f'backend "{self.op_spec.backend}": {exc}', reason="BackendError")
+        except Exception as exc:
+            await self._crashed(exc)
         if st.phase in (Phase.FAILED, Phase.CANCELED) and st.phase is not before:
-            await self._on_end()
+            try:
+                await self._on_end()
+            except Exception as exc:
+                self.log.exception("operation.cleanup_failed", error=repr(exc))
         if st.phase is not before or self._failure_reason or self._message or not st.conditions:
             self._refresh_conditions()
         return Outcome(status=st, events=self.events)
+
+    async def _crashed(self, exc: Exception) -> None:
+        """A tick raised something no step handles. A transient error is raised again (the handler
+        retries next tick) until it has lasted ``transient_error_seconds``; anything else, or a
+        transient error past that, aborts every node and fails the operation, naming the error."""
+        st = self.status
+        where = f"{self.obj.kind} {self.obj.namespace}/{self.obj.name}"
+        if isinstance(exc, TRANSIENT_ERRORS):
+            since = self.obj.failing_since or self.now
+            failing = (self.now - since).total_seconds()
+            if retry_later(exc, failing_for=failing, limit=self.ctx.settings.transient_error_seconds):
+                raise exc
+            message, reason = f"{where}: failing for {failing:.0f}s: {exc}", "TransientErrorLimit"
+        else:
+            message = f"{where}: unexpected error while reconciling: {type(exc).__name__}: {exc}"
+            reason = "ReconcileError"
+        self.log.error("operation.tick_failed", reason=reason, exc_info=exc)
+        if st.phase is not None and not st.phase.terminal and st.nodes:
+            try:
+                await self._abort_all(f"aborted: {message}")
+            except Exception as abort_exc:
+                self.log.warning("operation.abort_not_delivered", error=repr(abort_exc))
+        self._finish(Phase.FAILED, message[:4000], reason=reason)
 
     def _backend_trouble(self, exc: TransientStorageError) -> None:
         """The backend did not answer this tick. Try again next tick, within a deadline."""
@@ -219,12 +277,17 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             self.log.warning("operation.backend_unavailable", error=str(exc), seconds=round(away))
 
     async def delete(self) -> Outcome[StatusT]:
-        """The object is being deleted: a running operation is canceled, everywhere."""
+        """The object is being deleted: an unfinished operation (queued, starting or running) is
+        canceled, everywhere, with one terminal Event; a finished one is left as it ended."""
         st = self.status
-        if st.phase is not None and not st.phase.terminal and st.nodes:
-            await self._abort_all(f"the {self.obj.kind} was deleted")
+        if st.phase is None or not st.phase.terminal:
+            if st.nodes:
+                await self._abort_all(f"the {self.obj.kind} was deleted")
             self._finish(Phase.CANCELED, f"canceled: the {self.obj.kind} was deleted", reason="Canceled")
-            await self._on_end()
+            try:
+                await self._on_end()
+            except Exception as exc:
+                self.log.exception("operation.cleanup_failed", error=repr(exc))
         return Outcome(status=st, events=self.events)
 
     # --- starting: the queue, the checks, prepare ----------------------------------------------
@@ -241,6 +304,8 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
                 f'{self.noun} "{self.op_name}" of cluster "{self.op_spec.cluster}" started',
             )
         nodes = await self._begin()
+        if self.deletion_requested():
+            raise Stop  # nothing prepared yet; delete() cancels
         answers = await asyncio.gather(
             *(self.ctx.agents.prepare(ep, self._prepare_request(ep)) for ep in nodes), return_exceptions=True
         )
@@ -253,10 +318,12 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
                 st.nodes[ep.name].phase = NodePhase.FAILED.value
                 st.nodes[ep.name].error = str(answer)
                 refusal = refusal or answer
+                if isinstance(answer, AgentUnreachable):
+                    self._silent.add(ep.name)
             else:
                 raise answer
         if refusal is not None:
-            await self._abort_all(f"aborted: {refusal}", nodes)
+            await self._abort_all(f"aborted: {refusal}", nodes, silent=self._silent)
             self._requeue_or_fail(refusal)
         self._event("Normal", "Preparing", f"asked {len(nodes)} nodes to prepare {st.collections}")
         await self._publish()
@@ -270,15 +337,19 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         return {ep.name: NodeStatus(phase=NodePhase.PREPARING.value, pod_uid=ep.pod_uid) for ep in nodes}
 
     async def _wait_for_turn(self) -> None:
-        blocking = queue.blocker(self.obj.ref(), self.obj.peers)
+        grace = dt.timedelta(seconds=self.ctx.settings.unstatused_grace_seconds)
+        fresh_since = (self.now - grace).strftime("%Y-%m-%dT%H:%M:%SZ")
+        blocking = queue.blocker(self.obj.ref(), self.obj.peers, fresh_since=fresh_since)
         if blocking is None:
             return
         st = self.status
-        why = f'waiting for {blocking} to finish on cluster "{self.op_spec.cluster}"'
         if st.phase is not Phase.QUEUED:
+            # Said once, when it is queued: rewriting the message whenever the queue advances would
+            # cost every waiting operation one write per advance (quadratic in the queue's length).
+            why = f'waiting for {blocking} to finish on cluster "{self.op_spec.cluster}"'
             st.phase = Phase.QUEUED
             self._event("Normal", "Queued", why)
-        self._message = why
+            self._message = f"{why} (operations of a cluster run one at a time, in creation order)"
         created = dt.datetime.fromisoformat(self.obj.created.replace("Z", "+00:00"))
         if (self.now - created).total_seconds() > self.ctx.settings.queue_timeout_seconds:
             self._fail(
@@ -347,7 +418,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             )
             decision = self._decide(views)
             still_preparing = decision.step is Step.WAIT and st.phase is Phase.STARTED
-            if not still_preparing or time.monotonic() > deadline:
+            if not still_preparing or time.monotonic() > deadline or self.deletion_requested():
                 break
             await asyncio.sleep(PREPARE_POLL_INTERVAL)
         self._sum_progress()
@@ -375,8 +446,11 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
                 await self._each(prepared, endpoints, self._commit_one)
             case Step.ABORT:
                 reason = decision.reason or "aborted"
-                await self._abort_all(f"aborted: {reason}", endpoints.values())
+                # FAILED is on record before any node hears the abort, and a node that has not
+                # been answering cannot delay it: it gets the abort with the short timeout.
                 self._finish(Phase.FAILED, reason, reason="NodeFailed")
+                await self._publish()
+                await self._abort_all(f"aborted: {reason}", endpoints.values(), silent=self._silent)
             case Step.CANCEL:
                 await self._abort_all("canceled by the user", endpoints.values())
                 self._finish(Phase.CANCELED, "canceled: spec.cancel is true", reason="Canceled")
@@ -405,16 +479,25 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             return {}  # the StatefulSet is gone: every node reads as silent, then failed
         return {ep.name: ep for ep in view.nodes}
 
+    def _status_timeout(self, node: NodeStatus, asked_at: dt.datetime) -> float:
+        """The request timeout, cut to what is left of the node's unreachable deadline (plus a
+        little), so that a hung agent (it accepts connections, never answers) fails on time."""
+        limit = self.ctx.settings.agent_unreachable_seconds
+        left = limit - (asked_at - (node.unreachable_since or asked_at)).total_seconds()
+        return min(self.ctx.settings.agent_request_timeout, max(left, 0.0) + 0.5)
+
     async def _observe(self, name: str, ep: NodeEndpoint | None) -> NodeView:
         node = self.status.nodes[name]
         if ep is not None and node.pod_uid and ep.pod_uid != node.pod_uid:
             return NodeView(name, None, error=f'pod "{name}" was replaced while the {self.noun} ran')
         problem: str | None = None
+        asked_at = dt.datetime.now(dt.UTC)
         if ep is None:
             problem = f'pod "{name}" is gone or not Ready'
         else:
             try:
-                answer = await self.ctx.agents.status(ep, self.op_id)
+                deadline = self._status_timeout(node, asked_at)
+                answer = await self.ctx.agents.status(ep, self.op_id, deadline_seconds=deadline)
             except (AgentUnreachable, AgentRefused) as exc:
                 problem = str(exc)
             else:
@@ -423,8 +506,10 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
                     return await self._lost(name)
                 self._mirror(node, answer)
                 return NodeView(name, answer.phase, error=answer.error)
-        node.unreachable_since = node.unreachable_since or self.now
-        silent = max((self.now - node.unreachable_since).total_seconds(), 0.001)
+        node.unreachable_since = node.unreachable_since or asked_at
+        self._silent.add(name)
+        observed_at = dt.datetime.now(dt.UTC)
+        silent = max((observed_at - node.unreachable_since).total_seconds(), 0.001)
         phase = NodePhase(node.phase) if node.phase in {p.value for p in NodePhase} else None
         return NodeView(name, phase, error=node.error, silent_for=silent, last_problem=problem)
 
@@ -461,13 +546,21 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
     ) -> None:
         await asyncio.gather(*(fn(endpoints[n]) for n in names if n in endpoints))
 
-    async def _abort_all(self, reason: str, endpoints: Iterable[NodeEndpoint] | None = None) -> None:
+    async def _abort_all(
+        self,
+        reason: str,
+        endpoints: Iterable[NodeEndpoint] | None = None,
+        *,
+        silent: Iterable[str] = (),
+    ) -> None:
+        """Aborts every node; those in ``silent`` (not answering) only get the short timeout."""
         if endpoints is None:
             endpoints = (await self._endpoints()).values()
+        quick = set(silent)
 
         async def abort(ep: NodeEndpoint) -> None:
             try:
-                answer = await self.ctx.agents.abort(ep, self.op_id, reason)
+                answer = await self.ctx.agents.abort(ep, self.op_id, reason, quick=ep.name in quick)
             except AgentError as exc:
                 # Its reservation expires by itself if it never committed; say so and move on.
                 self.log.warning("operation.abort_not_delivered", node=ep.name, error=str(exc))
@@ -520,6 +613,8 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             try:
                 self._storage = self.ctx.storage(self.op_spec.backend, self.op_spec.config.path)
             except ShardkeeperError as exc:
+                if self.status.phase is not None and self.status.phase.terminal:
+                    raise Stop from exc  # a cleanup after the end: no second outcome, no second Event
                 self._fail(str(exc), reason="BackendNotConfigured")
         assert self._storage is not None
         return self._storage

@@ -37,9 +37,13 @@ def _order(op: OpRef) -> tuple[str, str, str]:
     return (op.created, op.kind, op.name)
 
 
-def blocker(me: OpRef, others: Iterable[OpRef]) -> OpRef | None:
-    """The operation ``me`` must wait for, or None if it may start now."""
-    peers = [o for o in others if o.uid != me.uid]
+def blocker(me: OpRef, others: Iterable[OpRef], *, fresh_since: str = "") -> OpRef | None:
+    """The operation ``me`` must wait for, or None if it may start now.
+
+    Terminal operations never block. One with no status blocks only if it was created at or after
+    ``fresh_since`` (RFC 3339, as ``created``): an older one never got a status from the operator
+    (it cannot be handled), so it must not hold the queue."""
+    peers = [o for o in others if o.uid != me.uid and (o.phase is not None or o.created >= fresh_since)]
     running = [o for o in peers if o.phase in RUNNING]
     if running:
         return min(running, key=_order)

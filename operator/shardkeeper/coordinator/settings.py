@@ -33,5 +33,12 @@ class OperatorSettings:
     creation; an unknown holder after that (another coordinator) fails it."""
     queue_timeout_seconds: float = 6 * 3600.0
     """A queued operation gives up if the cluster stays busy this long (measured from its creation)."""
+    transient_error_seconds: float = 120.0
+    """A tick that raises an error classed transient (the API server or an agent could not be
+    asked) is retried each tick for this long; then the operation fails (``TransientErrorLimit``).
+    Any other exception in a tick fails the operation at once (``ReconcileError``)."""
+    unstatused_grace_seconds: float = 30.0
+    """An operation the operator has not given a status this long after its creation no longer
+    counts in its cluster's queue: it can never hold the queue."""
     progress_interval_seconds: float = 5.0
     """Progress-only status updates are written at most this often per object."""

@@ -298,7 +298,10 @@ class Storage(abc.ABC):
     retry: ClassVar[RetryPolicy] = DEFAULT_RETRY
 
     def __init__(self, *, prefix: str, secrets: Iterable[str] = ()) -> None:
+        """``StorageError`` if ``prefix`` (leading and trailing '/' ignored) is not a valid key."""
         self.prefix = prefix.strip("/")
+        if self.prefix:
+            check_key(self.prefix)
         #: Values that must never appear in a message (keys, connection strings).
         self._secrets = tuple(s for s in secrets if s and len(s) >= 6)
 
