@@ -74,3 +74,15 @@ def test_kstatus_conditions_follow_the_phase(
         stalled,
     )
     assert all(c.observed_generation == 3 for c in conds.values())
+
+
+def test_a_status_field_that_is_gone_is_removed_by_the_patch() -> None:
+    from shardkeeper.coordinator.handlers import merge_patch
+
+    before = {"phase": "FAILED", "cleanupPending": "x", "nodes": {"n0": {"error": "e", "phase": "FAILED"}}}
+    new = {"phase": "FAILED", "nodes": {"n0": {"phase": "FAILED"}, "n1": {"phase": "SUCCESS"}}}
+    assert merge_patch(before, new) == {
+        "phase": "FAILED",
+        "cleanupPending": None,
+        "nodes": {"n0": {"phase": "FAILED", "error": None}, "n1": {"phase": "SUCCESS"}},
+    }
