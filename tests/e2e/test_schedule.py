@@ -154,8 +154,12 @@ def test_keep_last_3_holds_exactly_three_backups_and_their_data_and_the_floor_su
         "backupschedule",
         "rotating",
         lambda o: (
-            len(children(env, "rotating")) == 3
+            # The operator has seen the suspension (its metrics are set in the same tick) ...
+            any(c["reason"] == "Suspended" for c in o.get("status", {}).get("conditions", []))
+            # ... and the last run has finished and pushed the oldest out.
+            and len(children(env, "rotating")) == 3
             and all(b.get("status", {}).get("phase") == "SUCCESS" for b in children(env, "rotating"))
+            and o["status"].get("backups") == 3
         ),
         timeout=60,
     )["status"]
