@@ -89,7 +89,15 @@ def main() -> int:
         say("applying examples/backup.yaml while the database keeps writing")
         show(cp, "apply", "-n", NAMESPACE, "-f", str(REPO / "examples" / "backup.yaml"))
         started = time.monotonic()
-        show(cp, "wait", "-n", NAMESPACE, "--for=condition=Finished", "backups.shardkeeper.io/first-backup", "--timeout=180s")
+        show(
+            cp,
+            "wait",
+            "-n",
+            NAMESPACE,
+            "--for=condition=Finished",
+            "backups.shardkeeper.io/first-backup",
+            "--timeout=180s",
+        )
         print(f"(complete after {time.monotonic() - started:.1f}s)")
         acked = cluster.stop_writers()
         print(f"records acknowledged by the end of the demo, per node: {acked}")
