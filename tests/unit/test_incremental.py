@@ -83,3 +83,30 @@ def test_a_changed_file_with_the_same_size_and_mtime_is_caught_by_its_hash(tmp_p
     make_tree(data, [Spec(b"col/state.db", "file", b"b" * 5000, 0o644)])  # same size, same mtime
     _backup(data, store, "inc", "full", tmp_path)
     assert (_restore(store, "inc", tmp_path / "r") / "state.db").read_bytes() == b"b" * 5000
+
+
+def test_a_new_file_on_a_reused_inode_is_not_taken_for_the_old_one(tmp_path: Path) -> None:
+    """Same path, size, mtime, and (ext4 gives it back) the same inode number: another inode."""
+    data = tmp_path / "data"
+    make_tree(data, [Spec(b"col", "dir", mode=0o755), Spec(b"col/000001.sst", "file", b"A" * 100_000, 0o644)])
+    store = FilesystemStorage(root=tmp_path / "store")
+    _backup(data, store, "full", None, tmp_path)
+    for _ in range(20):  # until the filesystem hands the freed inode number to the new file
+        ino = (data / "col" / "000001.sst").stat().st_ino
+        (data / "col" / "000001.sst").unlink()
+        make_tree(data, [Spec(b"col/000001.sst", "file", b"B" * 100_000, 0o644)])
+        if (data / "col" / "000001.sst").stat().st_ino == ino:
+            break
+    _backup(data, store, "inc", "full", tmp_path)
+    assert (_restore(store, "inc", tmp_path / "r") / "000001.sst").read_bytes() == b"B" * 100_000
+
+
+def test_a_file_that_is_all_holes_comes_back_all_holes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_tree(data, [Spec(b"col", "dir", mode=0o755)])
+    with (data / "col" / "holes.db").open("wb") as f:  # copied (not an immutable pattern)
+        f.truncate(64 << 20)
+    store = FilesystemStorage(root=tmp_path / "store")
+    _backup(data, store, "full", None, tmp_path)
+    restored = _restore(store, "full", tmp_path / "r") / "holes.db"
+    assert restored.stat().st_size == 64 << 20 and restored.stat().st_blocks == 0

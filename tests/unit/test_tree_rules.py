@@ -82,3 +82,9 @@ def test_every_name_round_trips_through_the_descriptor(raw: bytes) -> None:
     assert back.encode("utf-8", "surrogateescape") == raw
     entry = Entry.make("col/" + name.replace("/", "_"), EntryType.DIR, mode=0o755)
     assert Entry.model_validate_json(entry.model_dump_json(by_alias=True, exclude_none=True)) == entry
+
+
+def test_a_tree_deeper_than_the_limit_is_refused_naming_it() -> None:
+    deep = "col/" + "/".join(["d"] * 513) + "/f"
+    with pytest.raises(UnsafeArchiveEntry, match="more than 512 directories deep"):
+        check_tree("col", [ROOT, _e(deep)])

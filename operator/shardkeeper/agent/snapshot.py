@@ -121,7 +121,9 @@ def copy_file(src: str, dst: str, st: os.stat_result) -> None:
     try:
         fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            segments = data_segments(fin, st.st_size, st.st_blocks) or [(0, st.st_size)]
+            segments = data_segments(fin, st.st_size, st.st_blocks)
+            if segments is None:  # dense; [] is a file that is all holes
+                segments = [(0, st.st_size)]
             for offset, length in segments:
                 _copy_range(fin, fout, offset, length)
             os.ftruncate(fout, st.st_size)
@@ -309,6 +311,7 @@ class _Stager:
             subdirs = []
             for base in names:
                 name = f"{directory}/{base}"
+                check_path(name, collection)  # before anything is staged: the rule's limits
                 try:
                     st = os.lstat(f"{self._src}/{name}")
                     immutable = any(fnmatch.fnmatchcase(base, p) for p in patterns)

@@ -76,6 +76,9 @@ class Entry(Model):
     ino: int | None = Field(
         default=None, ge=0, description="Files: the inode, to recognise an unchanged file."
     )
+    gen: int | None = Field(
+        default=None, description="Files: the inode's generation (a reused inode number gets another)."
+    )
     size: int = Field(default=0, ge=0, description="Files: the apparent size in bytes.")
     sha256: str | None = Field(
         default=None,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from shardkeeper.api.descriptors import EntryType
 from shardkeeper.archive.codecs import CodecChoice, compressor
-from shardkeeper.archive.sparse import data_segments, sparse_map_block
+from shardkeeper.archive.sparse import data_segments, inode_generation, sparse_map_block
 from shardkeeper.archive.tree import MODE_MASK, shown
 from shardkeeper.errors import ShardkeeperError
 from shardkeeper.storage.base import Writer
@@ -83,6 +83,8 @@ class PackedFile:
     sha256: str
     data: list[tuple[int, int]] | None
     """The data segments of a sparse file; None for a dense one."""
+    generation: int | None = None
+    """Its inode's generation (with the inode number, it tells the same file from a new one)."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ class _Prefetcher:
         self._cancelled = cancelled
         self._stop = threading.Event()
         self.digests: dict[str, str] = {}
+        self.generations: dict[str, int | None] = {}
         files = [e for e in entries if e.type is EntryType.FILE]
         self._thread = threading.Thread(
             target=self._run, args=(files, str(root), on_bytes), name="pack-prefetch", daemon=True
@@ -202,6 +205,7 @@ class _Prefetcher:
             if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
                 raise ChangedAfterSnapshot(f'"{shown(f.name)}" changed after it was frozen (size or type)')
             data = data_segments(fd, f.size, st.st_blocks)
+            self.generations[f.name] = inode_generation(fd)
             self._put(_Opened(data))
             position = 0
             for offset, length in data if data is not None else [(0, f.size)]:
@@ -375,7 +379,9 @@ def pack_chunk(
     finally:
         prefetch.close()
     files = {
-        name: PackedFile(name=name, sha256=digest, data=sparse.get(name))
+        name: PackedFile(
+            name=name, sha256=digest, data=sparse.get(name), generation=prefetch.generations.get(name)
+        )
         for name, digest in prefetch.digests.items()
     }
     return PackedChunk(

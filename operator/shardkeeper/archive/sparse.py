@@ -8,7 +8,9 @@ whole blocks) followed by the data segments only, as ``tar --sparse --format=pax
 
 from __future__ import annotations
 
+import array
 import errno
+import fcntl
 import os
 
 from shardkeeper.archive.tarstream import BLOCK
@@ -43,4 +45,19 @@ def sparse_map_block(segments: list[tuple[int, int]]) -> bytes:
     return raw + bytes(-len(raw) % BLOCK)
 
 
-__all__ = ["data_segments", "sparse_map_block"]
+#: FS_IOC_GETVERSION (_IOR('v', 1, long)): the inode's generation, which changes when a freed inode
+#: number is given to a new file (ext4, XFS, btrfs).
+_FS_IOC_GETVERSION = 0x80087601
+
+
+def inode_generation(fd: int) -> int | None:
+    """The open file's inode generation, or None where the filesystem does not tell."""
+    buf = array.array("l", [0])
+    try:
+        fcntl.ioctl(fd, _FS_IOC_GETVERSION, buf, True)
+    except OSError:
+        return None
+    return int(buf[0])
+
+
+__all__ = ["data_segments", "inode_generation", "sparse_map_block"]

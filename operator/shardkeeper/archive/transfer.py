@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -28,6 +29,7 @@ from shardkeeper.api.common import Codec
 from shardkeeper.api.descriptors import ChunkEntry, CollectionEntry, Entry, EntryType, NodeDescriptor
 from shardkeeper.archive.codecs import CodecChoice
 from shardkeeper.archive.pack import COPY_BUFFER, Cancelled, PackedChunk, SourceEntry, pack_chunk, plan_chunks
+from shardkeeper.archive.sparse import inode_generation
 from shardkeeper.archive.tree import check_tree, finish_tree
 from shardkeeper.archive.unpack import ExpectedChunk, unpack_chunk
 from shardkeeper.storage import BackgroundWriter, BackupLayout, Storage
@@ -62,8 +64,16 @@ class Reuse:
         found = self.files.get(e.name)
         if found is None or found.entry.size != e.size:
             return None
-        if e.linked and (found.entry.ino, found.entry.mtime_ns) == (e.ino, e.mtime_ns):
-            return found  # the same immutable file: not read
+        same = (found.entry.ino, found.entry.mtime_ns) == (e.ino, e.mtime_ns)
+        if e.linked and same and found.entry.gen is not None:
+            # The same immutable file, not read: the same inode (its generation changes when a
+            # deleted file's inode number is given to a new file), size and mtime.
+            fd = os.open(root / e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                if inode_generation(fd) == found.entry.gen:
+                    return found
+            finally:
+                os.close(fd)
         return found if content_sha256(root / e.name, cancelled) == found.entry.sha256 else None
 
 
@@ -230,8 +240,12 @@ def describe(
         for e in source:
             fields: dict[str, object] = {"mode": e.mode, "mtime_ns": e.mtime_ns, "uid": e.uid, "gid": e.gid}
             if e.type is EntryType.FILE:
-                content = reused[e.name].entry if e.name in reused else packed_files[e.name]
-                fields.update(size=e.size, sha256=content.sha256, data=content.data, ino=e.ino)
+                if e.name in reused:
+                    base = reused[e.name].entry
+                    fields.update(size=e.size, sha256=base.sha256, data=base.data, ino=e.ino, gen=base.gen)
+                else:
+                    f = packed_files[e.name]
+                    fields.update(size=e.size, sha256=f.sha256, data=f.data, ino=e.ino, gen=f.generation)
             entries.append(Entry.make(e.name, e.type, target=e.link, chunk=chunk_of[e.name], **fields))
         check_tree(collection, entries)
         out.append(

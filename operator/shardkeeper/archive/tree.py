@@ -35,6 +35,9 @@ from shardkeeper.errors import UnsafeArchiveEntry
 MAX_PATH_BYTES = 3072
 #: The longest symbolic link target, in bytes (PATH_MAX less the terminating NUL).
 MAX_LINK_BYTES = 4095
+#: The deepest path accepted, in directories below the collection: deeper than any database keeps,
+#: and the standard library's recursive directory functions stay within Python's recursion limit.
+MAX_DEPTH = 512
 #: Permission bits kept; setuid, setgid and sticky are never recorded nor restored.
 MODE_MASK = 0o777
 
@@ -65,6 +68,8 @@ def check_path(name: str, collection: str) -> None:
         raise UnsafeArchiveEntry(f'"{shown(name)}" is outside collection "{shown(collection)}"')
     if len(raw) > MAX_PATH_BYTES:
         raise UnsafeArchiveEntry(f'"{shown(name)[:200]}…" is longer than {MAX_PATH_BYTES} bytes')
+    if len(parts) > MAX_DEPTH + 1:
+        raise UnsafeArchiveEntry(f'"{shown(name)[:200]}…" is more than {MAX_DEPTH} directories deep')
     long = next((p for p in parts if len(p.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES), None)
     if long is not None:
         raise UnsafeArchiveEntry(f'"{shown(name)[:200]}": a name is longer than {NAME_MAX_BYTES} bytes')

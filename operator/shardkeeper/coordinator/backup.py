@@ -100,8 +100,8 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         unnamed = [f'"{d}" on node "{node}"' for node, info in sorted(infos.items()) for d in info.unnamed]
         if unnamed and not spec.include:
             self._fail(
-                f"cannot back up every collection: {', '.join(unnamed)} cannot be collections (a directory "
-                "name must be valid UTF-8 and at most 255 bytes); rename them, move them out of the data "
+                f"cannot back up every collection: not a collection: {', '.join(unnamed)} (a directory "
+                "name must be valid UTF-8 and at most 255 bytes); rename it, move it out of the data "
                 "root, or name the collections to back up in spec.include",
                 reason="InvalidSpec",
             )
