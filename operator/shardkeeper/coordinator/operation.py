@@ -250,12 +250,14 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             message = f"{where}: unexpected error while reconciling: {type(exc).__name__}: {exc}"
             reason = "ReconcileError"
         self.log.error("operation.tick_failed", reason=reason, exc_info=exc)
-        if st.phase is not None and not st.phase.terminal and st.nodes:
+        running = st.phase is not None and not st.phase.terminal and bool(st.nodes)
+        self._finish(Phase.FAILED, message[:4000], reason=reason)
+        if running:  # FAILED on record first, then the nodes hear the abort
             try:
+                await self._publish()
                 await self._abort_all(f"aborted: {message}")
             except Exception as abort_exc:
                 self.log.warning("operation.abort_not_delivered", error=repr(abort_exc))
-        self._finish(Phase.FAILED, message[:4000], reason=reason)
 
     def _backend_trouble(self, exc: TransientStorageError) -> None:
         """The backend did not answer this tick. Try again next tick, within a deadline."""
@@ -320,8 +322,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             else:
                 raise answer
         if refusal is not None:
-            await self._abort_all(f"aborted: {refusal}", nodes, silent=self._silent)
-            self._requeue_or_fail(refusal)
+            await self._requeue_or_fail(refusal, nodes)
         self._event("Normal", "Preparing", f"asked {len(nodes)} nodes to prepare {st.collections}")
         await self._publish()
         await self._advance({ep.name: ep for ep in nodes})
@@ -355,16 +356,26 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             )
         raise Stop
 
-    def _requeue_or_fail(self, refusal: AgentError) -> None:
+    async def _requeue_or_fail(self, refusal: AgentError, nodes: list[NodeEndpoint]) -> None:
         """A node busy with another Backup/Restore of this cluster means: not our turn after all
-        (the queue index lagged). Anything else that refuses is a failure."""
+        (the queue index lagged). Anything else that refuses is a failure, on record before the
+        other nodes hear the abort. Either way every node is aborted; always raises ``Stop``."""
         known = {p.uid for p in self.obj.peers}
         if isinstance(refusal, AgentRefused) and refusal.holder_uid in known:
+            await self._abort_all(f"aborted: {refusal}", nodes, silent=self._silent)
             st = self.status
             st.phase, st.nodes, st.started_at = Phase.QUEUED, {}, None
-            self._message = f"a node is busy with another operation of this cluster: {refusal}"
+            holder = next(p for p in self.obj.peers if p.uid == refusal.holder_uid)
+            # Kept while it waits (like the message of _wait_for_turn), so it names whom it waits for.
+            self._message = (
+                f'waiting for {holder} to finish on cluster "{self.op_spec.cluster}" '
+                f"(a node was busy with it: {refusal})"
+            )
             raise Stop
-        self._fail(str(refusal), reason="PrepareRefused")
+        self._finish(Phase.FAILED, str(refusal), reason="PrepareRefused")
+        await self._publish()
+        await self._abort_all(f"aborted: {refusal}", nodes, silent=self._silent)
+        raise Stop
 
     async def _ready_cluster(self) -> ClusterView:
         """Every pod of the cluster Ready, and every agent answering; waits (within a deadline) if not."""
