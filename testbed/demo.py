@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -43,7 +44,15 @@ def tree(root: Path) -> None:
             print(f"  {path.stat().st_size:>10,d}  {path.relative_to(root.parent)}")
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> int:
+    # SIGTERM (a process manager, `kill`) and SIGINT (Ctrl-C; a shell starts background jobs with it
+    # ignored) both stop the demo through its cleanup: control plane, pods' processes, operator.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", default=str(REPO / ".demo"))
     parser.add_argument("--keep", action="store_true", help="leave everything running until Ctrl-C")
@@ -58,11 +67,12 @@ def main() -> int:
     backups.mkdir()
     backend = {"BACKUP_FILESYSTEM_PATH": str(backups)}
 
-    say("starting a local control plane (etcd + kube-apiserver, RBAC on) and applying the CRDs")
-    cp = ControlPlane(work / "control-plane").start()
+    cp = ControlPlane(work / "control-plane")
     clusters: list[SampleCluster] = []
     operator: OperatorProcess | None = None
     try:
+        say("starting a local control plane (etcd + kube-apiserver, RBAC on) and applying the CRDs")
+        cp.start()
         say("creating StatefulSet 'sampledb': 3 pods, each with the sample database and a shardkeeper agent")
         cluster = SampleCluster(
             cp, namespace=NAMESPACE, root=work / "nodes", token_file=token, agent_env=backend
@@ -142,6 +152,9 @@ def main() -> int:
     except (KeyboardInterrupt, subprocess.CalledProcessError):
         return 130
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the cleanup short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        say("stopping everything")
         if operator:
             operator.stop()
         for each in clusters:

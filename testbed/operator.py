@@ -38,6 +38,8 @@ class OperatorProcess:
     identity: tuple[str, str] | None = None
     proc: object | None = None
     starts: int = 0
+    metrics_port: int = 0
+    """Where this process serves /metrics (a free port, chosen at each start)."""
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +57,7 @@ class OperatorProcess:
 
     def start(self, *, extra_args: list[str] | None = None) -> OperatorProcess:
         port = free_port()
+        self.metrics_port = free_port()
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
@@ -62,6 +65,8 @@ class OperatorProcess:
             "SHARDKEEPER_AGENT_TOKEN_FILE": str(self.token_file),
             "SHARDKEEPER_TICK_SECONDS": str(self.tick_seconds),
             **self.env,
+            # Always a free port, also under the chart's environment (8471): tests run side by side.
+            "SHARDKEEPER_METRICS_PORT": str(self.metrics_port),
         }
         argv = [
             sys.executable,

@@ -82,6 +82,8 @@ class SampleDb:
         self.fail_next_prepare = False
         #: Test switch: how long a prepare waits before it holds writes (a slow node).
         self.prepare_delay = 0.0
+        #: Test switch: how long loading restored collections takes (a restore stays FINALIZING).
+        self.restored_delay = 0.0
         self.pauses_ms: list[float] = []
         #: What each prepare listed (path -> size), so tests can check the backup holds exactly that.
         self.prepared: dict[str, dict[str, int]] = {}
@@ -331,9 +333,16 @@ def make_app(db: SampleDb) -> web.Application:
         db.release((await request.json())["id"])
         return web.json_response({"ok": True})
 
+    @routes.post("/debug/restored-delay")
+    async def restored_delay(request: web.Request) -> web.Response:
+        db.restored_delay = float((await request.json())["seconds"])
+        return web.json_response({"ok": True})
+
     @routes.post("/hook/restored")
     async def hook_restored(request: web.Request) -> web.Response:
         body = await request.json()
+        if db.restored_delay:
+            await asyncio.sleep(db.restored_delay)
         await asyncio.to_thread(db.restored, list(body["collections"]))
         return web.json_response({"ok": True})
 

@@ -6,6 +6,7 @@ product's unpack code, so a test that passes through it proves that a plain read
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -37,31 +38,46 @@ def _decompress(codec: str, data: bytes) -> bytes:
     return data
 
 
+def _entry_path(entry: dict[str, Any]) -> str:
+    if "path" in entry:
+        return str(entry["path"])
+    return base64.b64decode(entry["pathB64"]).decode("utf-8", "surrogateescape")
+
+
 def read_backup(root: Path) -> tuple[dict[str, Any], dict[str, NodeBackup]]:
-    """Reads and verifies every chunk and file checksum of the backup at ``root`` (= <path>/<id>)."""
+    """Reads and verifies every chunk and file checksum of the backup at ``root`` (= <path>/<id>).
+    Regular files only (format 2 entries of type file, or format 1 files); sparse files come back
+    whole (tarfile reads GNU sparse 1.0)."""
     global_descriptor = json.loads((root / "backup_config.json").read_text())
     nodes: dict[str, NodeBackup] = {}
     for node in global_descriptor["nodes"]:
         descriptor = json.loads((root / node / "backup.json").read_text())
         files: dict[str, bytes] = {}
         for collection in descriptor["collections"]:
+            by_chunk: dict[int, dict[str, bytes]] = {}
             for chunk in collection["chunks"]:
-                stored = (root / node / chunk["key"]).read_bytes()
+                holder = root.parent / chunk["backup"] if chunk.get("backup") else root  # incremental
+                stored = (holder / node / chunk["key"]).read_bytes()
                 assert hashlib.sha256(stored).hexdigest() == chunk["sha256"], f"chunk {chunk['key']} checksum"
                 assert len(stored) == chunk["size"]
                 raw = _decompress(descriptor["codec"], stored)
                 assert len(raw) == chunk["rawSize"]
-                with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+                members = by_chunk.setdefault(chunk["n"], {})
+                with tarfile.open(fileobj=io.BytesIO(raw), mode="r:", errors="surrogateescape") as tar:
                     for member in tar.getmembers():
-                        extracted = tar.extractfile(member)
-                        assert extracted is not None
-                        files[member.name] = extracted.read()
-            for entry in collection["files"]:
-                content = files[entry["path"]]
-                assert len(content) == entry["size"], entry["path"]
-                assert hashlib.sha256(content).hexdigest() == entry["sha256"], (
-                    f"file {entry['path']} checksum"
-                )
+                        if member.isreg():
+                            extracted = tar.extractfile(member)
+                            assert extracted is not None
+                            members[member.name] = extracted.read()
+            listed = collection.get("entries") or [{**f, "type": "file"} for f in collection["files"]]
+            for entry in listed:
+                if entry["type"] != "file":
+                    continue
+                path = _entry_path(entry)
+                content = by_chunk[entry["chunk"]][path]  # from the chunk the descriptor names
+                assert len(content) == entry["size"], path
+                assert hashlib.sha256(content).hexdigest() == entry["sha256"], f"file {path} checksum"
+                files[path] = content
         nodes[node] = NodeBackup(node=node, descriptor=descriptor, files=files)
     return global_descriptor, nodes
 

@@ -31,6 +31,10 @@ def _operator(args: argparse.Namespace) -> int:
         progress_interval_seconds=float(os.environ.get("SHARDKEEPER_PROGRESS_INTERVAL_SECONDS", 5.0)),
     )
     load_kube_config()
+    if args.metrics_port:
+        from shardkeeper.coordinator import metrics
+
+        metrics.serve(args.metrics_port)
     registry = kopf.OperatorRegistry()
     ctx = OperatorContext(settings)
     handlers.register(registry, ctx)
@@ -47,7 +51,7 @@ def _operator(args: argparse.Namespace) -> int:
 
 def _agent(args: argparse.Namespace) -> int:
     from shardkeeper.agent.app import run
-    from shardkeeper.agent.settings import AgentSettings, read_token
+    from shardkeeper.agent.settings import AgentSettings, immutable_patterns, read_token
 
     host, _, port = args.listen.rpartition(":")
     node = args.node or os.environ.get("POD_NAME")
@@ -64,6 +68,7 @@ def _agent(args: argparse.Namespace) -> int:
             host=host or "0.0.0.0",  # noqa: S104
             port=int(port),
             hook_url=args.hook_url or os.environ.get("SHARDKEEPER_HOOK_URL") or None,
+            immutable_patterns=immutable_patterns(),
             max_bytes_per_second=int(os.environ.get("SHARDKEEPER_MAX_BYTES_PER_SECOND", 0)) or None,
             capacity_bytes=int(os.environ["SHARDKEEPER_DATA_CAPACITY_BYTES"])
             if os.environ.get("SHARDKEEPER_DATA_CAPACITY_BYTES")
@@ -190,6 +195,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=float(os.environ.get("SHARDKEEPER_AGENT_UNREACHABLE_SECONDS", 60.0)),
     )
+    op.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("SHARDKEEPER_METRICS_PORT", 8471)),
+        help="serve Prometheus metrics at :PORT/metrics (default 8471; 0: off)",
+    )
     op.set_defaults(func=_operator)
 
     ag = sub.add_parser("agent", help="run a node agent (a sidecar next to the database)")
@@ -223,6 +234,9 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--from-path")
     cp.add_argument("--to-path")
     cp.set_defaults(func=_backups_copy)
+    from shardkeeper import cli_backups
+
+    cli_backups.add_commands(bsub, sub, backends)
 
     cr = sub.add_parser("crds", help="print (or --write DIR) the CustomResourceDefinitions")
     cr.add_argument("--write", metavar="DIR", action="append", help="write the files here (repeatable)")

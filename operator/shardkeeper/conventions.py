@@ -10,6 +10,8 @@ BACKUP_KIND: Final = "Backup"
 BACKUP_PLURAL: Final = "backups"
 RESTORE_KIND: Final = "Restore"
 RESTORE_PLURAL: Final = "restores"
+SCHEDULE_KIND: Final = "BackupSchedule"
+SCHEDULE_PLURAL: Final = "backupschedules"
 
 FINALIZER: Final = f"{GROUP}/finalizer"
 
@@ -22,7 +24,11 @@ AGENT_DEFAULT_PORT: Final = 8470
 AGENT_STATE_DIR: Final = ".shardkeeper"
 
 #: Format version of the descriptors this code writes; readers refuse versions they do not know.
-DESCRIPTOR_FORMAT_VERSION: Final = 1
+#: 2: trees (directories, symbolic and hard links, sparse files, names as bytes, mtimes in ns).
+#: 3: an incremental backup, whose chunks may live in other backups (written only when one does).
+DESCRIPTOR_FORMAT_VERSION: Final = 2
+INCREMENTAL_FORMAT_VERSION: Final = 3
+READABLE_FORMAT_VERSIONS: Final = frozenset({1, 2, 3})
 GLOBAL_DESCRIPTOR: Final = "backup_config.json"
 RESTORE_DESCRIPTOR: Final = "restore_config.json"
 NODE_DESCRIPTOR: Final = "backup.json"

@@ -73,7 +73,12 @@ class IntegrityError(ShardkeeperError):
 
 
 class UnsafeArchiveEntry(ShardkeeperError):
-    """An archive entry would be written outside its target directory."""
+    """An entry that no restore may write: outside its target, through a link, of a type or with a
+    name that is never restored. The backup refuses it first, naming the path."""
+
+
+class CorruptDescriptor(IntegrityError):
+    """A descriptor read from the backend is not JSON, or not of the shape its format says."""
 
 
 class UnknownFormatVersion(SpecError):

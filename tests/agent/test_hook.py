@@ -111,7 +111,9 @@ async def test_cluster_consistency_holds_until_release(setup) -> None:  # type: 
     assert hook.calls.count("release") == 1  # the hold ended once
 
 
-async def test_node_consistency_releases_right_after_freezing(setup) -> None:  # type: ignore[no-untyped-def]
+async def test_node_consistency_releases_right_after_freezing(  # type: ignore[no-untyped-def]
+    setup, capsys: pytest.CaptureFixture[str]
+) -> None:
     client, hook = setup
     await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
     for _ in range(100):
@@ -122,3 +124,8 @@ async def test_node_consistency_releases_right_after_freezing(setup) -> None:  #
     assert status["held"] is False and not hook.holding
     assert hook.calls == ["prepare-start", "prepare-done", "release"]
     await client.post("/v1/operations/b1/abort", json={}, headers=AUTH)
+    lines = capsys.readouterr().out.splitlines()
+    released = [line for line in lines if "snapshot.released" in line]
+    assert released and all("node=n0" in line for line in released)
+    phases = [line for line in lines if "operation.phase" in line]
+    assert phases and not [line for line in phases if "error=None" in line]

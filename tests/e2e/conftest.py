@@ -156,6 +156,10 @@ class Env:
             "operation" not in self.agent(i, "GET", "/v1/node").json() for i in range(len(self.cluster.nodes))
         )
 
+    def backups_descriptor(self, backup_id: str) -> dict[str, Any]:
+        """The global descriptor of a backup in the filesystem backend."""
+        return json.loads((self.backups / backup_id / "backup_config.json").read_text())  # type: ignore[no-any-return]
+
     def stored(self, backup_id: str) -> list[str]:
         root = self.backups / backup_id
         return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())

@@ -201,14 +201,18 @@ def test_a_corrupted_chunk_fails_the_restore_and_nothing_becomes_visible(env: En
     target = env.make_cluster(namespace=ns)
     env.start_operator()
     _backup(env)
-    chunk = env.backups / "nightly" / "sampledb-2" / "vectors" / "chunk-1"
+    descriptor = json.loads((env.backups / "nightly" / "sampledb-2" / "backup.json").read_text())
+    key = next(c for c in descriptor["collections"] if c["name"] == "vectors")["chunks"][0]["key"]
+    chunk = env.backups / "nightly" / "sampledb-2" / key
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0x01
     chunk.write_bytes(bytes(data))
 
     error = _refused(env, target, "corrupt", ns, "NodeFailed")
     assert error.startswith('node "sampledb-2": ')
-    assert "vectors/chunk-1" in error and ("checksum" in error or "sha256" in error or "decompress" in error)
+    assert f"sampledb-2/{key}" in error and (
+        "checksum" in error or "sha256" in error or "decompress" in error
+    )
     op = f"/v1/operations/restore-{env.get('restore', 'corrupt', ns)['metadata']['uid']}"
     for i in (0, 1):  # the healthy nodes had verified (or were verifying) their data, and threw it away
         assert env.agent(i, "GET", op, cluster=target).json()["phase"] == "CANCELED"
@@ -232,33 +236,36 @@ def test_an_archive_entry_escaping_staging_is_refused(env: Env, tmp_path: Path) 
         tar.addfile(info, io.BytesIO(evil))
     stored = raw.getvalue()
     node_dir = env.backups / "nightly" / "sampledb-0"
-    (node_dir / "users" / "chunk-1").write_bytes(stored)
+    (node_dir / "chunk-99").write_bytes(stored)
     descriptor = json.loads((node_dir / "backup.json").read_text())
     descriptor["codec"] = "none"
     users = next(c for c in descriptor["collections"] if c["name"] == "users")
     users["chunks"] = [
         {
             "n": 1,
-            "key": "users/chunk-1",
+            "key": "chunk-99",
             "sha256": hashlib.sha256(stored).hexdigest(),
             "size": len(stored),
             "rawSize": len(stored),
             "files": 1,
         }
     ]
-    users["files"] = [
+    users["entries"] = [
+        {"path": "users", "type": "dir", "mode": 0o755, "chunk": 1},
         {
             "path": "users/../../../../escaped",
+            "type": "file",
             "size": len(evil),
             "sha256": hashlib.sha256(evil).hexdigest(),
             "mode": 0o644,
             "chunk": 1,
-        }
+        },
     ]
     (node_dir / "backup.json").write_text(json.dumps(descriptor))
 
     error = _refused(env, target, "escape", ns, "NodeFailed")
-    assert 'node "sampledb-0"' in error and "outside the staging area" in error
+    # The descriptor is checked by the backup's own rule before a byte is downloaded.
+    assert 'node "sampledb-0"' in error and "would be written outside the collection" in error
     assert not list(env.root.rglob("escaped"))
 
 

@@ -14,13 +14,20 @@ import pytest
 import zstandard
 
 from shardkeeper.api.common import Codec, CompressionLevel
+from shardkeeper.api.descriptors import EntryType
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-from shardkeeper.archive.pack import Cancelled, SourceFile, pack_chunk, plan_chunks
+from shardkeeper.archive.pack import Cancelled, ChangedAfterSnapshot, SourceEntry, pack_chunk, plan_chunks
 from shardkeeper.storage.filesystem import FilesystemStorage
 
+MTIME_NS = 1_700_000_000_123_456_789
 
-def _files(*sizes: int) -> list[SourceFile]:
-    return [SourceFile(path=f"c/f{i}", size=s, mode=0o644, mtime=0) for i, s in enumerate(sizes)]
+
+def _file(path: str, size: int, mode: int = 0o644, mtime_ns: int = 0) -> SourceEntry:
+    return SourceEntry(name=path, type=EntryType.FILE, mode=mode, mtime_ns=mtime_ns, size=size)
+
+
+def _files(*sizes: int) -> list[SourceEntry]:
+    return [_file(f"c/f{i}", s) for i, s in enumerate(sizes)]
 
 
 def test_plan_groups_small_files_and_isolates_big_ones() -> None:
@@ -28,11 +35,18 @@ def test_plan_groups_small_files_and_isolates_big_ones() -> None:
     assert [[f.size for f in c] for c in chunks] == [[10, 20, 30], [100], [5], [60], [50]]
 
 
+def test_plan_never_makes_a_chunk_of_directories_alone() -> None:
+    root = SourceEntry(name="c", type=EntryType.DIR, mode=0o755, mtime_ns=0)
+    sub = SourceEntry(name="c/d", type=EntryType.DIR, mode=0o755, mtime_ns=0)
+    chunks = plan_chunks([root, sub, _file("c/d/big", 100), _file("c/d/small", 10)], target_bytes=64)
+    assert [[e.name for e in c] for c in chunks] == [["c", "c/d", "c/d/big"], ["c/d/small"]]
+
+
 def test_plan_of_nothing_is_nothing() -> None:
     assert plan_chunks([], target_bytes=64) == []
 
 
-def _source(tmp_path: Path) -> list[SourceFile]:
+def _source(tmp_path: Path) -> list[SourceEntry]:
     root = tmp_path / "data"
     (root / "col" / "sub").mkdir(parents=True)
     contents = {
@@ -43,7 +57,7 @@ def _source(tmp_path: Path) -> list[SourceFile]:
     files = []
     for rel, data in contents.items():
         (root / rel).write_bytes(data)
-        files.append(SourceFile(path=rel, size=len(data), mode=0o640, mtime=1_700_000_000))
+        files.append(_file(rel, len(data), 0o640, MTIME_NS))
     return files
 
 
@@ -54,6 +68,7 @@ def _unpack(codec: Codec, stored: bytes) -> dict[str, bytes]:
         Codec.NONE: lambda b: b,
     }[codec](stored)
     with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        assert all(abs(m.mtime - MTIME_NS / 1e9) < 1e-6 for m in tar.getmembers())
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
 
 
@@ -69,17 +84,18 @@ def test_every_level_round_trips_with_a_plain_reader(tmp_path: Path, level: Comp
             root=tmp_path / "data",
             writer=writer,
             choice=choice,
-            on_bytes=read.append,
+            on_bytes=lambda _logical, n: read.append(n),
             cancelled=threading.Event(),
         )
     stored = storage.get_bytes("chunk-1")
     assert packed.sha256 == hashlib.sha256(stored).hexdigest() and packed.size == len(stored)
     assert sum(read) == sum(f.size for f in files)
     out = _unpack(choice.codec, stored)
-    for f, p in zip(files, packed.files, strict=True):
-        content = (tmp_path / "data" / f.path).read_bytes()
-        assert out[f.path] == content
-        assert p.sha256 == hashlib.sha256(content).hexdigest() and p.size == f.size and p.mode == 0o640
+    for f in files:
+        content = (tmp_path / "data" / f.name).read_bytes()
+        assert out[f.name] == content
+        assert packed.files[f.name].sha256 == hashlib.sha256(content).hexdigest()
+        assert packed.files[f.name].data is None
     if choice.codec is not Codec.NONE:
         assert packed.size < packed.raw_size
 
@@ -95,7 +111,7 @@ def test_cancelling_stops_the_chunk_and_leaves_no_object(tmp_path: Path) -> None
             root=tmp_path / "data",
             writer=writer,
             choice=CODEC_FOR_LEVEL[CompressionLevel.DEFAULT],
-            on_bytes=lambda n: None,
+            on_bytes=lambda _l, _n: None,
             cancelled=cancelled,
         )
     assert storage.list("") == []
@@ -104,15 +120,18 @@ def test_cancelling_stops_the_chunk_and_leaves_no_object(tmp_path: Path) -> None
 
 def test_a_file_that_shrank_fails_the_chunk(tmp_path: Path) -> None:
     files = _source(tmp_path)
-    (tmp_path / "data" / files[0].path).write_bytes(b"short")
+    (tmp_path / "data" / files[0].name).write_bytes(b"short")
     storage = FilesystemStorage(root=tmp_path / "store")
-    with pytest.raises(OSError, match="unexpected end of data"), storage.writer("chunk-1") as writer:
+    with (
+        pytest.raises(ChangedAfterSnapshot, match="changed after it was frozen"),
+        storage.writer("chunk-1") as writer,
+    ):
         pack_chunk(
             files,
             root=tmp_path / "data",
             writer=writer,
             choice=CODEC_FOR_LEVEL[CompressionLevel.NONE],
-            on_bytes=lambda n: None,
+            on_bytes=lambda _l, _n: None,
             cancelled=threading.Event(),
         )
     assert storage.list("") == []

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shardkeeper.coordinator.selection import resolve
 from shardkeeper.errors import SpecError
@@ -48,3 +50,21 @@ def test_mistakes_name_the_field_and_list_what_exists(
 def test_empty_cluster_is_an_error() -> None:
     with pytest.raises(SpecError, match="no collections to back up"):
         resolve([], include=None, exclude=None)
+
+
+def test_only_star_and_question_mark_are_wildcards() -> None:
+    names = ["logs[2026]", "logs2", "my coll", "données", "-dash", "a.b"]
+    assert resolve(names, include=["logs[2026]"], exclude=None) == ["logs[2026]"]
+    assert resolve(names, include=["my coll", "donn?es", "-*"], exclude=None) == [
+        "-dash",
+        "données",
+        "my coll",
+    ]
+    assert resolve(names, include=["a.b"], exclude=None) == ["a.b"]
+    with pytest.raises(SpecError, match=r'collection "a\.c" matches no collection'):
+        resolve(names, include=["a.c"], exclude=None)
+
+
+@given(st.text(min_size=1, max_size=30).filter(lambda s: "*" not in s and "?" not in s))
+def test_a_name_without_wildcards_selects_exactly_itself(name: str) -> None:
+    assert resolve([name, name + "x", "x" + name], include=[name], exclude=None) == [name]

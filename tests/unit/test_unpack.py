@@ -8,17 +8,20 @@ import os
 import tarfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shardkeeper.api.common import Codec, CompressionLevel
+from shardkeeper.api.descriptors import Entry, EntryType
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL, compressor
-from shardkeeper.archive.pack import SourceFile, pack_chunk
-from shardkeeper.archive.unpack import ExpectedChunk, ExpectedFile, unpack_chunk
+from shardkeeper.archive.pack import SourceEntry, pack_chunk
+from shardkeeper.archive.unpack import ExpectedChunk, unpack_chunk
 from shardkeeper.errors import IntegrityError, UnsafeArchiveEntry
 from shardkeeper.storage.filesystem import FilesystemStorage
 
 CONTENT = {"col/a.sst": os.urandom(200_000), "col/sub/b.json": b'{"k": 1}\n' * 30_000, "col/empty": b""}
+MTIME_NS = 1_700_000_000_500_000_000
 
 
 def _packed(tmp_path: Path, level: CompressionLevel) -> tuple[FilesystemStorage, ExpectedChunk]:
@@ -27,7 +30,9 @@ def _packed(tmp_path: Path, level: CompressionLevel) -> tuple[FilesystemStorage,
     for rel, data in CONTENT.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_bytes(data)
-        files.append(SourceFile(rel, len(data), 0o640, 1_700_000_000))
+        files.append(
+            SourceEntry(name=rel, type=EntryType.FILE, mode=0o640, mtime_ns=MTIME_NS, size=len(data))
+        )
     store = FilesystemStorage(root=tmp_path / "store")
     with store.writer("chunk") as w:
         packed = pack_chunk(
@@ -35,16 +40,22 @@ def _packed(tmp_path: Path, level: CompressionLevel) -> tuple[FilesystemStorage,
             root=src,
             writer=w,
             choice=CODEC_FOR_LEVEL[level],
-            on_bytes=lambda n: None,
+            on_bytes=lambda _l, _n: None,
             cancelled=threading.Event(),
         )
-    expected = ExpectedChunk(
-        key="col/chunk-1",
-        sha256=packed.sha256,
-        size=packed.size,
-        files={f.path: ExpectedFile(f.path, f.size, f.sha256, f.mode) for f in packed.files},
-    )
-    return store, expected
+    entries = {
+        f.name: Entry.make(
+            f.name,
+            EntryType.FILE,
+            size=f.size,
+            sha256=packed.files[f.name].sha256,
+            mode=f.mode,
+            mtime_ns=f.mtime_ns,
+            chunk=1,
+        )
+        for f in files
+    }
+    return store, ExpectedChunk(key="chunk-1", sha256=packed.sha256, size=packed.size, entries=entries)
 
 
 def _unpack(
@@ -56,7 +67,7 @@ def _unpack(
             codec=codec,
             chunk=chunk,
             target=target,
-            allowed_roots={"col"},
+            collection="col",
             on_bytes=lambda n: None,
             cancelled=threading.Event(),
         )
@@ -72,14 +83,14 @@ def test_round_trip(tmp_path: Path, level: CompressionLevel) -> None:
     for rel, data in CONTENT.items():
         assert (target / rel).read_bytes() == data
         assert (target / rel).stat().st_mode & 0o777 == 0o640
-        assert int((target / rel).stat().st_mtime) == 1_700_000_000
+        assert (target / rel).stat().st_mtime_ns == MTIME_NS
 
 
 def test_a_flipped_byte_fails_the_checksum(tmp_path: Path) -> None:
     store, chunk = _packed(tmp_path, CompressionLevel.NONE)
     path = tmp_path / "store" / "chunk"
     data = bytearray(path.read_bytes())
-    data[600] ^= 0xFF  # inside the first file's content
+    data[1600] ^= 0xFF  # inside the first file's content
     path.write_bytes(bytes(data))
     target = tmp_path / "staging"
     target.mkdir()
@@ -100,23 +111,46 @@ def test_corrupted_compressed_data_is_an_integrity_error(tmp_path: Path) -> None
         _unpack(store, "chunk", chunk, target, Codec.GZIP)
 
 
-def _crafted(tmp_path: Path, build) -> tuple[FilesystemStorage, ExpectedChunk]:  # type: ignore[no-untyped-def]
+def test_a_decompression_bomb_stays_in_bounded_memory(tmp_path: Path) -> None:
+    """Some KB of zstd that expand to 2 GiB are read in bounded pieces, then refused."""
+    import resource
+
+    import zstandard
+
+    frame, zeros = zstandard.ZstdCompressor(level=3).compressobj(), bytes(64 << 20)
+    bomb = b"".join(frame.compress(zeros) for _ in range(32)) + frame.flush()  # one frame of 2 GiB
+    store = FilesystemStorage(root=tmp_path / "store")
+    store.put_bytes("chunk", bomb)
+    chunk = ExpectedChunk("chunk-1", "0" * 64, len(bomb), {})
+    target = tmp_path / "staging"
+    target.mkdir()
+    with pytest.raises(IntegrityError, match="checksum mismatch"):
+        _unpack(store, "chunk", chunk, target, Codec.ZSTD)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 1_000_000  # KiB: far below 2 GiB
+
+
+def _crafted(tmp_path: Path, build: Any, entries: list[Entry]) -> tuple[FilesystemStorage, ExpectedChunk]:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         build(tar)
     comp = compressor(CODEC_FOR_LEVEL[CompressionLevel.DEFAULT])
-    stored = comp.compress(raw.getvalue()) + comp.flush()
+    stored = bytes(comp.compress(raw.getvalue())) + comp.flush()
     store = FilesystemStorage(root=tmp_path / "store")
-    store.put_bytes("chunk", bytes(stored))
-    evil = b"pwned"
-    files = {
-        name: ExpectedFile(name, len(evil), hashlib.sha256(evil).hexdigest(), 0o644)
-        for name in ("col/ok", "../escape", "/etc/evil", "col/../../escape", "col/link")
-    }
-    return store, ExpectedChunk("col/chunk-1", hashlib.sha256(stored).hexdigest(), len(stored), files)
+    store.put_bytes("chunk", stored)
+    listed = {e.name: e for e in entries}
+    return store, ExpectedChunk("chunk-1", hashlib.sha256(stored).hexdigest(), len(stored), listed)
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes = b"pwned", **attrs: object) -> None:
+EVIL = b"pwned"
+
+
+def _file_entry(name: str) -> Entry:
+    return Entry.make(
+        name, EntryType.FILE, size=len(EVIL), sha256=hashlib.sha256(EVIL).hexdigest(), mode=0o644, chunk=1
+    )
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes = EVIL, **attrs: object) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     for key, value in attrs.items():
@@ -130,25 +164,59 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes = b"pwned", **attrs: objec
         {"name": "../escape"},
         {"name": "/etc/evil"},
         {"name": "col/../../escape"},
-        {"name": "col/link", "type": tarfile.SYMTYPE, "linkname": "/etc/passwd", "data": b""},
-        {"name": "col/link", "type": tarfile.LNKTYPE, "linkname": "../../outside", "data": b""},
+        {"name": "other/file"},
+        {"name": "col/dev", "type": tarfile.CHRTYPE, "data": b""},
+        {"name": "col/fifo", "type": tarfile.FIFOTYPE, "data": b""},
     ],
 )
-def test_entries_that_would_escape_are_refused(tmp_path: Path, entry: dict[str, object]) -> None:
+def test_entries_that_would_escape_or_are_never_restored_are_refused(
+    tmp_path: Path, entry: dict[str, Any]
+) -> None:
     name = str(entry.pop("name"))
-    data = entry.pop("data", b"pwned")
-    store, chunk = _crafted(tmp_path, lambda tar: (_add(tar, "col/ok"), _add(tar, name, data, **entry)))  # type: ignore[arg-type]
+    data = entry.pop("data", EVIL)
+    store, chunk = _crafted(
+        tmp_path, lambda tar: (_add(tar, "col/ok"), _add(tar, name, data, **entry)), [_file_entry("col/ok")]
+    )
     target = tmp_path / "deep" / "staging"
     target.mkdir(parents=True)
     with pytest.raises(UnsafeArchiveEntry):
         _unpack(store, "chunk", chunk, target, Codec.GZIP)
     assert not (tmp_path / "deep" / "escape").exists() and not (tmp_path / "escape").exists()
+
+
+def test_a_link_the_descriptor_does_not_say_is_refused(tmp_path: Path) -> None:
+    listed = Entry.make("col/link", EntryType.SYMLINK, target="000001.sst", mode=0o777, chunk=1)
+    store, chunk = _crafted(
+        tmp_path,
+        lambda tar: _add(tar, "col/link", b"", type=tarfile.SYMTYPE, linkname="/etc/passwd"),
+        [listed],
+    )
+    target = tmp_path / "staging"
+    target.mkdir()
+    with pytest.raises(IntegrityError, match="links elsewhere"):
+        _unpack(store, "chunk", chunk, target, Codec.GZIP)
     assert not (target / "col" / "link").exists()
 
 
 def test_entries_the_descriptor_does_not_list_are_refused(tmp_path: Path) -> None:
-    store, chunk = _crafted(tmp_path, lambda tar: _add(tar, "col/unlisted"))
+    store, chunk = _crafted(tmp_path, lambda tar: _add(tar, "col/unlisted"), [])
     target = tmp_path / "staging"
     target.mkdir()
     with pytest.raises(IntegrityError, match="not in the node descriptor"):
         _unpack(store, "chunk", chunk, target, Codec.GZIP)
+
+
+def test_a_setuid_mode_in_a_descriptor_is_never_restored(tmp_path: Path) -> None:
+    entry = Entry.make(
+        "col/ok",
+        EntryType.FILE,
+        size=len(EVIL),
+        sha256=hashlib.sha256(EVIL).hexdigest(),
+        mode=0o6755,
+        chunk=1,
+    )
+    store, chunk = _crafted(tmp_path, lambda tar: _add(tar, "col/ok", mode=0o6755), [entry])
+    target = tmp_path / "staging"
+    target.mkdir()
+    _unpack(store, "chunk", chunk, target, Codec.GZIP)
+    assert (target / "col" / "ok").stat().st_mode & 0o7777 == 0o755

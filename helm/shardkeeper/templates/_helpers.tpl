@@ -146,11 +146,16 @@ no permissions: the agent never talks to the API server.
          {{- with .hookUrl }}, "--hook-url", {{ . | quote }}{{ end }}]
   ports:
     - {name: shardkeeper, containerPort: {{ $v.agent.port }}, protocol: TCP}
+    {{- if $v.metrics.port }}
+    - {name: sk-metrics, containerPort: {{ $v.metrics.port }}, protocol: TCP}
+    {{- end }}
   env:
     - name: POD_NAME
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    - {name: SHARDKEEPER_METRICS_PORT, value: {{ $v.metrics.port | toString | quote }}}
     - {name: SHARDKEEPER_AGENT_TOKEN_FILE, value: /var/run/shardkeeper/token}
     - {name: SHARDKEEPER_LOG_JSON, value: "1"}
+    - {name: SHARDKEEPER_IMMUTABLE_PATTERNS, value: {{ join "," $v.agent.immutablePatterns | quote }}}
     {{- with include "shardkeeper.backendEnv" $v | trim }}{{ . | nindent 4 }}{{ end }}
   envFrom:
     {{- include "shardkeeper.backendEnvFrom" $v | nindent 4 }}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import shutil
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -13,12 +14,14 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shardkeeper import conventions as c
+from shardkeeper.agent import metrics
 from shardkeeper.agent.backup import BackupJob
 from shardkeeper.agent.hook import WorkloadHook
+from shardkeeper.agent.journal import take_back_journaled
 from shardkeeper.agent.operations import Job, OperationConflict, Registry
-from shardkeeper.agent.restore import RestoreJob
+from shardkeeper.agent.restore import RestoreJob, remove_tree
 from shardkeeper.agent.settings import AgentSettings
-from shardkeeper.agent.snapshot import local_collections
+from shardkeeper.agent.snapshot import local_collections, unnamable_directories
 from shardkeeper.api.agent import AbortRequest, ErrorBody, NodeInfo, NodePhase, Prepare, PrepareRestore
 from shardkeeper.errors import InvalidRequest, ShardkeeperError, UnknownOperation
 from shardkeeper.storage import open_storage
@@ -95,6 +98,7 @@ async def _node(request: web.Request) -> web.Response:
         NodeInfo(
             node=settings.node,
             collections=local_collections(settings.data_root, c.AGENT_STATE_DIR),
+            unnamed=unnamable_directories(settings.data_root),
             free_bytes=await asyncio.to_thread(settings.usable_bytes),
             operation=active.status() if active else None,
         )
@@ -170,8 +174,14 @@ async def _abort(request: web.Request) -> web.Response:
 
 
 async def _cleanup_orphans(app: web.Application) -> None:
-    """A restarted agent owns no operation, so anything left in staging is garbage."""
+    """A restarted agent owns no operation: collections a restore had moved into place are taken
+    back (the restore can no longer complete; ``agent.journal``), and staging is garbage."""
     settings = app[SETTINGS]
+    taken = await asyncio.to_thread(
+        take_back_journaled, settings.journal_dir, settings.data_root, remove_tree
+    )
+    if taken:
+        log.warning("agent.restore_taken_back", collections=taken)
     for leftover in (settings.staging_dir, settings.restore_dir):
         if leftover.exists():
             shutil.rmtree(leftover, ignore_errors=True)
@@ -211,6 +221,9 @@ def run(settings: AgentSettings) -> None:
         hook=settings.hook_url,
         cores=settings.cores,
     )
+    metrics_port = int(os.environ.get("SHARDKEEPER_METRICS_PORT", metrics.DEFAULT_PORT))
+    if metrics_port:
+        metrics.serve(settings.host, metrics_port)
     web.run_app(
         create_app(settings),
         host=settings.host,

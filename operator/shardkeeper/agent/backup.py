@@ -5,24 +5,26 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import threading
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 import structlog
 
 from shardkeeper import conventions as c
+from shardkeeper.agent import metrics
 from shardkeeper.agent.hook import WorkloadHook
 from shardkeeper.agent.operations import Operation, in_thread
 from shardkeeper.agent.settings import AgentSettings
-from shardkeeper.agent.snapshot import Frozen, freeze, local_collections, release
+from shardkeeper.agent.snapshot import SKIPPED_LISTED, Frozen, freeze, local_collections, release
 from shardkeeper.agent.throttle import Throttle
 from shardkeeper.api.agent import NodePhase, PrepareBackup
 from shardkeeper.api.common import Consistency, Phase, utcnow
-from shardkeeper.api.descriptors import ChunkEntry, CollectionEntry, FileEntry, NodeDescriptor
+from shardkeeper.api.descriptors import EntryType, NodeDescriptor, Skipped
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-from shardkeeper.archive.pack import Cancelled, PackedChunk, SourceFile, pack_chunk, plan_chunks
+from shardkeeper.archive.transfer import Reuse, upload
+from shardkeeper.archive.tree import shown
+from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION
 from shardkeeper.errors import ObjectNotFound, ShardkeeperError, SpecError, StorageError
-from shardkeeper.storage import BackgroundWriter, BackupLayout, Storage
+from shardkeeper.storage import BackupLayout, Storage
+from shardkeeper.storage.repository import BackupRepository
 
 log = structlog.get_logger(__name__)
 MB = 1_000_000
@@ -50,6 +52,8 @@ class BackupJob:
         self.layout = BackupLayout(request.id)
         self.staging = settings.staging_dir / request.id
         self.frozen: Frozen | None = None
+        #: Incremental: what the base holds for this node (None: a full copy).
+        self.reuse: Reuse | None = None
         #: The hold may last until the reservation expires, never longer.
         self.reservation = reservation
         self.started_at = utcnow()
@@ -65,6 +69,8 @@ class BackupJob:
         held = set(local_collections(self.settings.data_root, c.AGENT_STATE_DIR))
         op.collections = [name for name in req.collections if name in held]
         await asyncio.to_thread(self._check_store)
+        if req.incremental_base:
+            self.reuse = await asyncio.to_thread(self._read_base, req.incremental_base)
         self.frozen = await freeze(
             op_id=req.id,
             collections=op.collections,
@@ -75,6 +81,7 @@ class BackupJob:
             hold_timeout=self.reservation,
         )
         op.bytes_total, op.files_total = self.frozen.bytes, self.frozen.count
+        op.warnings = [f"{shown(p)}: {why}" for p, why in self.frozen.skipped[:SKIPPED_LISTED]]
         op.workers = worker_count(self.settings.cores, req.cpu_percentage)
         if req.consistency is Consistency.CLUSTER and self.frozen.hold_started is not None:
             op.held = True  # until the coordinator sees every node frozen and calls /release
@@ -84,10 +91,23 @@ class BackupJob:
     async def release(self, op: Operation) -> None:
         if self.frozen is None:
             return
-        pause_ms = await release(self.frozen, self.hook, op.id)
+        pause_ms = await release(self.frozen, self.hook, op.id, op.node)
         if pause_ms is not None:
             op.pause_ms = pause_ms
+            metrics.WRITE_PAUSE.labels(op.node).observe(pause_ms / 1000)
         op.held = False
+
+    def _read_base(self, base_id: str) -> Reuse | None:
+        base = BackupRepository(self.storage).node_descriptor(base_id, self.request.node)
+        if base is None:
+            log.info("backup.no_base_for_node", id=self.request.id, base=base_id, node=self.request.node)
+            return None  # a node the base lacks gets a full copy
+        if base.status is not Phase.SUCCESS:
+            raise SpecError(f'base backup "{base_id}" is {base.status} on node "{self.request.node}"')
+        codec = CODEC_FOR_LEVEL[self.request.compression_level].codec
+        if base.codec is not codec:
+            raise SpecError(f'base backup "{base_id}" was written as {base.codec}, this one would be {codec}')
+        return Reuse(base_id, base)
 
     def _check_store(self) -> None:
         probe = self.request.probe
@@ -118,106 +138,44 @@ class BackupJob:
         self.uploading = True
         descriptor = await in_thread(op, lambda: self._upload(op))
         op.set_phase(NodePhase.TRANSFERRED)
-        body = descriptor.model_dump_json(by_alias=True, exclude_none=True, indent=1).encode()
-        await in_thread(op, lambda: self.storage.put_bytes(self.layout.node_descriptor(op.node), body))
+        await in_thread(op, lambda: BackupRepository(self.storage).write_node(descriptor))
 
     def _upload(self, op: Operation) -> NodeDescriptor:
-        assert self.frozen is not None
+        frozen = self.frozen
+        assert frozen is not None
         choice = CODEC_FOR_LEVEL[self.request.compression_level]
-        target = self.request.chunk_size_mb * MB
-        jobs: list[tuple[str, int, list[SourceFile]]] = []
-        for collection in op.collections:
-            for n, files in enumerate(plan_chunks(self.frozen.files[collection], target), start=1):
-                jobs.append((collection, n, files))
-
         throttle = Throttle(self.settings.max_bytes_per_second, op.cancelled)
 
-        def on_bytes(n: int) -> None:
-            op.add_bytes(n)
-            throttle.take(n)
+        def on_bytes(logical: int, read: int) -> None:
+            op.add_bytes(logical)
+            throttle.take(read)
 
-        workers = op.workers or 1
-        # CPU workers pack and compress; each chunk's bytes go to the backend on an I/O thread of its
-        # own, and its commit overlaps the next chunk. A few chunks may be in flight, not more.
-        in_flight = threading.BoundedSemaphore(workers + 1)
-        commits: list[Future[None]] = []
-
-        def upload(collection: str, n: int, files: list[SourceFile]) -> PackedChunk:
-            key = self.layout.chunk(op.node, self.layout.chunk_key(collection, n))
-            in_flight.acquire()
-            writer = BackgroundWriter(self.storage.open_writer(key))
-            try:
-                packed = pack_chunk(
-                    files,
-                    root=self.frozen.root if self.frozen else self.staging,
-                    writer=writer,
-                    choice=choice,
-                    on_bytes=on_bytes,
-                    cancelled=op.cancelled,
-                )
-            except BaseException:
-                writer.abort()
-                in_flight.release()
-                raise
-
-            def committed_(_: Future[None]) -> None:
-                in_flight.release()
-                op.add_files(len(files))
-
-            committed = writer.commit_later()
-            committed.add_done_callback(committed_)
-            commits.append(committed)
-            return packed
-
-        failed: list[Future[PackedChunk]] = []
-        with ThreadPoolExecutor(workers, thread_name_prefix=f"pack-{op.id}") as pool:
-            futures: dict[Future[PackedChunk], tuple[str, int]] = {
-                pool.submit(upload, collection, n, files): (collection, n) for collection, n, files in jobs
-            }
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                op.cancelled.set()  # stop the chunks still running
-                for f in futures:
-                    f.cancel()
-        # Every commit must have ended before anyone cleans up what this operation wrote.
-        wait(commits)
-        if failed:
-            raise failed[0].exception()  # type: ignore[misc]
-        for commit in commits:
-            commit.result()
-        results = {where: future.result() for future, where in futures.items()}
-        if op.cancelled.is_set():
-            raise Cancelled
-
-        collections = []
-        for collection in op.collections:
-            chunks: list[ChunkEntry] = []
-            entries: list[FileEntry] = []
-            n = 1
-            while (collection, n) in results:
-                packed = results[(collection, n)]
-                chunks.append(
-                    ChunkEntry(
-                        n=n,
-                        key=self.layout.chunk_key(collection, n),
-                        sha256=packed.sha256,
-                        size=packed.size,
-                        raw_size=packed.raw_size,
-                        files=len(packed.files),
-                    )
-                )
-                entries.extend(
-                    FileEntry(path=f.path, size=f.size, sha256=f.sha256, mode=f.mode, chunk=n)
-                    for f in packed.files
-                )
-                n += 1
-            collections.append(
-                CollectionEntry(
-                    name=collection, bytes=sum(f.size for f in entries), files=entries, chunks=chunks
-                )
-            )
+        collections = upload(
+            {name: frozen.entries[name] for name in op.collections},
+            root=frozen.root,
+            storage=self.storage,
+            layout=self.layout,
+            node=op.node,
+            choice=choice,
+            chunk_bytes=self.request.chunk_size_mb * MB,
+            workers=op.workers or 1,
+            on_bytes=on_bytes,
+            on_entries=op.add_files,
+            cancelled=op.cancelled,
+            reuse=self.reuse,
+        )
+        references = {ch.backup for col in collections for ch in col.chunks if ch.backup}
+        reused = sum(
+            e.size
+            for col in collections
+            for e in col.entries
+            if e.type is EntryType.FILE and e.chunk in {ch.n for ch in col.chunks if ch.backup}
+        )
+        op.bytes_reused = reused
         return NodeDescriptor(
+            format_version=INCREMENTAL_FORMAT_VERSION if references else DESCRIPTOR_FORMAT_VERSION,
+            base=self.request.incremental_base,
+            bytes_reused=reused,
             id=self.request.id,
             node=op.node,
             status=Phase.SUCCESS,
@@ -227,9 +185,11 @@ class BackupJob:
             compression_level=self.request.compression_level,
             collections=collections,
             bytes=sum(col.bytes for col in collections),
-            stored_bytes=sum(ch.size for col in collections for ch in col.chunks),
+            stored_bytes=sum(ch.size for col in collections for ch in col.chunks if not ch.backup),
             file_count=sum(len(col.files) for col in collections),
             pause_ms=op.pause_ms,
+            skipped=[Skipped(path=shown(p), reason=why) for p, why in frozen.skipped[:SKIPPED_LISTED]],
+            skipped_count=len(frozen.skipped),
         )
 
     # --- the end, whichever it is ---------------------------------------------------------------

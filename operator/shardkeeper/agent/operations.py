@@ -18,6 +18,7 @@ from typing import Literal, Protocol, TypeVar
 
 import structlog
 
+from shardkeeper.agent import metrics
 from shardkeeper.api.agent import NodePhase, OperationStatus
 from shardkeeper.api.common import utcnow
 from shardkeeper.errors import ShardkeeperError, UnknownOperation
@@ -41,6 +42,9 @@ class ReservationExpired(ShardkeeperError):
     pass
 
 
+_RESULTS = {"SUCCESS": "success", "FAILED": "failed", "CANCELED": "canceled"}
+
+
 class Operation:
     def __init__(self, *, op_id: str, uid: str, kind: Literal["backup", "restore"], node: str) -> None:
         self.id, self.uid, self.kind, self.node = op_id, uid, kind, node
@@ -50,6 +54,8 @@ class Operation:
         self.bytes_total = self.files_total = 0
         self.pause_ms: float | None = None
         self.held = False
+        self.warnings: list[str] = []
+        self.bytes_reused = 0
         self.workers: int | None = None
         self.job: Job | None = None
         self._transfer_started: float | None = None
@@ -67,6 +73,8 @@ class Operation:
         self._bytes_done = self._files_done = 0
 
     def set_phase(self, phase: NodePhase, error: str | None = None) -> None:
+        if phase.value in _RESULTS and self.phase.value not in _RESULTS:
+            metrics.OPERATIONS.labels(self.kind, self.node, _RESULTS[phase.value]).inc()
         if phase is NodePhase.TRANSFERRING and self._transfer_started is None:
             self._transfer_started = time.monotonic()
         elif phase is not NodePhase.TRANSFERRING and self._transfer_started is not None:
@@ -75,7 +83,8 @@ class Operation:
         if error is not None:
             self.error = error
         self.updated_at = utcnow()
-        log.info("operation.phase", id=self.id, kind=self.kind, node=self.node, phase=phase, error=error)
+        extra = {"error": error} if error is not None else {}  # no error=None on every line
+        log.info("operation.phase", id=self.id, kind=self.kind, node=self.node, phase=phase, **extra)
 
     async def wait_signal(self, name: str, within: float) -> None:
         """Waits for the coordinator's next step; a coordinator that vanished must not hold the node."""
@@ -87,6 +96,7 @@ class Operation:
     def add_bytes(self, n: int) -> None:
         with self._counters:
             self._bytes_done += n
+        metrics.TRANSFERRED.labels(self.kind, self.node).inc(n)
 
     def add_files(self, n: int) -> None:
         with self._counters:
@@ -113,8 +123,10 @@ class Operation:
             files_total=self.files_total,
             pause_ms=self.pause_ms,
             held=self.held,
+            warnings=self.warnings,
             workers=self.workers,
             bytes_per_second=rate,
+            bytes_reused=self.bytes_reused,
             started_at=self.started_at,
             updated_at=self.updated_at,
         )

@@ -14,25 +14,30 @@ the next step within the reservation) discards staging and takes back what ``fin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from shardkeeper import conventions as c
 from shardkeeper.agent.backup import worker_count
 from shardkeeper.agent.hook import WorkloadHook
+from shardkeeper.agent.journal import MoveJournal
 from shardkeeper.agent.operations import Operation, in_thread
 from shardkeeper.agent.settings import AgentSettings
 from shardkeeper.agent.snapshot import local_collections
 from shardkeeper.agent.throttle import Throttle
 from shardkeeper.api.agent import NodePhase, PrepareRestore
 from shardkeeper.api.common import Codec, Phase
-from shardkeeper.api.descriptors import CollectionEntry, NodeDescriptor
-from shardkeeper.archive.unpack import ExpectedChunk, ExpectedFile, check_entry_path, unpack_chunk
-from shardkeeper.errors import ObjectNotFound, ShardkeeperError, SpecError
+from shardkeeper.api.descriptors import CollectionEntry, EntryType, NodeDescriptor
+from shardkeeper.archive.transfer import download
+from shardkeeper.archive.tree import check_tree, set_times
+from shardkeeper.errors import ShardkeeperError, SpecError
 from shardkeeper.storage import BackupLayout, Storage
+from shardkeeper.storage.repository import BackupRepository
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +65,8 @@ class RestoreJob:
         self.collections: list[CollectionEntry] = []
         self.codec: Codec | None = None
         self.moved: list[str] = []
+        self.journal = MoveJournal(settings.journal_dir, request.id)
+        self.dirs_listed = True
 
     # --- phase 1 -------------------------------------------------------------------------------
 
@@ -71,39 +78,34 @@ class RestoreJob:
         wanted = set(req.collections)
         self.collections = [col for col in descriptor.collections if col.name in wanted]
         self.codec = descriptor.codec
-        for col in self.collections:
-            for f in col.files:
-                check_entry_path(f.path, {col.name})  # a descriptor is data from the bucket, too
+        self.dirs_listed = descriptor.format_version >= 2
+        for col in self.collections:  # a descriptor is data from the bucket, too: the backup's own rule
+            check_tree(col.name, col.entries, dirs_listed=self.dirs_listed)
         op.collections = [col.name for col in self.collections]
         existing = sorted(
             set(op.collections) & set(local_collections(self.settings.data_root, c.AGENT_STATE_DIR))
         )
         if existing:
             raise SpecError(f'collections {existing} already exist on node "{req.node}"')
-        needed = sum(col.bytes for col in self.collections)
+        needed = sum(col.allocated for col in self.collections)
         usable = await asyncio.to_thread(self.settings.usable_bytes)
         if needed * (1 + SPACE_MARGIN) > usable:
             raise SpecError(
                 f'node "{req.node}" has {usable} bytes free for the restore, which needs {needed} '
-                f"(+{SPACE_MARGIN:.0%} margin)"
+                f"(+{SPACE_MARGIN:.0%} margin; allocated bytes: holes and hard links take none)"
             )
-        op.bytes_total = needed
-        op.files_total = sum(len(col.files) for col in self.collections)
+        op.bytes_total = sum(col.bytes for col in self.collections)
+        op.files_total = sum(len(col.entries) for col in self.collections)
         op.workers = worker_count(self.settings.cores, req.cpu_percentage)
 
     def _read_descriptor(self) -> NodeDescriptor:
-        key = self.layout.node_descriptor(self.request.source_node)
-        try:
-            descriptor = NodeDescriptor.model_validate_json(self.storage.get_bytes(key))
-        except ObjectNotFound:
+        repo = BackupRepository(self.storage)
+        descriptor = repo.node_descriptor(self.request.backup_id, self.request.source_node)
+        if descriptor is None:
+            key = self.layout.node_descriptor(self.request.source_node)
             raise SpecError(
                 f'backup "{self.request.backup_id}" has no node "{self.request.source_node}" at '
                 f"{self.storage.url(key)}"
-            ) from None
-        descriptor.check_version()
-        if descriptor.id != self.request.backup_id or descriptor.node != self.request.source_node:
-            raise SpecError(
-                f"{self.storage.url(key)} describes {descriptor.id}/{descriptor.node}, not this backup"
             )
         if descriptor.status is not Phase.SUCCESS:
             raise SpecError(
@@ -129,57 +131,43 @@ class RestoreJob:
     def _download(self, op: Operation) -> None:
         codec = self.codec
         assert codec is not None
-        self.staging.mkdir(parents=True, exist_ok=False)
         throttle = Throttle(self.settings.max_bytes_per_second, op.cancelled)
 
         def on_bytes(n: int) -> None:
             op.add_bytes(n)
             throttle.take(n)
 
-        def restore_chunk(col: CollectionEntry, chunk: ExpectedChunk) -> None:
-            with self.storage.reader(self.layout.chunk(self.request.source_node, chunk.key)) as source:
-                written = unpack_chunk(
-                    source,
-                    codec=codec,
-                    chunk=chunk,
-                    target=self.staging,
-                    allowed_roots={col.name},
-                    on_bytes=on_bytes,
-                    cancelled=op.cancelled,
-                )
-            op.add_files(len(written))
-
-        jobs = []
-        for col in self.collections:
-            by_chunk: dict[int, dict[str, ExpectedFile]] = {}
-            for f in col.files:
-                by_chunk.setdefault(f.chunk, {})[f.path] = ExpectedFile(f.path, f.size, f.sha256, f.mode)
-            for ch in col.chunks:
-                jobs.append((col, ExpectedChunk(ch.key, ch.sha256, ch.size, by_chunk.get(ch.n, {}))))
-        with ThreadPoolExecutor(op.workers or 1, thread_name_prefix=f"restore-{op.id}") as pool:
-            futures: list[Future[None]] = [pool.submit(restore_chunk, col, chunk) for col, chunk in jobs]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                op.cancelled.set()
-                for future in futures:
-                    future.cancel()
-        if failed:
-            raise failed[0].exception()  # type: ignore[misc]
-        for col in self.collections:  # a collection whose files are all empty has no chunk entries
-            (self.staging / col.name).mkdir(exist_ok=True)
+        download(
+            self.collections,
+            storage=self.storage,
+            layout=self.layout,
+            source_node=self.request.source_node,
+            codec=codec,
+            staging=self.staging,
+            workers=op.workers or 1,
+            owners=os.geteuid() == 0,
+            on_bytes=on_bytes,
+            on_entries=op.add_files,
+            cancelled=op.cancelled,
+            dirs_listed=self.dirs_listed,
+        )
         os.sync()  # durable before it becomes visible: one call instead of an fsync per file
 
     def _move_into_place(self) -> None:
         root = self.settings.data_root
         try:
-            for name in (col.name for col in self.collections):
-                if (root / name).exists():
+            for col in self.collections:
+                name = col.name
+                if os.path.lexists(root / name):
                     raise SpecError(
                         f'collection "{name}" appeared on node "{self.request.node}" during the restore'
                     )
+                self.journal.record(name, self.staging / name)  # before the rename: it survives us
                 (self.staging / name).rename(root / name)
                 self.moved.append(name)
+                own = next((e for e in col.entries if e.name == name and e.type is EntryType.DIR), None)
+                if own is not None:
+                    set_times(root / name, own)  # its mode may not allow the rename, so after it
         except OSError as exc:
             raise ShardkeeperError(f"moving restored collections into place failed: {exc}") from exc
 
@@ -190,10 +178,25 @@ class RestoreJob:
             # Finalize had moved collections in, but the restore as a whole did not complete: take
             # them back. They did not exist before (prepare refused existing ones), so they are ours.
             await asyncio.to_thread(self._take_back)
-        await asyncio.to_thread(shutil.rmtree, self.staging, True)
+        await asyncio.to_thread(self.journal.clear)
+        await asyncio.to_thread(remove_tree, self.staging)
 
     def _take_back(self) -> None:
         for name in self.moved:
-            shutil.rmtree(self.settings.data_root / name, ignore_errors=True)
+            remove_tree(self.settings.data_root / name)
             log.info("restore.taken_back", id=self.request.id, collection=name)
         self.moved.clear()
+
+
+def remove_tree(path: Path) -> None:
+    """Removes a tree this agent wrote, even where restored modes deny writing (a directory 0o500)."""
+
+    def retry_writable(func: Any, failed: str, _exc: object) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(failed), 0o700)
+            func(failed)
+
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, onerror=retry_writable)

@@ -32,6 +32,20 @@ def usable_cores(env: dict[str, str] | None = None) -> int:
     return max(1, min(cores, int(limit)) if limit else cores)
 
 
+#: Tables that engines write once and never change (RocksDB/LevelDB). SQLite, bbolt, LMDB and most
+#: other single-file stores update their files in place: they must be copied, so they are not here.
+DEFAULT_IMMUTABLE_PATTERNS = ("*.sst", "*.ldb")
+
+
+def immutable_patterns(env: dict[str, str] | None = None) -> tuple[str, ...]:
+    """SHARDKEEPER_IMMUTABLE_PATTERNS as a tuple; unset: the default; empty: copy everything."""
+    env = dict(os.environ) if env is None else env
+    raw = env.get("SHARDKEEPER_IMMUTABLE_PATTERNS")
+    if raw is None:
+        return DEFAULT_IMMUTABLE_PATTERNS
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
 @dataclass(frozen=True)
 class AgentSettings:
     node: str
@@ -44,8 +58,10 @@ class AgentSettings:
     port: int = c.AGENT_DEFAULT_PORT
     hook_url: str | None = None
     """Base URL of the workload hook; without it the agent snapshots crash-consistently."""
-    immutable_patterns: tuple[str, ...] = ("*.sst", "*.db", "*.bloom")
-    """Hookless mode: files matching these are hard-linked; all others are copied and re-checked."""
+    immutable_patterns: tuple[str, ...] = DEFAULT_IMMUTABLE_PATTERNS
+    """Hookless mode (SHARDKEEPER_IMMUTABLE_PATTERNS, comma-separated globs on the file name): files
+    matching these are hard-linked and re-checked; all others are copied. Only files the workload
+    never changes in place belong here: a file rewritten in place fails the backup, naming it."""
     max_reservation_seconds: float = 600.0
     hook_timeout_seconds: float = 60.0
     cores: int = field(default_factory=usable_cores)
@@ -67,15 +83,28 @@ class AgentSettings:
     def restore_dir(self) -> Path:
         return self.state_dir / "restore"
 
+    @property
+    def journal_dir(self) -> Path:
+        """What restores moved into place (``agent.journal``): it survives the process."""
+        return self.state_dir / "journal"
+
     def usable_bytes(self) -> int:
-        """What a restore may still write into the data root."""
+        """What a restore may still write into the data root, in bytes. With a capacity, what the
+        data root holds is counted as allocated blocks, each inode once (holes and hard links take
+        no room), as a quota would count it."""
         free = shutil.disk_usage(self.data_root).free
         if self.capacity_bytes is not None:
-            used = sum(
-                (Path(dirpath) / name).lstat().st_size
-                for dirpath, _dirs, names in os.walk(self.data_root)
-                for name in names
-            )
+            seen: set[tuple[int, int]] = set()
+            used = 0
+            for dirpath, _dirs, names in os.walk(self.data_root):
+                for name in names:
+                    try:
+                        st = os.lstat(f"{dirpath}/{name}")
+                    except FileNotFoundError:
+                        continue
+                    if (st.st_dev, st.st_ino) not in seen:
+                        seen.add((st.st_dev, st.st_ino))
+                        used += st.st_blocks * 512
             free = min(free, max(0, self.capacity_bytes - used))
         return free
 

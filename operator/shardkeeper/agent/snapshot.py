@@ -1,33 +1,53 @@
-"""Freezing a node's file set into staging, so that uploads never race the database.
+"""Freezing a node's trees into staging, so that uploads never race the database.
 
-Immutable files are hard-linked (instant, no extra space) and mutable ones copied, all inside the
-data volume under ``.shardkeeper/staging/<id>/``. With a workload hook the workload is paused only
-while that happens; without one, copied files are re-checked and copied again if they changed.
+Regular files are hard-linked (immutable ones: instant, no extra space) or copied (mutable ones,
+holes kept), all inside the data volume under ``.shardkeeper/staging/<id>/``; directories, symbolic
+links and hard-link groups are recorded as they are (``archive.tree`` says what a collection may hold).
+
+With a workload hook the workload holds writes only while this runs, and lists the files (anything
+it lists is read as it is: a directory, a link, a file). Without one the agent walks each collection
+itself and takes a crash-consistent copy *of each file*, not one point in time for the node:
+
+* files matching ``SHARDKEEPER_IMMUTABLE_PATTERNS`` (default ``*.sst,*.ldb``: tables that engines
+  write once and never change) are hard-linked, then re-checked (inode, size, mtime, ctime) once
+  every file is staged, and copied instead if they changed;
+* every other file is copied, and copied again if it changed while it was copied (three tries);
+* a file that vanishes between the listing and its freezing is left out, with a warning.
+
+A hard-linked file is re-checked once more after it is read for upload (``archive.pack``): if it
+was written in place after all, the node fails, naming it, instead of storing torn bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fnmatch
 import os
-import shutil
 import stat
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from shardkeeper.agent.hook import HookError, WorkloadHook
+from shardkeeper.api.common import collection_name_problem
+from shardkeeper.api.descriptors import EntryType
 from shardkeeper.api.hook import HookFile
-from shardkeeper.archive.pack import SourceFile
-from shardkeeper.errors import ShardkeeperError
+from shardkeeper.archive.pack import SourceEntry
+from shardkeeper.archive.sparse import data_segments
+from shardkeeper.archive.tree import MODE_MASK, check_path, check_tree, shown
+from shardkeeper.errors import ShardkeeperError, UnsafeArchiveEntry
 
 log = structlog.get_logger(__name__)
 
 _HOOKLESS_ATTEMPTS = 3
+#: At most this many skipped entries are listed by name (all are counted).
+SKIPPED_LISTED = 100
+_SPECIAL = {stat.S_IFSOCK: "socket", stat.S_IFIFO: "FIFO", stat.S_IFCHR: "device", stat.S_IFBLK: "device"}
 
 
 class SnapshotError(ShardkeeperError):
@@ -38,115 +58,281 @@ class SnapshotError(ShardkeeperError):
 class Frozen:
     root: Path
     """Staging directory: files are at ``root/<collection>/...``."""
-    files: dict[str, list[SourceFile]]
+    entries: dict[str, list[SourceEntry]]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(path, why) of what was left out: sockets, FIFOs, devices, files gone before they were frozen."""
     hold_started: float | None = None
     """perf_counter() when the workload was asked to hold; None once released (or without a hook)."""
 
     @property
     def bytes(self) -> int:
-        return sum(f.size for files in self.files.values() for f in files)
+        return sum(e.data_size for entries in self.entries.values() for e in entries)
 
     @property
     def count(self) -> int:
-        return sum(len(files) for files in self.files.values())
+        return sum(len(entries) for entries in self.entries.values())
 
 
 def local_collections(data_root: Path, state_dir_name: str) -> list[str]:
-    """Top-level directories of the data root, except hidden ones and the agent's own."""
+    """The collections a node holds: the top-level directories of its data root with a valid name
+    (``collection_name_problem``), and top-level symbolic links, so that a backup refuses them by
+    name instead of leaving them out. Hidden entries and the agent's own directory never count."""
     if not data_root.is_dir():
         return []
     return sorted(
         entry.name
         for entry in os.scandir(data_root)
-        if entry.is_dir(follow_symlinks=False)
-        and not entry.name.startswith(".")
+        if (entry.is_dir(follow_symlinks=False) or entry.is_symlink())
         and entry.name != state_dir_name
+        and collection_name_problem(entry.name) is None
     )
 
 
-def _collection_of(path: str, collections: set[str]) -> str:
-    """The collection a listed path belongs to; refuses anything that could leave the data root."""
-    parts = path.split("/")
-    if path.startswith("/") or len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
-        raise SnapshotError(f"workload hook listed an unsafe path {path!r}")
-    if parts[0] not in collections:
-        raise SnapshotError(f"workload hook listed {path!r}, outside the requested collections")
-    return parts[0]
+def unnamable_directories(data_root: Path) -> list[str]:
+    """Top-level directories that cannot be collections although they are not hidden (a name that
+    is not UTF-8, or too long), shown escaped: a backup of everything refuses to leave them out."""
+    if not data_root.is_dir():
+        return []
+    return sorted(
+        shown(entry.name)
+        for entry in os.scandir(data_root)
+        if entry.is_dir(follow_symlinks=False)
+        and not entry.name.startswith(".")
+        and collection_name_problem(entry.name) is not None
+    )
+
+
+def _fingerprint(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def copy_file(src: str, dst: str, st: os.stat_result) -> None:
+    """Copies a regular file, keeping its holes (only the data segments are copied, in the kernel
+    where it can), and never following a link."""
+    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            segments = data_segments(fin, st.st_size, st.st_blocks) or [(0, st.st_size)]
+            for offset, length in segments:
+                _copy_range(fin, fout, offset, length)
+            os.ftruncate(fout, st.st_size)
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+
+
+def _copy_range(fin: int, fout: int, offset: int, length: int) -> None:
+    end = offset + length
+    while offset < end:
+        try:
+            n = os.copy_file_range(fin, fout, end - offset, offset, offset)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            data = os.pread(fin, min(end - offset, 1 << 20), offset)
+            n = os.pwrite(fout, data, offset) if data else 0
+        if n == 0:
+            return  # the file shrank: the caller's fingerprint check sees it
+        offset += n
 
 
 class _Stager:
-    """Hard-links (immutable) or copies (mutable) files into staging with as few system calls as
-    possible: this runs while the workload is paused, once per file."""
+    """Records a collection's entries and freezes its regular files into staging, with as few system
+    calls as possible: with a hook this runs while the workload holds writes."""
 
-    def __init__(self, data_root: Path, staging: Path) -> None:
+    def __init__(self, data_root: Path, staging: Path, *, hookless: bool) -> None:
         self._src, self._dst = str(data_root), str(staging)
+        self.hookless = hookless
+        self.entries: dict[str, dict[str, SourceEntry]] = {}
+        self.skipped: list[tuple[str, str]] = []
+        self._inodes: dict[tuple[str, int, int], str] = {}
         self._made: set[str] = set()
+        self.linked: list[tuple[str, os.stat_result]] = []
 
-    def stage(self, rel: str, *, immutable: bool) -> SourceFile:
-        src, dst = f"{self._src}/{rel}", f"{self._dst}/{rel}"
-        st = os.lstat(src)
-        if not stat.S_ISREG(st.st_mode):
-            raise SnapshotError(f"{rel!r} is not a regular file")
+    # --- what gets recorded ----------------------------------------------------------------------
+
+    def collection(self, name: str) -> None:
+        st = os.lstat(f"{self._src}/{name}")
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(f"{self._src}/{name}")
+            raise UnsafeArchiveEntry(
+                f'collection "{shown(name)}" is a symbolic link (to "{shown(target)}"): shardkeeper never '
+                "follows links; exclude it, or make it a directory (a mount works)"
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise SnapshotError(f'collection "{shown(name)}" is not a directory')
+        self.entries[name] = {}
+        self._record(name, name, EntryType.DIR, st)
+
+    def _record(
+        self, collection: str, name: str, type_: EntryType, st: os.stat_result, **more: object
+    ) -> None:
+        self.entries[collection][name] = SourceEntry(
+            name=name,
+            type=type_,
+            mode=stat.S_IMODE(st.st_mode) & MODE_MASK,
+            mtime_ns=st.st_mtime_ns,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            **more,  # type: ignore[arg-type]
+        )
+
+    def skip(self, name: str, why: str) -> None:
+        self.skipped.append((name, why))
+        log.warning("snapshot.skipped", path=shown(name), why=why)
+
+    def add(self, collection: str, name: str, st: os.stat_result, *, immutable: bool) -> None:
+        """Records one entry (and freezes it if it is a regular file)."""
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            self._record(collection, name, EntryType.DIR, st)
+        elif stat.S_ISLNK(mode):
+            self._record(collection, name, EntryType.SYMLINK, st, link=os.readlink(f"{self._src}/{name}"))
+        elif stat.S_ISREG(mode):
+            self._file(collection, name, st, immutable=immutable)
+        else:
+            self.skip(name, f"a {_SPECIAL.get(stat.S_IFMT(mode), 'special file')} holds no data: left out")
+
+    def _file(self, collection: str, name: str, st: os.stat_result, *, immutable: bool) -> None:
+        key = (collection, st.st_dev, st.st_ino)
+        first = self._inodes.get(key) if st.st_nlink > 1 else None
+        if first is not None:
+            self._record(collection, name, EntryType.HARDLINK, st, link=first)
+            return
+        src, dst = f"{self._src}/{name}", f"{self._dst}/{name}"
         parent = dst.rpartition("/")[0]
         if parent not in self._made:
             os.makedirs(parent, exist_ok=True)
             self._made.add(parent)
         if immutable:
-            os.link(src, dst)  # same inode: the lstat above describes the staged file too
+            os.link(src, dst, follow_symlinks=False)
+            st = os.lstat(dst)  # the same inode; its ctime now counts our link
+            self.linked.append((name, st))
+            self._record(collection, name, EntryType.FILE, st, size=st.st_size, linked=True, ino=st.st_ino)
         else:
-            shutil.copy2(src, dst)
-            st = os.stat(dst)
-        return SourceFile(path=rel, size=st.st_size, mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime)
+            st = self._copy(name, src, dst, st)
+            self._record(collection, name, EntryType.FILE, st, size=st.st_size, ino=st.st_ino)
+        if st.st_nlink > 1:
+            self._inodes[key] = name
 
-    def unstage(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{self._dst}/{rel}")
+    def _copy(self, name: str, src: str, dst: str, st: os.stat_result) -> os.stat_result:
+        attempts = _HOOKLESS_ATTEMPTS if self.hookless else 1
+        for _ in range(attempts):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dst)
+            copy_file(src, dst, st)
+            after = os.lstat(src)
+            if _fingerprint(after) == _fingerprint(st) or not self.hookless:
+                return st
+            st = after
+        raise SnapshotError(f'"{shown(name)}" kept changing while it was copied; use a workload hook')
+
+    def recheck_linked(self) -> None:
+        """Hookless: a hard-linked file that changed while the others were staged is copied instead."""
+        for name, staged in self.linked:
+            try:
+                now = os.lstat(f"{self._src}/{name}")
+            except FileNotFoundError:
+                continue  # deleted after it was frozen: the staged link holds it as it was
+            if _fingerprint(now) == _fingerprint(staged):
+                continue
+            collection = name.partition("/")[0]
+            log.info("snapshot.relinked_file_changed", path=shown(name))
+            st = self._copy(name, f"{self._src}/{name}", f"{self._dst}/{name}", now)
+            self._record(collection, name, EntryType.FILE, st, size=st.st_size, ino=st.st_ino)
+        self.linked.clear()
+
+    def frozen(self, staging: Path) -> Frozen:
+        entries = {name: list(found.values()) for name, found in self.entries.items()}
+        for collection, listed in entries.items():
+            check_tree(collection, listed)  # the rule a restore applies, applied first
+        return Frozen(root=staging, entries=entries, skipped=self.skipped)
+
+    # --- with a hook: the workload's list ---------------------------------------------------------
+
+    def listed(self, files: Iterable[HookFile], collections: list[str]) -> None:
+        wanted = set(collections)
+        checked: set[str] = set(collections)
+        for f in files:
+            name = f.path
+            collection = name.partition("/")[0]
+            if collection not in wanted:
+                raise SnapshotError(
+                    f'workload hook listed "{shown(name)}", outside the requested collections'
+                )
+            try:
+                check_path(name, collection)
+            except UnsafeArchiveEntry as exc:
+                raise SnapshotError(f"workload hook listed an unsafe path: {exc}") from None
+            parts = name.split("/")
+            for depth in range(2, len(parts)):
+                parent = "/".join(parts[:depth])
+                if parent in checked:
+                    continue
+                st = os.lstat(f"{self._src}/{parent}")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise SnapshotError(
+                        f'workload hook listed "{shown(name)}", below "{shown(parent)}", not a directory'
+                    )
+                self._record(collection, parent, EntryType.DIR, st)
+                checked.add(parent)
+            if name in self.entries[collection]:
+                continue
+            try:
+                st = os.lstat(f"{self._src}/{name}")
+            except FileNotFoundError:
+                raise SnapshotError(f'workload hook listed "{shown(name)}", which does not exist') from None
+            self.add(collection, name, st, immutable=f.immutable)
+
+    # --- without a hook: the agent's own walk ------------------------------------------------------
+
+    def walk(self, collection: str, patterns: tuple[str, ...]) -> None:
+        pending = [collection]
+        while pending:
+            directory = pending.pop()
+            try:
+                with os.scandir(f"{self._src}/{directory}") as it:
+                    names = sorted(entry.name for entry in it)
+            except FileNotFoundError:
+                self.skip(directory, "removed before it was frozen: left out")
+                self.entries[collection].pop(directory, None)
+                continue
+            subdirs = []
+            for base in names:
+                name = f"{directory}/{base}"
+                try:
+                    st = os.lstat(f"{self._src}/{name}")
+                    immutable = any(fnmatch.fnmatchcase(base, p) for p in patterns)
+                    self.add(collection, name, st, immutable=immutable)
+                except FileNotFoundError:
+                    self.skip(name, "removed between the listing and its freezing: left out")
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    subdirs.append(name)
+            pending.extend(reversed(subdirs))
 
 
 def _freeze_listed(
     data_root: Path, staging: Path, files: Iterable[HookFile], collections: list[str]
-) -> dict[str, list[SourceFile]]:
-    wanted = set(collections)
-    out: dict[str, list[SourceFile]] = {name: [] for name in collections}
-    stager = _Stager(data_root, staging)
-    for f in files:
-        collection = _collection_of(f.path, wanted)
-        out[collection].append(stager.stage(f.path, immutable=f.immutable))
-    return out
-
-
-def _fingerprint(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
+) -> Frozen:
+    stager = _Stager(data_root, staging, hookless=False)
+    for name in collections:
+        stager.collection(name)
+    stager.listed(files, collections)
+    return stager.frozen(staging)
 
 
 def _freeze_hookless(
     data_root: Path, staging: Path, collections: list[str], patterns: tuple[str, ...]
-) -> dict[str, list[SourceFile]]:
-    out: dict[str, list[SourceFile]] = {}
-    stager = _Stager(data_root, staging)
-    root = str(data_root)
-    for collection in collections:
-        out[collection] = []
-        for dirpath, _dirs, names in os.walk(data_root / collection):
-            for name in sorted(names):
-                src = os.path.join(dirpath, name)
-                if not stat.S_ISREG(os.lstat(src).st_mode):
-                    continue
-                rel = src[len(root) + 1 :]
-                if any(fnmatch.fnmatchcase(name, p) for p in patterns):
-                    out[collection].append(stager.stage(rel, immutable=True))
-                    continue
-                for _attempt in range(_HOOKLESS_ATTEMPTS):
-                    before = _fingerprint(src)
-                    stager.unstage(rel)
-                    staged = stager.stage(rel, immutable=False)
-                    if _fingerprint(src) == before:
-                        break
-                else:
-                    raise SnapshotError(f"{rel} kept changing while it was copied; use a workload hook")
-                out[collection].append(staged)
-    return out
+) -> Frozen:
+    stager = _Stager(data_root, staging, hookless=True)
+    for name in collections:
+        stager.collection(name)
+        stager.walk(name, patterns)
+    stager.recheck_linked()
+    return stager.frozen(staging)
 
 
 async def freeze(
@@ -159,19 +345,23 @@ async def freeze(
     immutable_patterns: tuple[str, ...],
     hold_timeout: float,
 ) -> Frozen:
-    """Freezes the file set into ``staging``. With a hook, the workload is still holding writes
-    when this returns: the caller ends the hold with ``release`` (at once, or when the whole
-    cluster has frozen)."""
+    """Freezes the trees into ``staging``. With a hook, the workload is still holding writes when
+    this returns: the caller ends the hold with ``release`` (at once, or when the whole cluster has
+    frozen). Raises ``SnapshotError`` or ``UnsafeArchiveEntry`` naming the path."""
     await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=False)
     if hook is None:
-        files = await asyncio.to_thread(_freeze_hookless, data_root, staging, collections, immutable_patterns)
-        return Frozen(root=staging, files=files)
+        try:
+            return await asyncio.to_thread(
+                _freeze_hookless, data_root, staging, collections, immutable_patterns
+            )
+        except OSError as exc:
+            raise SnapshotError(f"could not freeze the file set: {exc}") from exc
 
     started = time.perf_counter()
     prepare = asyncio.ensure_future(hook.prepare(op_id, collections, hold_timeout=hold_timeout))
     try:
         listed = await asyncio.shield(prepare)
-        files = await asyncio.to_thread(_freeze_listed, data_root, staging, listed, collections)
+        frozen = await asyncio.to_thread(_freeze_listed, data_root, staging, listed, collections)
     except BaseException as exc:
         # The workload may be holding writes already; it must not stay paused because of us. If we
         # were interrupted (an abort), its prepare may still be running: a release sent now would
@@ -183,10 +373,11 @@ async def freeze(
         if isinstance(exc, (OSError, HookError)):
             raise SnapshotError(f"could not freeze the file set: {exc}") from exc
         raise
-    return Frozen(root=staging, files=files, hold_started=started)
+    frozen.hold_started = started
+    return frozen
 
 
-async def release(frozen: Frozen, hook: WorkloadHook | None, op_id: str) -> float | None:
+async def release(frozen: Frozen, hook: WorkloadHook | None, op_id: str, node: str) -> float | None:
     """Ends the workload's hold, once; returns how long it lasted in milliseconds."""
     if frozen.hold_started is None or hook is None:
         return None
@@ -195,5 +386,5 @@ async def release(frozen: Frozen, hook: WorkloadHook | None, op_id: str) -> floa
         await hook.release(op_id)
     finally:
         pause_ms = (time.perf_counter() - started) * 1000
-        log.info("snapshot.released", id=op_id, files=frozen.count, pause_ms=round(pause_ms, 2))
+        log.info("snapshot.released", id=op_id, node=node, files=frozen.count, pause_ms=round(pause_ms, 2))
     return pause_ms

@@ -92,6 +92,9 @@ class PrepareBackup(Model):
         default=60.0, gt=0, description="The agent aborts by itself if no commit arrives within this time."
     )
     probe: StoreProbe | None = None
+    incremental_base: BackupId | None = Field(
+        default=None, description="Reuse what this backup (same store and codec) already holds for this node."
+    )
 
 
 class PrepareRestore(Model):
@@ -132,8 +135,14 @@ class OperationStatus(Model):
     files_total: int = 0
     pause_ms: float | None = None
     held: bool = Field(default=False, description="The workload is holding writes for this operation.")
+    warnings: list[str] = Field(
+        default_factory=list, description="Entries left out of a backup and why (sockets, files gone)."
+    )
     workers: int | None = None
     bytes_per_second: int | None = None
+    bytes_reused: int = Field(
+        default=0, description="Incremental: bytes referenced in the base, not uploaded."
+    )
     started_at: dt.datetime
     updated_at: dt.datetime
 
@@ -141,6 +150,10 @@ class OperationStatus(Model):
 class NodeInfo(Model):
     node: str
     collections: list[str]
+    unnamed: list[str] = Field(
+        default_factory=list,
+        description="Top-level directories that cannot be collections (a name that is not UTF-8), escaped.",
+    )
     free_bytes: int = Field(description="Bytes a restore may use on the data volume.")
     operation: OperationStatus | None = Field(
         default=None, description="The operation holding this node, if any."

@@ -126,6 +126,11 @@ class BackupSpec(Model):
         default=False,
         description="Set to true to cancel a running backup. May be set after creation.",
     )
+    incremental_base: BackupId | None = Field(
+        default=None,
+        description="Id of a SUCCESS backup in the same backend and path, written with the same codec: files "
+        "it already holds are referenced, not uploaded again. A node it lacks gets a full copy.",
+    )
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.RETAIN,
         description="What deleting this Backup object does to its data in the backend: Retain keeps "
@@ -168,3 +173,7 @@ def backup_id_of(name: str, spec: BackupSpec) -> str:
 
 class BackupStatus(OperationStatusBase):
     """What the operator reports about a Backup."""
+
+    stored_bytes: int | None = Field(
+        default=None, description="Bytes the finished backup occupies in the backend (after compression)."
+    )

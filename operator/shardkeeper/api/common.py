@@ -13,9 +13,14 @@ ID_PATTERN = r"^[a-z0-9_-]+$"
 BACKUP_ID_MAX_LENGTH = 128
 #: DNS-1123 label: what a StatefulSet (and so a pod prefix) may be called.
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-#: A collection is a top-level directory in a node's data root. Wildcards are allowed in selectors.
-COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
-SELECTOR_PATTERN = r"^[A-Za-z0-9_*?][A-Za-z0-9_.*?-]*$"
+#: A collection is a top-level directory of a node's data root. One rule decides which directories
+#: are collections, everywhere (``collection_name_problem``): any name a Linux filesystem accepts that
+#: is valid UTF-8 and does not start with '.' (hidden entries, the agent's own ``.shardkeeper`` among
+#: them, are never collections). Selectors name collections with the same characters, plus the
+#: wildcards '*' and '?'; every other character, '[' included, matches itself.
+SELECTOR_PATTERN = r"^[^./\x00][^/\x00]*$"
+#: The longest file name a Linux filesystem accepts (NAME_MAX), in bytes.
+NAME_MAX_BYTES = 255
 
 #: CEL rules shared by the Backup and Restore specs (immutability rules are added per field by ``crd``).
 OPERATION_SPEC_RULES: dict[str, Any] = {
@@ -36,7 +41,32 @@ OPERATION_SPEC_RULES: dict[str, Any] = {
 }
 
 BackupId = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=BACKUP_ID_MAX_LENGTH)]
-Selector = Annotated[str, Field(pattern=SELECTOR_PATTERN, min_length=1, max_length=253)]
+Selector = Annotated[
+    str,
+    Field(
+        pattern=SELECTOR_PATTERN,
+        min_length=1,
+        max_length=NAME_MAX_BYTES,
+        description="A collection name, or a pattern: '*' matches any run of characters, '?' one.",
+    ),
+]
+
+
+def collection_name_problem(name: str) -> str | None:
+    """Why the directory ``name`` (as ``os.listdir`` returns it: undecodable bytes as surrogates)
+    cannot be a collection, or None if it is one. The agents apply it to what they hold; the CRD's
+    selector pattern is the same rule, so any collection an agent reports can be named in a spec."""
+    if not name or name.startswith("."):
+        return "hidden names (starting with '.') are never collections"
+    if "/" in name or "\x00" in name:
+        return "a name holds neither '/' nor NUL"
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the name is not valid UTF-8, so no Backup or Restore could name it"
+    if len(encoded) > NAME_MAX_BYTES:
+        return f"the name is longer than {NAME_MAX_BYTES} bytes"
+    return None
 
 
 class Model(BaseModel):

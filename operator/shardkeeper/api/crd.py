@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from shardkeeper import conventions as c
 from shardkeeper.api.backup import BACKUP_ROOT_RULES, BackupSpec, BackupStatus
 from shardkeeper.api.restore import RestoreSpec, RestoreStatus
+from shardkeeper.api.schedule import SCHEDULE_NAME_MAX, BackupScheduleSpec, BackupScheduleStatus
 
 Schema = dict[str, Any]
 
@@ -96,13 +97,15 @@ def _crd(
     spec_model: type[BaseModel],
     status_model: type[BaseModel],
     columns: list[Schema],
+    mutable: frozenset[str] | None = MUTABLE_SPEC_FIELDS,
     root_rules: list[Schema] | None = None,
 ) -> Schema:
+    """``mutable``: the spec fields that may change after creation; None: all of them. ``root_rules``:
+    CEL rules on the whole object (they can read ``metadata.name``)."""
     spec = structural(spec_model)
     spec.pop("description", None)
-    spec.setdefault("x-kubernetes-validations", []).extend(
-        _immutability_rules(spec, mutable=MUTABLE_SPEC_FIELDS)
-    )
+    if mutable is not None:
+        spec.setdefault("x-kubernetes-validations", []).extend(_immutability_rules(spec, mutable=mutable))
     status = structural(status_model)
     status.pop("description", None)
     # Defaults in status would be written by the API server on every read; status is ours alone.
@@ -197,9 +200,42 @@ def restore_crd() -> Schema:
     )
 
 
+def backupschedule_crd() -> Schema:
+    crd = _crd(
+        kind=c.SCHEDULE_KIND,
+        plural=c.SCHEDULE_PLURAL,
+        short_names=["sks"],
+        spec_model=BackupScheduleSpec,
+        status_model=BackupScheduleStatus,
+        columns=[
+            {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+            {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+            {"name": "Last Success", "type": "date", "jsonPath": ".status.lastSuccessfulTime"},
+            {"name": "Next Run", "type": "string", "jsonPath": ".status.nextScheduleTime"},
+            {"name": "Kept", "type": "integer", "jsonPath": ".status.backups"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {"name": "Time Zone", "type": "string", "jsonPath": ".spec.timeZone", "priority": 1},
+            {"name": "Missed", "type": "integer", "jsonPath": ".status.missedRuns", "priority": 1},
+        ],
+        mutable=None,
+    )
+    root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    # Children are named "<schedule>-<slot>" and labelled with the schedule's name.
+    root["x-kubernetes-validations"] = [
+        {
+            "rule": f"size(self.metadata.name) <= {SCHEDULE_NAME_MAX} && "
+            "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+            "message": f"a BackupSchedule's name must be a DNS label of at most {SCHEDULE_NAME_MAX} "
+            "characters (lowercase letters, digits and '-'): its Backups are named after it",
+        }
+    ]
+    return crd
+
+
 def all_crds() -> dict[str, Schema]:
     """File name -> CRD, as committed under ``crds/``."""
     return {
         f"{c.BACKUP_PLURAL}.{c.GROUP}.yaml": backup_crd(),
         f"{c.RESTORE_PLURAL}.{c.GROUP}.yaml": restore_crd(),
+        f"{c.SCHEDULE_PLURAL}.{c.GROUP}.yaml": backupschedule_crd(),
     }

@@ -1,54 +1,190 @@
-"""What a backup leaves in the backend besides its chunks.
+"""What a backup leaves in the backend besides its chunks (the repository format).
 
 ``<id>/<node>/backup.json`` (NodeDescriptor) is written by each agent after its chunks;
 ``<id>/backup_config.json`` (GlobalDescriptor) is written by the operator last, and its presence with
 status SUCCESS is what makes a backup restorable.
+
+Format 2 (this version) describes a collection as a tree: every directory (empty ones too), regular
+file (sparse ones with their data map), symbolic link and hard link, with names as bytes, permission
+bits, ownership and mtimes in nanoseconds. Format 1 listed regular files only; it is still read
+(``storage.repository`` upgrades it on the way in), never written.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shardkeeper.api.common import Backend, Codec, CompressionLevel, Consistency, Model, Phase
-from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION
+from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION, READABLE_FORMAT_VERSIONS
 from shardkeeper.errors import UnknownFormatVersion
 
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
-class FileEntry(Model):
-    path: str = Field(description="Relative to the node's data root; starts with the collection name.")
-    size: int
-    sha256: str
-    mode: int
-    chunk: int = Field(description="Number of the chunk (within the collection) that holds the file.")
+
+def encode_name(name: str) -> tuple[str | None, str | None]:
+    """A file name as the descriptor keeps it: ``(text, None)`` when its bytes are valid UTF-8,
+    ``(None, base64 of the bytes)`` otherwise. ``name`` is a ``str`` as ``os`` returns it, with
+    undecodable bytes as surrogates (PEP 383), so every name a Linux filesystem holds round-trips."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None, base64.b64encode(name.encode("utf-8", "surrogateescape")).decode()
+    return name, None
+
+
+def decode_name(text: str | None, b64: str | None, *, what: str) -> str:
+    """The inverse of ``encode_name``. Raises ``ValueError`` naming ``what`` on anything else."""
+    if (text is None) == (b64 is None):
+        raise ValueError(f"{what}: exactly one of the text and base64 forms must be given")
+    if text is not None:
+        return text
+    assert b64 is not None
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"{what}: invalid base64: {exc}") from None
+    return raw.decode("utf-8", "surrogateescape")
+
+
+class EntryType(StrEnum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+    """Another name for a FILE entry of the same collection (``target``): stored once."""
+
+
+class Entry(Model):
+    """One entry of a collection's tree. Paths are relative to the node's data root and start with
+    the collection's name (the collection's own directory is the entry whose path is the name)."""
+
+    path: str | None = Field(default=None, description="The path, when its bytes are valid UTF-8.")
+    path_b64: str | None = Field(default=None, description="The path's bytes in base64, otherwise.")
+    type: EntryType
+    mode: int = Field(
+        ge=0, le=0o7777, description="Permission bits; writers never record setuid/setgid/sticky."
+    )
+    mtime_ns: int | None = Field(default=None, description="Modification time in ns (format 1: None).")
+    uid: int | None = Field(default=None, ge=0)
+    gid: int | None = Field(default=None, ge=0)
+    ino: int | None = Field(
+        default=None, ge=0, description="Files: the inode, to recognise an unchanged file."
+    )
+    size: int = Field(default=0, ge=0, description="Files: the apparent size in bytes.")
+    sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="Files: sha256 of the content (holes read as zeros).",
+    )
+    chunk: int | None = Field(
+        default=None, ge=1, description="The chunk (in the collection) holding the entry."
+    )
+    target: str | None = Field(default=None, description="Symbolic links: the target; hard links: the path.")
+    target_b64: str | None = None
+    data: list[tuple[int, int]] | None = Field(
+        default=None, description="Sparse files: the (offset, length) data segments; the rest are holes."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Entry:
+        where = self.path if self.path is not None else f"(base64) {self.path_b64}"
+        decode_name(self.path, self.path_b64, what=f"entry {where}")
+        if self.type is EntryType.FILE and self.sha256 is None:
+            raise ValueError(f"file {where} has no sha256")
+        if self.type in (EntryType.SYMLINK, EntryType.HARDLINK):
+            decode_name(self.target, self.target_b64, what=f"target of {where}")
+        elif self.target is not None or self.target_b64 is not None:
+            raise ValueError(f"{self.type} {where} cannot have a target")
+        if self.data is not None:
+            end = 0
+            for offset, length in self.data:
+                if offset < end or length <= 0:
+                    raise ValueError(f"file {where}: data segments must be ascending and not overlap")
+                end = offset + length
+            if self.type is not EntryType.FILE or end > self.size:
+                raise ValueError(f"{where}: data segments beyond the file's size")
+        return self
+
+    @property
+    def name(self) -> str:
+        """The path, as ``os`` functions take it."""
+        return decode_name(self.path, self.path_b64, what="entry")
+
+    @property
+    def link(self) -> str | None:
+        """The symbolic link's target, or the hard link's path, as ``os`` functions take it."""
+        if self.target is None and self.target_b64 is None:
+            return None
+        return decode_name(self.target, self.target_b64, what="target")
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of content actually stored (a sparse file's data segments)."""
+        return sum(length for _, length in self.data) if self.data is not None else self.size
+
+    @classmethod
+    def make(cls, name: str, type_: EntryType, *, target: str | None = None, **fields: object) -> Entry:
+        path, path_b64 = encode_name(name)
+        link, link_b64 = encode_name(target) if target is not None else (None, None)
+        return cls(
+            path=path,
+            path_b64=path_b64,
+            type=type_,
+            target=link,
+            target_b64=link_b64,
+            **fields,
+        )
 
 
 class ChunkEntry(Model):
-    n: int
-    key: str = Field(description="Relative to the node's directory, e.g. 'articles/chunk-1'.")
-    sha256: str = Field(description="Of the stored (compressed) bytes.")
-    size: int = Field(description="Stored (compressed) bytes.")
-    raw_size: int = Field(description="Bytes of the tar stream before compression.")
-    files: int
+    n: int = Field(ge=1)
+    key: str = Field(description="Relative to the node's directory, e.g. 'chunk-3'.")
+    backup: str | None = Field(
+        default=None,
+        description="Format 3: the backup whose node directory holds the chunk, when not this one (an "
+        "incremental backup references its base's chunks; only the entries it lists are restored from it).",
+    )
+    sha256: str = Field(pattern=SHA256_PATTERN, description="Of the stored (compressed) bytes.")
+    size: int = Field(ge=0, description="Stored (compressed) bytes.")
+    raw_size: int = Field(ge=0, description="Bytes of the tar stream before compression.")
+    files: int = Field(ge=0, description="Entries in the chunk.")
 
 
 class CollectionEntry(Model):
     name: str
-    bytes: int
-    files: list[FileEntry]
+    bytes: int = Field(ge=0, description="Apparent size of its files.")
+    allocated: int = Field(
+        default=0, ge=0, description="Bytes a restore writes to disk (sparse holes and hard links excluded)."
+    )
+    entries: list[Entry]
     chunks: list[ChunkEntry]
+
+    @property
+    def files(self) -> list[Entry]:
+        return [e for e in self.entries if e.type is EntryType.FILE]
 
 
 class Versioned(Model):
     format_version: int = DESCRIPTOR_FORMAT_VERSION
 
     def check_version(self) -> None:
-        if self.format_version != DESCRIPTOR_FORMAT_VERSION:
+        if self.format_version not in READABLE_FORMAT_VERSIONS:
             raise UnknownFormatVersion(
                 f"descriptor format version {self.format_version} is not known to this shardkeeper "
-                f"(it reads version {DESCRIPTOR_FORMAT_VERSION})"
+                f"(it reads versions {sorted(READABLE_FORMAT_VERSIONS)})"
             )
+
+
+class Skipped(Model):
+    """An entry left out of the backup, with the reason (a socket, a file gone before it was frozen)."""
+
+    path: str
+    reason: str
 
 
 class NodeDescriptor(Versioned):
@@ -64,6 +200,10 @@ class NodeDescriptor(Versioned):
     stored_bytes: int
     file_count: int
     pause_ms: float | None = None
+    skipped: list[Skipped] = Field(default_factory=list, description="At most the first 100.")
+    skipped_count: int = 0
+    base: str | None = Field(default=None, description="The backup this node's files were compared with.")
+    bytes_reused: int = Field(default=0, description="Bytes referenced in earlier backups, not uploaded.")
 
 
 class NodeSummary(Model):
@@ -72,6 +212,8 @@ class NodeSummary(Model):
     bytes: int = 0
     stored_bytes: int = 0
     files: int = 0
+    skipped: int = 0
+    bytes_reused: int = 0
     error: str | None = None
 
 
@@ -121,3 +263,9 @@ class GlobalDescriptor(Versioned):
     files: int = 0
     owner: Owner | None = None
     error: str | None = None
+    base: str | None = Field(default=None, description="spec.incrementalBase: the backup this one builds on.")
+    references: list[str] = Field(
+        default_factory=list,
+        description="Every other backup whose chunks this one uses (the chain, flattened).",
+    )
+    bytes_reused: int = 0

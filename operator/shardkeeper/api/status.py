@@ -24,6 +24,12 @@ class NodeStatus(Model):
     pause_ms: float | None = Field(
         default=None, description="How long the workload was paused for the snapshot, in milliseconds."
     )
+    bytes_reused: int = Field(
+        default=0, description="Incremental: bytes referenced in earlier backups, not uploaded."
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="Entries left out of the backup on this node, and why."
+    )
     unreachable_since: dt.datetime | None = Field(
         default=None, description="Set while the node's agent does not answer."
     )
@@ -41,6 +47,9 @@ class OperationStatusBase(Model):
     files_done: int = 0
     files_total: int = 0
     bytes_per_second: int | None = None
+    bytes_reused: int = Field(
+        default=0, description="Incremental: bytes referenced in earlier backups, not uploaded."
+    )
     throughput: str | None = Field(
         default=None, description="Transfer rate of all nodes together, e.g. '85.1 MiB/s'."
     )

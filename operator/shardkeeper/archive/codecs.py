@@ -7,8 +7,9 @@ reader restores them. Descriptors record the format (``gzip``), never the librar
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol, cast
 
 import zstandard
 from isal import isal_zlib
@@ -42,16 +43,9 @@ class Compressor(Protocol):
     def flush(self) -> bytes: ...
 
 
-class Decompressor(Protocol):
-    def decompress(self, data: bytes | memoryview, /) -> bytes | memoryview: ...
-
-
 class _Identity:
     def compress(self, data: bytes | memoryview, /) -> bytes | memoryview:
         return data  # no copy: callers only read it
-
-    def decompress(self, data: bytes | memoryview, /) -> bytes | memoryview:
-        return data
 
     def flush(self) -> bytes:
         return b""
@@ -77,14 +71,38 @@ def compressor(choice: CodecChoice) -> Compressor:
     return _Identity()
 
 
-def decompressor(codec: Codec) -> Decompressor:
-    if codec is Codec.GZIP:
-        gz: Decompressor = isal_zlib.decompressobj(_GZIP_WBITS)
-        return gz
-    if codec is Codec.ZSTD:
-        zs: Decompressor = zstandard.ZstdDecompressor().decompressobj()
-        return zs
-    return _Identity()
+class _Blocks:
+    """A file-like view of an iterator of blocks, for zstandard's streaming reader."""
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self._blocks = blocks
+
+    def read(self, _: int = -1) -> bytes:
+        return next(self._blocks, b"")
 
 
-__all__ = ["CODEC_FOR_LEVEL", "CodecChoice", "compressor", "decompressor"]
+def decompressed(codec: Codec, blocks: Iterator[bytes], *, limit: int = 1 << 20) -> Iterator[bytes]:
+    """The decompressed stream of ``blocks``, in pieces of at most ``limit`` bytes however far the
+    data expands (a crafted chunk can expand a thousandfold in gzip, far more in zstd), so memory
+    stays bounded. Raises the codec's own errors on invalid data; the caller translates them."""
+    if codec is Codec.NONE:
+        yield from blocks
+    elif codec is Codec.GZIP:
+        d = isal_zlib.decompressobj(_GZIP_WBITS)
+        for block in blocks:
+            if d.eof and block:
+                raise ValueError("data after the end of the gzip stream")
+            data = block
+            while data:
+                out = d.decompress(data, limit)
+                if out:
+                    yield out
+                data = d.unconsumed_tail
+        if not d.eof:
+            raise ValueError("the gzip stream is cut short")
+    else:
+        dctx = zstandard.ZstdDecompressor()
+        yield from dctx.read_to_iter(cast("IO[bytes]", _Blocks(blocks)), read_size=limit, write_size=limit)
+
+
+__all__ = ["CODEC_FOR_LEVEL", "CodecChoice", "compressor", "decompressed"]

@@ -1,9 +1,12 @@
 """Unpacking a chunk into a staging directory, verifying everything on the way.
 
 The stored bytes are hashed as they stream in (the chunk's sha256 and size must match the node
-descriptor), every file's content is hashed as it is written (sha256 and size must match), and only
-regular files that the descriptor lists, at paths that stay inside the target, are accepted. Any
-doubt raises before the caller moves anything into place; the staging directory is then discarded.
+descriptor), every member must be the entry the descriptor lists for this chunk (same path, type,
+size, link target, sparse map), every file's content is hashed as it is written (sha256 over the
+content, holes as zeros), and every path passes ``archive.tree.check_path``. Regular files are
+written here; directories, links and directory metadata come afterwards (``tree.finish_tree``),
+once every chunk of the collection is in. Any doubt raises before the caller moves anything into
+place; the staging directory is then discarded.
 """
 
 from __future__ import annotations
@@ -17,23 +20,24 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, cast
 
 from shardkeeper.api.common import Codec
-from shardkeeper.archive.codecs import decompressor
+from shardkeeper.api.descriptors import Entry, EntryType
+from shardkeeper.archive.codecs import decompressed
 from shardkeeper.archive.pack import COPY_BUFFER, Cancelled, put_unless_stopped
-from shardkeeper.errors import IntegrityError, UnsafeArchiveEntry
+from shardkeeper.archive.tarstream import Member, Source, members, sparse_map, what_type
+from shardkeeper.archive.tree import MODE_MASK, check_path, shown
+from shardkeeper.errors import IntegrityError, ShardkeeperError, UnsafeArchiveEntry
 
 #: How much of a file is written before its writeback to disk is started.
 WRITEBACK_EVERY = 8 << 20
-
-
-@dataclass(frozen=True)
-class ExpectedFile:
-    path: str
-    size: int
-    sha256: str
-    mode: int
+_ZEROS = bytes(COPY_BUFFER)
+_MEMBER_TYPES = {
+    EntryType.DIR: tarfile.DIRTYPE,
+    EntryType.SYMLINK: tarfile.SYMTYPE,
+    EntryType.HARDLINK: tarfile.LNKTYPE,
+}
 
 
 @dataclass(frozen=True)
@@ -41,22 +45,10 @@ class ExpectedChunk:
     key: str
     sha256: str
     size: int
-    files: Mapping[str, ExpectedFile]
-
-
-def check_entry_path(name: str, allowed_roots: set[str]) -> str:
-    """A path that is relative, has no '.' or '..' or empty segments, and starts with an allowed
-    collection. Anything else would, or could, land outside the target."""
-    parts = name.split("/")
-    if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts) or len(parts) < 2:
-        raise UnsafeArchiveEntry(f"archive entry {name!r} would be written outside the staging area")
-    if parts[0] not in allowed_roots:
-        raise UnsafeArchiveEntry(f"archive entry {name!r} is outside the collections being restored")
-    return name
-
-
-class Source(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
+    entries: Mapping[str, Entry]
+    """The descriptor's entries stored in this chunk, by name."""
+    partial: bool = False
+    """A chunk of an earlier backup that this one references: members it does not list are skipped."""
 
 
 class _StoredStream:
@@ -72,7 +64,7 @@ class _StoredStream:
         self._stop = threading.Event()
         self.sha = hashlib.sha256()
         self.stored = 0
-        self._decompress = decompressor(codec)
+        self._pieces = decompressed(codec, self._stored_blocks())
         self._pending = memoryview(b"")
         self._ended = False
         self._thread = threading.Thread(target=self._run, name="unpack-read", daemon=True)
@@ -92,26 +84,32 @@ class _StoredStream:
     def _put(self, item: object) -> None:
         put_unless_stopped(self._queue, item, self._stop, self._cancelled)
 
-    def _more(self) -> None:
-        """Takes the next stored block and decompresses it into ``_pending`` (possibly empty)."""
+    def _stored_blocks(self) -> Iterator[bytes]:
         while True:
             try:
                 item = self._queue.get(timeout=0.5)
-                break
             except queue.Empty:
                 if self._cancelled.is_set():
                     raise Cancelled from None
-        if isinstance(item, BaseException):
-            raise item
-        try:
+                continue
+            if isinstance(item, BaseException):
+                raise item
             if item is self._END:
-                self._ended = True
-                flush = getattr(self._decompress, "flush", None)
-                self._pending = memoryview(flush() if flush else b"")
-            else:
-                self._pending = memoryview(self._decompress.decompress(item))  # type: ignore[arg-type]
-        except Exception as exc:  # zlib/isal/zstd errors: the stored bytes are not what was written
+                return
+            yield item  # type: ignore[misc]
+
+    def _more(self) -> None:
+        """Decompresses the next piece (at most COPY_BUFFER bytes) into ``_pending``."""
+        try:
+            piece = next(self._pieces, None)
+        except (Cancelled, ShardkeeperError):
+            raise
+        except Exception as exc:  # isal/zstd errors: the stored bytes are not what was written
             raise IntegrityError(f"cannot decompress ({self._codec}): {exc}") from exc
+        if piece is None:
+            self._ended = True
+        else:
+            self._pending = memoryview(piece)
 
     def read(self, n: int = -1) -> bytes:
         if n < 0:
@@ -190,94 +188,153 @@ class _FileWriter:
 
     def _run(self) -> None:
         out: BinaryIO | None = None
-        written = flushed = 0
+        mark = 0  # where the data not yet handed to writeback starts
         while (item := self._queue.get()) is not self._END:
             if self.error is not None:
                 continue  # drain, so that the producer never blocks on a dead writer
             op, arg = cast("tuple[str, Any]", item)
             try:
                 if op == "open":
-                    written = flushed = 0
+                    mark = 0
                     try:
                         out = arg.open("xb")  # "x": never overwrite what is there
                     except FileExistsError:
-                        raise IntegrityError(f"{arg.name!r} appears twice") from None
+                        raise IntegrityError(f'"{shown(str(arg))}" appears twice') from None
+                elif op == "seek":  # the next data segment of a sparse file
+                    assert out is not None
+                    out.seek(arg)
+                    mark = arg
                 elif op == "data":
                     assert out is not None
                     out.write(arg)
-                    written += len(arg)
-                    if written - flushed >= WRITEBACK_EVERY:
+                    if out.tell() - mark >= WRITEBACK_EVERY:
                         # Start writing this range to disk now (it does not wait): the sync before
                         # the restore becomes visible then finds little left to do.
                         out.flush()
-                        os.posix_fadvise(out.fileno(), flushed, written - flushed, os.POSIX_FADV_DONTNEED)
-                        flushed = written
-                else:  # "close": (path, mode, mtime)
+                        os.posix_fadvise(out.fileno(), mark, out.tell() - mark, os.POSIX_FADV_DONTNEED)
+                        mark = out.tell()
+                else:  # "close": (path, size, mode, mtime_ns)
                     assert out is not None
+                    dest, size, mode, mtime_ns = arg
+                    out.truncate(size)  # a sparse file's trailing hole
                     out.flush()
-                    os.posix_fadvise(out.fileno(), flushed, 0, os.POSIX_FADV_DONTNEED)
+                    os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
                     out.close()
                     out = None
-                    dest, mode, mtime = arg
                     dest.chmod(mode)
-                    os.utime(dest, (mtime, mtime))
+                    os.utime(dest, ns=(mtime_ns, mtime_ns))
             except BaseException as exc:
                 self.error = exc
         if out is not None:
             out.close()
 
 
-@dataclass
-class _Member:
-    name: str
-    size: int
-    type: bytes
-    mtime: int
+class _Unpacker:
+    """Checks each member against the chunk's entries and writes regular files under ``target``."""
+
+    def __init__(
+        self,
+        stream: _StoredStream,
+        writer: _FileWriter,
+        chunk: ExpectedChunk,
+        target: Path,
+        collection: str,
+        on_bytes: Callable[[int], None],
+        cancelled: threading.Event,
+    ) -> None:
+        self.stream, self.writer, self.chunk, self.collection = stream, writer, chunk, collection
+        self.target = target.resolve()
+        self.on_bytes, self.cancelled = on_bytes, cancelled
+        self.checked_dirs: set[Path] = set()
+
+    def member(self, member: Member) -> bool:
+        """Checks (and writes) one member; False if it was skipped (not listed, in a referenced chunk)."""
+        check_path(member.name, self.collection)
+        expected = self.chunk.entries.get(member.name)
+        if expected is None and self.chunk.partial:
+            self._skip(member)
+            return False
+        if expected is None:
+            raise IntegrityError(f'"{shown(member.name)}" is not in the node descriptor for this chunk')
+        if not member.is_regular:
+            if _MEMBER_TYPES.get(expected.type) != member.type:
+                found = what_type(member.type)
+                raise IntegrityError(
+                    f'"{shown(member.name)}" is a {found}; the descriptor says {expected.type}'
+                )
+            if expected.type is not EntryType.DIR and member.linkname != expected.link:
+                raise IntegrityError(f'"{shown(member.name)}" links elsewhere than the descriptor says')
+            return True  # made by finish_tree, after every file of the collection
+        if expected.type is not EntryType.FILE:
+            raise IntegrityError(
+                f'"{shown(member.name)}" is a regular file; the descriptor says {expected.type}'
+            )
+        if member.sparse:
+            segments, used = sparse_map(self.stream, member.size)
+            if segments != expected.data or sum(n for _, n in segments) != member.size - used:
+                raise IntegrityError(f'"{shown(member.name)}": its sparse map is not the descriptor\'s')
+            size = member.realsize
+        else:
+            if expected.data is not None:
+                raise IntegrityError(f'"{shown(member.name)}" is stored whole; the descriptor says sparse')
+            segments, used, size = [(0, member.size)], 0, member.size
+        if size != expected.size:
+            raise IntegrityError(f'"{shown(member.name)}" has {size} bytes, expected {expected.size}')
+        dest = self._dest(member.name)
+        self.writer.put("open", dest)
+        sha, position = hashlib.sha256(), 0
+        for offset, length in segments:
+            _zeros(sha, offset - position)
+            if offset != position:
+                self.writer.put("seek", offset)
+            self._copy(sha, length, member.name)
+            position = offset + length
+        _zeros(sha, expected.size - position)
+        if sha.hexdigest() != expected.sha256:
+            raise IntegrityError(f'"{shown(member.name)}" does not match its sha256')
+        mtime_ns = expected.mtime_ns if expected.mtime_ns is not None else member.mtime_ns
+        self.writer.put("close", (dest, expected.size, expected.mode & MODE_MASK, mtime_ns))
+        self.stream.read(-member.size % 512)
+        return True
+
+    def _skip(self, member: Member) -> None:
+        """Reads past a member this backup does not list (in a referenced chunk), writing nothing."""
+        left = member.size + (-member.size % 512)
+        while left:
+            if self.cancelled.is_set():
+                raise Cancelled
+            block = self.stream.read_view(min(left, COPY_BUFFER))
+            if not block:
+                raise IntegrityError(f'"{shown(member.name)}" is cut short')
+            left -= len(block)
+
+    def _dest(self, name: str) -> Path:
+        dest = self.target / name
+        if dest.parent not in self.checked_dirs:  # once per directory: made here, never a link
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.parent.resolve() != dest.parent or self.target not in dest.parents:
+                raise UnsafeArchiveEntry(f'"{shown(name)}" would be written outside the staging area')
+            self.checked_dirs.add(dest.parent)
+        return dest
+
+    def _copy(self, sha: hashlib._Hash, left: int, name: str) -> None:
+        while left:
+            if self.cancelled.is_set():
+                raise Cancelled
+            block = self.stream.read_view(min(left, COPY_BUFFER))
+            if not block:
+                raise IntegrityError(f'"{shown(name)}" is cut short')
+            sha.update(block)
+            self.writer.put("data", block)
+            self.on_bytes(len(block))
+            left -= len(block)
 
 
-def _pax_records(data: bytes) -> dict[str, str]:
-    """'<length> <key>=<value>\\n' records of a PAX extended header."""
-    records: dict[str, str] = {}
-    pos = 0
-    while pos < len(data) and data[pos] != 0:
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
-        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
-        records[key.decode()] = value.decode("utf-8", "surrogateescape")
-        pos += length
-    return records
-
-
-def _members(stream: _StoredStream) -> Iterator[_Member]:
-    """The members of a tar stream (ustar, PAX and GNU long names). The caller reads each member's
-    data (padded to 512 bytes) before asking for the next."""
-    overrides: dict[str, str] = {}
-    while True:
-        header = stream.read(512)
-        if len(header) < 512 or header == bytes(512):
-            return
-        try:
-            info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-        except tarfile.HeaderError as exc:
-            raise IntegrityError(f"not a valid archive header: {exc}") from exc
-        padded = -(-info.size // 512) * 512
-        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
-            records = _pax_records(stream.read(padded)[: info.size])
-            if info.type == tarfile.XHDTYPE:
-                overrides = records
-            continue
-        if info.type == tarfile.GNUTYPE_LONGNAME:
-            overrides = {
-                "path": stream.read(padded)[: info.size].rstrip(b"\0").decode("utf-8", "surrogateescape")
-            }
-            continue
-        yield _Member(
-            name=overrides.get("path", info.name),
-            size=int(overrides.get("size", info.size)),
-            type=info.type,
-            mtime=int(float(overrides.get("mtime", info.mtime))),
-        )
-        overrides = {}
+def _zeros(sha: hashlib._Hash, n: int) -> None:
+    while n > 0:
+        take = min(n, COPY_BUFFER)
+        sha.update(_ZEROS if take == COPY_BUFFER else _ZEROS[:take])
+        n -= take
 
 
 def unpack_chunk(
@@ -286,58 +343,24 @@ def unpack_chunk(
     codec: Codec,
     chunk: ExpectedChunk,
     target: Path,
-    allowed_roots: set[str],
+    collection: str,
     on_bytes: Callable[[int], None],
     cancelled: threading.Event,
 ) -> list[str]:
-    """Writes the chunk's files under ``target``; returns their paths. Raises ``IntegrityError`` or
-    ``UnsafeArchiveEntry`` on any mismatch, leaving what it wrote for the caller to discard.
+    """Writes the chunk's regular files under ``target`` and checks every other member; returns the
+    names of the members. Raises ``IntegrityError`` or ``UnsafeArchiveEntry`` on any mismatch,
+    leaving what it wrote for the caller to discard.
 
     Three threads share the work: one reads and hashes the stored bytes, this one decompresses,
     parses and hashes each file, one writes."""
     stream = _StoredStream(source, codec, cancelled)
     writer = _FileWriter(cancelled)
-    real_target = target.resolve()
-    checked_dirs: set[Path] = set()
-    written: list[str] = []
+    unpacker = _Unpacker(stream, writer, chunk, target, collection, on_bytes, cancelled)
+    seen: list[str] = []
     try:
-        for member in _members(stream):
-            name = check_entry_path(member.name, allowed_roots)
-            if member.type not in tarfile.REGULAR_TYPES:
-                raise UnsafeArchiveEntry(
-                    f"archive entry {name!r} is not a regular file (links and devices are never restored)"
-                )
-            expected = chunk.files.get(name)
-            if expected is None:
-                raise IntegrityError(f"{name!r} is not in the node descriptor")
-            if member.size != expected.size:
-                raise IntegrityError(f"{name!r} has {member.size} bytes, expected {expected.size}")
-            dest = real_target / name
-            if dest.parent not in checked_dirs:  # once per directory: made here, never a link
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if dest.parent.resolve() != dest.parent or real_target not in dest.parents:
-                    raise UnsafeArchiveEntry(
-                        f"archive entry {name!r} would be written outside the staging area"
-                    )
-                checked_dirs.add(dest.parent)
-            writer.put("open", dest)
-            sha = hashlib.sha256()
-            left = member.size
-            while left:
-                if cancelled.is_set():
-                    raise Cancelled
-                block = stream.read_view(min(left, COPY_BUFFER))
-                if not block:
-                    raise IntegrityError(f"{name!r} is cut short")
-                sha.update(block)
-                writer.put("data", block)
-                on_bytes(len(block))
-                left -= len(block)
-            if sha.hexdigest() != expected.sha256:
-                raise IntegrityError(f"{name!r} does not match its sha256")
-            writer.put("close", (dest, expected.mode & 0o7777, member.mtime))
-            stream.read(-member.size % 512)
-            written.append(name)
+        for member in members(stream):
+            if unpacker.member(member):
+                seen.append(member.name)
         stream.drain()
         writer.finish()
     except IntegrityError as exc:
@@ -350,7 +373,11 @@ def unpack_chunk(
             f"chunk {chunk.key}: checksum mismatch (stored {stream.stored} bytes, sha256 "
             f"{stream.sha.hexdigest()[:16]}…; the descriptor says {chunk.size} bytes, {chunk.sha256[:16]}…)"
         )
-    missing = sorted(set(chunk.files) - set(written))
+    missing = sorted(set(chunk.entries) - set(seen))
     if missing:
-        raise IntegrityError(f"chunk {chunk.key}: files missing from the archive: {missing[:5]}")
-    return written
+        raise IntegrityError(
+            f"chunk {chunk.key}: entries missing from the archive: {[shown(m) for m in missing[:5]]}"
+        )
+    if len(seen) != len(set(seen)):
+        raise IntegrityError(f"chunk {chunk.key}: an entry appears twice")
+    return seen

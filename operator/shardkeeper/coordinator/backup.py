@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from collections.abc import Sequence
 
 from shardkeeper import conventions as c
 from shardkeeper.api.agent import NodePhase, PrepareBackup, StoreProbe
 from shardkeeper.api.backup import BackupSpec, BackupStatus, backup_id_of
-from shardkeeper.api.common import Consistency, DeletionPolicy, Phase, human_bytes
+from shardkeeper.api.common import Codec, CompressionLevel, Consistency, DeletionPolicy, Phase, human_bytes
 from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, NodeSummary, Owner
 from shardkeeper.api.status import NodeStatus
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
+from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION
 from shardkeeper.coordinator import selection
 from shardkeeper.coordinator.agents import NodeEndpoint
 from shardkeeper.coordinator.operation import (
@@ -23,7 +25,6 @@ from shardkeeper.coordinator.operation import (
 )
 from shardkeeper.coordinator.twophase import Decision, NodeView, Step, decide
 from shardkeeper.errors import (
-    ObjectNotFound,
     ShardkeeperError,
     SpecError,
     StorageError,
@@ -31,6 +32,7 @@ from shardkeeper.errors import (
     UnknownFormatVersion,
 )
 from shardkeeper.storage import BackupLayout, Storage
+from shardkeeper.storage.repository import BackupRepository
 
 BackupObject = OperationObject[BackupSpec, BackupStatus]
 
@@ -39,17 +41,22 @@ __all__ = ["BackupObject", "BackupReconciler", "Outcome", "read_global_descripto
 
 def read_global_descriptor(storage: Storage, layout: BackupLayout) -> GlobalDescriptor | None:
     """The backup's global descriptor, or None if there is none. A version this code does not know
-    reads as a finished backup that nobody here owns, so it is never overwritten."""
+    reads as a finished backup that nobody here owns, so it is never overwritten; a corrupt one
+    raises ``CorruptDescriptor``, naming it."""
     try:
-        descriptor = GlobalDescriptor.model_validate_json(storage.get_bytes(layout.global_descriptor))
-    except ObjectNotFound:
-        return None
-    try:
-        descriptor.check_version()
+        return BackupRepository(storage).global_descriptor(layout.backup_id)
     except UnknownFormatVersion:
-        descriptor.status = Phase.SUCCESS
-        descriptor.owner = None
-    return descriptor
+        return GlobalDescriptor(
+            id=layout.backup_id,
+            status=Phase.SUCCESS,
+            backend=storage.backend,
+            started_at=dt.datetime.fromtimestamp(0, dt.UTC),
+            codec=Codec.NONE,
+            compression_level=CompressionLevel.NONE,
+            chunk_size_mb=0,
+            collections=[],
+            nodes={},
+        )
 
 
 class DeletionDeferred(ShardkeeperError):
@@ -86,9 +93,18 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         storage = self._open_storage()
         st.path = storage.url(self.layout.root)
         await self._claim_id(storage)
+        await self._check_base(storage)
         view = await self._ready_cluster()
         infos = await self._node_infos(view)
         available = {name for info in infos.values() for name in info.collections}
+        unnamed = [f'"{d}" on node "{node}"' for node, info in sorted(infos.items()) for d in info.unnamed]
+        if unnamed and not spec.include:
+            self._fail(
+                f"cannot back up every collection: {', '.join(unnamed)} cannot be collections (a directory "
+                "name must be valid UTF-8 and at most 255 bytes); rename them, move them out of the data "
+                "root, or name the collections to back up in spec.include",
+                reason="InvalidSpec",
+            )
         try:
             st.collections = selection.resolve(available, include=spec.include, exclude=spec.exclude)
         except SpecError as exc:
@@ -114,6 +130,7 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
             consistency=self.spec.consistency,
             reservation_seconds=self.ctx.settings.reservation_seconds,
             probe=self._probe,
+            incremental_base=self.spec.incremental_base,
         )
 
     async def _claim_id(self, storage: Storage) -> None:
@@ -173,6 +190,34 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         self._event("Normal", "Adopted", self._message)
         raise Stop
 
+    async def _check_base(self, storage: Storage) -> None:
+        """spec.incrementalBase: a SUCCESS backup in the same store, older, with the same codec, and
+        not this one or one built on this one (no cycles)."""
+        base_id = self.spec.incremental_base
+        if base_id is None:
+            return
+        where = f'spec.incrementalBase: backup "{base_id}"'
+        if base_id == self.op_id:
+            self._fail(f"{where} is this backup itself", reason="InvalidSpec")
+        base = await in_thread(lambda: BackupRepository(storage).global_descriptor(base_id))
+        if base is None:
+            self._fail(f'{where} does not exist at "{storage.url(base_id)}"', reason="InvalidSpec")
+        if base.status is not Phase.SUCCESS:
+            self._fail(
+                f"{where} is {base.status}: only a complete backup can be a base", reason="InvalidSpec"
+            )
+        if self.op_id in base.references or base.base == self.op_id:
+            self._fail(f"{where} is built on this backup: a chain cannot loop", reason="InvalidSpec")
+        codec = CODEC_FOR_LEVEL[self.spec.config.compression_level].codec
+        if base.codec is not codec:
+            self._fail(
+                f"{where} was written as {base.codec} ({base.compression_level}); this one would be {codec}: "
+                "a chain keeps one codec",
+                reason="InvalidSpec",
+            )
+        if base.completed_at is not None and base.completed_at > self.now:
+            self._fail(f"{where} completed after this backup started", reason="InvalidSpec")
+
     # --- running -------------------------------------------------------------------------------
 
     def _decide(self, views: Sequence[NodeView]) -> Decision:
@@ -203,13 +248,10 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         """If the agent had finished before it restarted, its node descriptor says so."""
         if self.status.phase in (Phase.TRANSFERRING, Phase.TRANSFERRED):
             storage = self._open_storage()
-            try:
-                raw = await in_thread(lambda: storage.get_bytes(self.layout.node_descriptor(name)))
-                if NodeDescriptor.model_validate_json(raw).status is Phase.SUCCESS:
-                    self.status.nodes[name].phase = NodePhase.SUCCESS.value
-                    return NodeView(name, NodePhase.SUCCESS)
-            except ObjectNotFound:
-                pass
+            node = await in_thread(lambda: BackupRepository(storage).node_descriptor(self.op_id, name))
+            if node is not None and node.status is Phase.SUCCESS:
+                self.status.nodes[name].phase = NodePhase.SUCCESS.value
+                return NodeView(name, NodePhase.SUCCESS)
         return NodeView(name, None)
 
     # --- the end -------------------------------------------------------------------------------
@@ -217,11 +259,28 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
     async def _write_success(self) -> None:
         storage = self._open_storage()
         names = sorted(self.status.nodes)
-        raws = await in_thread(lambda: [storage.get_bytes(self.layout.node_descriptor(n)) for n in names])
-        nodes = [NodeDescriptor.model_validate_json(raw) for raw in raws]
+        repo = BackupRepository(storage)
+        found = await in_thread(lambda: [repo.node_descriptor(self.op_id, n) for n in names])
+        missing = [n for n, d in zip(names, found, strict=True) if d is None]
+        if missing:
+            self._fail(
+                f"node descriptors of {missing} are missing at {self.status.path}", reason="NodeFailed"
+            )
+        nodes = [d for d in found if d is not None]
+        references = sorted(
+            {ch.backup for n in nodes for col in n.collections for ch in col.chunks if ch.backup}
+        )
+        for ref in references:  # a base deleted while this backup was written: never a broken child
+            base = await in_thread(lambda ref=ref: repo.global_descriptor(ref))  # type: ignore[misc]
+            if base is None or base.status is not Phase.SUCCESS:
+                self._fail(
+                    f'backup "{ref}", whose data this incremental backup references, is gone or not SUCCESS',
+                    reason="BaseGone",
+                )
         await in_thread(lambda: self._write_descriptor(storage, Phase.SUCCESS, nodes=nodes))
         await in_thread(lambda: storage.delete_prefix(self.layout.probe_dir))
         self.status.bytes_total = sum(n.bytes for n in nodes)
+        self.status.stored_bytes = sum(n.stored_bytes for n in nodes)
         self.status.size = human_bytes(self.status.bytes_total)
         self._finish(Phase.SUCCESS, None, reason=None)
 
@@ -282,6 +341,15 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
                     f"the backup at {location} was written by {by}, not by this Backup: left in place",
                 )
                 return
+            dependants = await in_thread(lambda: BackupRepository(storage).dependants(self.op_id))
+            if dependants:
+                self._event(
+                    "Warning",
+                    "DataRetained",
+                    f"backups {dependants} are incremental backups built on the data at {location}: it stays "
+                    "until they are deleted (deleting it would break them)",
+                )
+                return
             removed = await in_thread(lambda: storage.delete_prefix(self.layout.root))
         except TransientStorageError as exc:
             since = self.obj.deleting_since or self.now
@@ -318,8 +386,12 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
                 bytes=done.bytes if done else 0,
                 stored_bytes=done.stored_bytes if done else 0,
                 files=done.file_count if done else 0,
+                bytes_reused=done.bytes_reused if done else 0,
                 error=node.error,
             )
+        references = sorted(
+            {ch.backup for n in nodes or [] for col in n.collections for ch in col.chunks if ch.backup}
+        )
         descriptor = GlobalDescriptor(
             id=self.op_id,
             status=phase,
@@ -337,10 +409,12 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
             files=sum(s.files for s in summaries.values()),
             owner=Owner(namespace=self.obj.namespace, name=self.obj.name, uid=self.obj.uid),
             error=st.error,
+            base=self.spec.incremental_base,
+            references=references,
+            bytes_reused=sum(s.bytes_reused for s in summaries.values()),
+            format_version=INCREMENTAL_FORMAT_VERSION if references else DESCRIPTOR_FORMAT_VERSION,
         )
-        storage.put_bytes(
-            self.layout.global_descriptor, descriptor.model_dump_json(by_alias=True, indent=1).encode()
-        )
+        BackupRepository(storage).write_global(descriptor)
 
 
 def _phase_of(node_phase: str) -> Phase:

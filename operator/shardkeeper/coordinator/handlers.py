@@ -23,7 +23,9 @@ from shardkeeper import conventions as c
 from shardkeeper.api.backup import BackupSpec, BackupStatus
 from shardkeeper.api.common import TERMINAL_PHASES, Phase, utcnow
 from shardkeeper.api.restore import RestoreSpec, RestoreStatus
+from shardkeeper.api.schedule import SCHEDULE_LABEL
 from shardkeeper.api.status import OperationStatusBase
+from shardkeeper.coordinator import metrics, schedule_handlers
 from shardkeeper.coordinator.backup import BackupReconciler, DeletionDeferred
 from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
@@ -34,7 +36,7 @@ from shardkeeper.coordinator.operation import (
     Outcome,
     retry_later,
 )
-from shardkeeper.coordinator.queue import OpRef
+from shardkeeper.coordinator.queue import WAITING, OpRef
 from shardkeeper.coordinator.restore import RestoreReconciler
 
 log = structlog.get_logger(__name__)
@@ -187,6 +189,23 @@ def _apply(
     patch.status.update(new)
 
 
+def _measure(
+    kind: Kind, body: kopf.Body, obj: OperationObject[Any, Any], outcome: Outcome[Any], peers: list[OpRef]
+) -> None:
+    """Metrics: an operation that ended in this tick, and its cluster's queue depth."""
+    cluster = str(getattr(obj.spec, "cluster", ""))
+    schedule = (body.get("metadata", {}).get("labels") or {}).get(SCHEDULE_LABEL, "")
+    phase = outcome.status.phase
+    if phase is not None and phase.terminal and phase is not obj.status.phase:
+        metrics.operation_ended(kind.name, obj.namespace, cluster, schedule, outcome.status, utcnow())
+    backend = str(getattr(obj.spec, "backend", ""))
+    metrics.operation_state(kind.name, obj.namespace, obj.name, cluster, backend, outcome.status)
+    waiting = {ref.uid for ref in peers if ref.phase in WAITING and ref.uid != obj.uid}
+    if phase in WAITING:
+        waiting.add(obj.uid)
+    metrics.queue_depth(obj.namespace, cluster, len(waiting))
+
+
 def _lock(memo: kopf.Memo) -> asyncio.Lock:
     lock = memo.get(_LOCK)
     if lock is None:
@@ -258,6 +277,7 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
             memo.pop(_FAILING_SINCE, None)
             memo[_LAST_STATUS] = outcome.status.wire()
             _apply(outcome, before=before, body=body, patch=patch, memo=memo, interval=progress_interval)
+            _measure(kind, body, obj, outcome, peers)
 
     @kopf.on.delete(
         c.GROUP, c.VERSION, kind.plural, id=f"delete_{kind.name.lower()}", registry=registry, backoff=interval
@@ -301,6 +321,7 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
                 _post(body, reconciler.events)
                 reconciler.events.clear()
             memo[_DELETED] = True
+            metrics.operation_state(kind.name, obj.namespace, obj.name, str(obj.spec.cluster), "", None)
 
     # A finished object has no timer; a later spec change (deletionPolicy, a late cancel) still gets
     # observed, so that GitOps tools comparing observedGeneration with generation see it settled.
@@ -345,3 +366,4 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
 
     for kind in KINDS:
         _register_kind(registry, ctx, kind)
+    schedule_handlers.register(registry, ctx)

@@ -15,13 +15,13 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, NoReturn, Protocol, TypeVar
 
 import aiohttp
 import structlog
 from pydantic import BaseModel
 
-from shardkeeper.api.agent import NodePhase, OperationStatus, PrepareBackup, PrepareRestore
+from shardkeeper.api.agent import NodeInfo, NodePhase, OperationStatus, PrepareBackup, PrepareRestore
 from shardkeeper.api.common import Backend, Phase, human_bytes, utcnow
 from shardkeeper.api.status import NodeStatus, OperationStatusBase
 from shardkeeper.coordinator import queue
@@ -34,6 +34,7 @@ from shardkeeper.errors import (
     AgentError,
     AgentRefused,
     AgentUnreachable,
+    CorruptDescriptor,
     ShardkeeperError,
     SpecError,
     StorageError,
@@ -221,6 +222,8 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             pass
         except TransientStorageError as exc:
             self._backend_trouble(exc)
+        except CorruptDescriptor as exc:  # read from the backend: retrying will not mend it
+            self._finish(Phase.FAILED, str(exc), reason="CorruptDescriptor")
         except StorageError as exc:  # denied, no such bucket...: retrying will not help
             self._finish(Phase.FAILED, f'backend "{self.op_spec.backend}": {exc}', reason="BackendError")
         except Exception as exc:
@@ -356,25 +359,36 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             )
         raise Stop
 
-    async def _requeue_or_fail(self, refusal: AgentError, nodes: list[NodeEndpoint]) -> None:
+    async def _requeue_or_fail(self, refusal: AgentError, nodes: Sequence[NodeEndpoint] = ()) -> NoReturn:
         """A node busy with another Backup/Restore of this cluster means: not our turn after all
-        (the queue index lagged). Anything else that refuses is a failure, on record before the
-        other nodes hear the abort. Either way every node is aborted; always raises ``Stop``."""
+        (the queue index lagged). A holder the index does not know yet may be one it will know in a
+        moment (objects applied together): that requeues too, for ``queue_index_grace_seconds``
+        since this object was created. Anything else that refuses is a failure, on record before
+        ``nodes`` (those already asked to prepare) hear the abort. Always raises ``Stop``."""
         known = {p.uid for p in self.obj.peers}
-        if isinstance(refusal, AgentRefused) and refusal.holder_uid in known:
+        created = (
+            dt.datetime.fromisoformat(self.obj.created.replace("Z", "+00:00"))
+            if self.obj.created
+            else self.now
+        )
+        young = (self.now - created).total_seconds() < self.ctx.settings.queue_index_grace_seconds
+        holder = refusal.holder_uid if isinstance(refusal, AgentRefused) and refusal.status == 409 else None
+        if holder is not None and (holder in known or young):
             await self._abort_all(f"aborted: {refusal}", nodes, silent=self._silent)
             st = self.status
             st.phase, st.nodes, st.started_at = Phase.QUEUED, {}, None
-            holder = next(p for p in self.obj.peers if p.uid == refusal.holder_uid)
+            ref = next((p for p in self.obj.peers if p.uid == holder), None)
+            whom = str(ref) if ref is not None else "the operation holding the node"
             # Kept while it waits (like the message of _wait_for_turn), so it names whom it waits for.
             self._message = (
-                f'waiting for {holder} to finish on cluster "{self.op_spec.cluster}" '
+                f'waiting for {whom} to finish on cluster "{self.op_spec.cluster}" '
                 f"(a node was busy with it: {refusal})"
             )
             raise Stop
         self._finish(Phase.FAILED, str(refusal), reason="PrepareRefused")
-        await self._publish()
-        await self._abort_all(f"aborted: {refusal}", nodes, silent=self._silent)
+        if nodes:
+            await self._publish()
+            await self._abort_all(f"aborted: {refusal}", nodes, silent=self._silent)
         raise Stop
 
     async def _ready_cluster(self) -> ClusterView:
@@ -391,6 +405,17 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         unreachable = [str(i) for i in infos if isinstance(i, BaseException)]
         if unreachable:
             self._wait_or_fail("agents not reachable: " + "; ".join(unreachable), reason="AgentUnreachable")
+        for ep, info in zip(view.nodes, infos, strict=True):
+            held = info.operation if isinstance(info, NodeInfo) else None
+            # A node busy with another operation: queue (or fail) before touching any node.
+            if held is not None and held.uid != self.obj.uid and not held.phase.terminal:
+                await self._requeue_or_fail(
+                    AgentRefused(
+                        f'node "{ep.name}" is busy with {held.kind} "{held.id}" ({held.phase})',
+                        status=409,
+                        holder_uid=held.uid,
+                    )
+                )
         return {ep.name: info for ep, info in zip(view.nodes, infos, strict=True)}
 
     # --- running: observe, decide, act ---------------------------------------------------------
@@ -509,6 +534,8 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         node.pause_ms = round(answer.pause_ms, 3) if answer.pause_ms is not None else None
         node.workers = answer.workers
         node.bytes_per_second = answer.bytes_per_second
+        node.warnings = answer.warnings
+        node.bytes_reused = answer.bytes_reused
 
     def _sum_progress(self) -> None:
         st = self.status
@@ -517,6 +544,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         st.bytes_total = sum(n.bytes_total for n in nodes)
         st.files_done = sum(n.files_done for n in nodes)
         st.files_total = sum(n.files_total for n in nodes)
+        st.bytes_reused = sum(n.bytes_reused for n in nodes)
         st.size = human_bytes(st.bytes_total)
         moving = [n.bytes_per_second for n in nodes if n.bytes_per_second]
         if moving:
@@ -574,7 +602,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         st = self.status
         return f"{self.noun} complete: {len(st.nodes)} nodes, {st.collections}, {st.size}"
 
-    def _fail(self, message: str, *, reason: str) -> None:
+    def _fail(self, message: str, *, reason: str) -> NoReturn:
         self._finish(Phase.FAILED, message, reason=reason)
         raise Stop
 

@@ -18,7 +18,6 @@ from shardkeeper.api.agent import NodePhase, PrepareRestore
 from shardkeeper.api.common import Phase, human_bytes
 from shardkeeper.api.descriptors import (
     GlobalDescriptor,
-    NodeDescriptor,
     Owner,
     RestoreDescriptor,
     RestoreNode,
@@ -29,8 +28,9 @@ from shardkeeper.coordinator import selection
 from shardkeeper.coordinator.agents import NodeEndpoint
 from shardkeeper.coordinator.operation import OperationObject, OperationReconciler, Outcome, Stop, in_thread
 from shardkeeper.coordinator.twophase import Decision, NodeView, Step, decide_restore
-from shardkeeper.errors import ObjectNotFound, ShardkeeperError, SpecError, UnknownFormatVersion
+from shardkeeper.errors import CorruptDescriptor, ShardkeeperError, SpecError, UnknownFormatVersion
 from shardkeeper.storage import BackupLayout, Storage
+from shardkeeper.storage.repository import BackupRepository
 
 RestoreObject = OperationObject[RestoreSpec, RestoreStatus]
 
@@ -85,17 +85,14 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
     async def _backup(self, storage: Storage) -> GlobalDescriptor:
         backup_id = self.spec.backup_id
         try:
-            raw = await in_thread(lambda: storage.get_bytes(self.layout.global_descriptor))
-        except ObjectNotFound:
+            found = await in_thread(lambda: BackupRepository(storage).global_descriptor(backup_id))
+        except UnknownFormatVersion as exc:
+            self._fail(f'backup "{backup_id}": {exc}', reason="UnsupportedFormat")
+        if found is None:
             self._fail(
                 f'backup id "{backup_id}" does not exist at "{self.status.path}"', reason="BackupNotFound"
             )
-            raise  # unreachable
-        descriptor = GlobalDescriptor.model_validate_json(raw)
-        try:
-            descriptor.check_version()
-        except UnknownFormatVersion as exc:
-            self._fail(f'backup "{backup_id}": {exc}', reason="UnsupportedFormat")
+        descriptor = found
         if descriptor.status is not Phase.SUCCESS:
             self._fail(
                 f'backup "{backup_id}" is {descriptor.status}, not SUCCESS: '
@@ -166,13 +163,16 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
     async def _check_space(self, storage: Storage, sources: dict[str, str], infos: dict[str, Any]) -> None:
         wanted = set(self.status.collections)
 
+        repo = BackupRepository(storage)
+
         def needs() -> dict[str, int]:
             out = {}
             for target, source in sources.items():
-                node = NodeDescriptor.model_validate_json(
-                    storage.get_bytes(self.layout.node_descriptor(source))
-                )
-                out[target] = sum(col.bytes for col in node.collections if col.name in wanted)
+                node = repo.node_descriptor(self.spec.backup_id, source)
+                if node is None:
+                    where = storage.url(self.layout.node_descriptor(source))
+                    raise CorruptDescriptor(f"{where} is missing: the backup is incomplete")
+                out[target] = sum(col.allocated for col in node.collections if col.name in wanted)
             return out
 
         short = [
@@ -282,6 +282,4 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
             completed_at=self.now if phase.terminal else None,
             error=st.error,
         )
-        storage.put_bytes(
-            self.layout.restore_descriptor, descriptor.model_dump_json(by_alias=True, indent=1).encode()
-        )
+        BackupRepository(storage).write_restore(descriptor)

@@ -1,8 +1,14 @@
-"""Resolving include/exclude (with '*' and '?' wildcards) against the collections that exist."""
+"""Resolving include/exclude (with '*' and '?' wildcards) against the collections that exist.
+
+Only '*' (any run of characters, '' included) and '?' (one character) are wildcards; every other
+character matches itself, so a collection called ``logs[2026]`` is named by exactly that selector
+(``fnmatch`` would read ``[2026]`` as a character class).
+"""
 
 from __future__ import annotations
 
-import fnmatch
+import functools
+import re
 from collections.abc import Iterable, Sequence
 
 from shardkeeper.errors import SpecError
@@ -12,13 +18,24 @@ def _is_pattern(selector: str) -> bool:
     return any(ch in selector for ch in "*?")
 
 
+@functools.lru_cache(maxsize=1024)
+def _regex(selector: str) -> re.Pattern[str]:
+    parts = (".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in selector)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def matches(name: str, selector: str) -> bool:
+    """True if the collection ``name`` is named by ``selector``."""
+    return _regex(selector).fullmatch(name) is not None
+
+
 def _check(field: str, selectors: Sequence[str], available: list[str]) -> None:
     seen: set[str] = set()
     for selector in selectors:
         if selector in seen:
             raise SpecError(f"spec.{field} contains a duplicate: {selector}")
         seen.add(selector)
-        if not any(fnmatch.fnmatchcase(name, selector) for name in available):
+        if not any(matches(name, selector) for name in available):
             what = "pattern" if _is_pattern(selector) else "collection"
             raise SpecError(
                 f'spec.{field}: {what} "{selector}" matches no collection; please choose from {available}'
@@ -40,10 +57,10 @@ def resolve(
         raise SpecError("spec.include and spec.exclude are mutually exclusive: set at most one of them")
     if include:
         _check("include", include, names)
-        chosen = [n for n in names if any(fnmatch.fnmatchcase(n, s) for s in include)]
+        chosen = [n for n in names if any(matches(n, s) for s in include)]
     elif exclude:
         _check("exclude", exclude, names)
-        chosen = [n for n in names if not any(fnmatch.fnmatchcase(n, s) for s in exclude)]
+        chosen = [n for n in names if not any(matches(n, s) for s in exclude)]
     else:
         chosen = names
     if not chosen:

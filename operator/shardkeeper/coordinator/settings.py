@@ -27,6 +27,10 @@ class OperatorSettings:
     backend_unavailable_seconds: float = 120.0
     """The operator's own calls to the backend (descriptors) may fail this long before the
     operation fails; the agents retry their transfers on their own (storage.base.RetryPolicy)."""
+    queue_index_grace_seconds: float = 30.0
+    """A node busy with an operation the operator's index does not know yet (applied at the same
+    moment) sends a new operation back to the queue, rather than failing it, for this long after its
+    creation; an unknown holder after that (another coordinator) fails it."""
     queue_timeout_seconds: float = 6 * 3600.0
     """A queued operation gives up if the cluster stays busy this long (measured from its creation)."""
     transient_error_seconds: float = 120.0

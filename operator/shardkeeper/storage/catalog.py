@@ -14,33 +14,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shardkeeper.api.common import Phase
-from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor
-from shardkeeper.errors import IntegrityError, ObjectNotFound, SpecError, StorageError
+from shardkeeper.api.descriptors import GlobalDescriptor
+from shardkeeper.errors import IntegrityError, SpecError
 from shardkeeper.storage.base import Storage
 from shardkeeper.storage.layout import BackupLayout
+from shardkeeper.storage.repository import BackupRepository
 
 COPY_BUFFER = 1 << 20
 
 
 def read_descriptor(storage: Storage, backup_id: str) -> GlobalDescriptor:
-    try:
-        raw = storage.get_bytes(BackupLayout(backup_id).global_descriptor)
-    except ObjectNotFound:
-        raise SpecError(f'backup id "{backup_id}" does not exist at "{storage.url(backup_id)}"') from None
-    descriptor = GlobalDescriptor.model_validate_json(raw)
-    descriptor.check_version()
+    descriptor = BackupRepository(storage).global_descriptor(backup_id)
+    if descriptor is None:
+        raise SpecError(f'backup id "{backup_id}" does not exist at "{storage.url(backup_id)}"')
     return descriptor
 
 
 def list_backups(storage: Storage) -> list[GlobalDescriptor]:
     """Every backup under the storage's path, newest first. Ids without a descriptor are skipped."""
-    found = []
-    for backup_id in storage.list_dirs():
-        try:
-            found.append(read_descriptor(storage, backup_id))
-        except (SpecError, StorageError, ValueError):
-            continue
-    return sorted(found, key=lambda d: d.started_at, reverse=True)
+    return BackupRepository(storage).list()
 
 
 @dataclass
@@ -59,21 +51,28 @@ def copy_backup(
     descriptor = read_descriptor(source, backup_id)
     if descriptor.status is not Phase.SUCCESS:
         raise SpecError(f'backup "{backup_id}" is {descriptor.status}; only a complete backup can be copied')
+    if descriptor.references:
+        raise SpecError(
+            f'backup "{backup_id}" is incremental (it uses the data of {descriptor.references}): copying a '
+            "chain is not supported yet; copy a full backup"
+        )
     layout = BackupLayout(backup_id)
     if target.exists(layout.global_descriptor):
         raise SpecError(f'backup "{backup_id}" already exists at "{target.url(backup_id)}"')
+    repo = BackupRepository(source)
     report = CopyReport()
     try:
         for node in sorted(descriptor.nodes):
-            raw = source.get_bytes(layout.node_descriptor(node))
-            node_descriptor = NodeDescriptor.model_validate_json(raw)
-            node_descriptor.check_version()
+            node_descriptor = repo.node_descriptor(backup_id, node)
+            if node_descriptor is None:
+                raise IntegrityError(f"{source.url(layout.node_descriptor(node))} is missing")
             for collection in node_descriptor.collections:
                 for chunk in collection.chunks:
                     key = layout.chunk(node, chunk.key)
                     _copy_verified(source, target, key, sha256=chunk.sha256, size=chunk.size, report=report)
                     on_progress(report)
-            target.put_bytes(layout.node_descriptor(node), raw)
+            # The bytes as stored (a format 1 descriptor stays format 1 at the destination).
+            target.put_bytes(layout.node_descriptor(node), source.get_bytes(layout.node_descriptor(node)))
             report.objects += 1
         target.put_bytes(layout.global_descriptor, source.get_bytes(layout.global_descriptor))
         report.objects += 1

@@ -2,9 +2,13 @@
 
 <id>/backup_config.json                 global descriptor, written last by the operator
 <id>/restore_config.json                the last restore of this backup
-<id>/<node>/backup.json                 node descriptor: files, sizes, sha256, chunks
-<id>/<node>/<collection>/chunk-<n>      tar stream (gzip | zstd | none)
+<id>/<node>/backup.json                 node descriptor: entries, sizes, sha256, chunks
+<id>/<node>/chunk-<n>                   tar stream (gzip | zstd | none); n counts per node
 <id>/.probe/<nonce>                     transient: proves that agents share the operator's store
+
+Collection names never appear in keys (format 1 used ``<node>/<collection>/chunk-<n>``, which
+descriptors record, so those still read): any name a filesystem allows is a valid collection, and
+none can collide with the layout's own names or break a backend's key rules.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ class BackupLayout:
     def node_descriptor(self, node: str) -> str:
         return f"{self.backup_id}/{node}/{c.NODE_DESCRIPTOR}"
 
-    def chunk_key(self, collection: str, n: int) -> str:
+    def chunk_key(self, n: int) -> str:
         """Relative to the node's directory, as recorded in the node descriptor."""
-        return f"{collection}/chunk-{n}"
+        return f"chunk-{n}"
 
     def chunk(self, node: str, chunk_key: str) -> str:
         return f"{self.backup_id}/{node}/{chunk_key}"

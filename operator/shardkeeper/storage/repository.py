@@ -1,0 +1,196 @@
+"""The backup repository: the one module that reads and writes descriptors (the format).
+
+Everything above it (the operator, the agents, the CLI) asks this module, never the raw keys, so
+there is one policy for every object a backup consists of:
+
+    missing                   -> None (the caller decides whether that is an error)
+    not JSON, or another shape -> CorruptDescriptor naming the object's location
+    a format version this code does not know -> UnknownFormatVersion
+
+Format 1 node descriptors (regular files only, chunk keys under the collection's name) are upgraded
+to format 2 models on the way in, so readers see one shape. Writes are whole objects (a temp file
+and a rename, or a single put), so a reader never sees half a descriptor.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from shardkeeper.api.common import Phase
+from shardkeeper.api.descriptors import (
+    CollectionEntry,
+    Entry,
+    EntryType,
+    GlobalDescriptor,
+    NodeDescriptor,
+    RestoreDescriptor,
+    Versioned,
+)
+from shardkeeper.errors import CorruptDescriptor, ObjectNotFound
+from shardkeeper.storage.base import Storage
+from shardkeeper.storage.layout import BackupLayout
+
+V = TypeVar("V", bound=Versioned)
+
+
+def _parse(model: type[V], raw: bytes, where: str) -> V:
+    try:
+        probe = Versioned.model_validate_json(raw)
+    except ValidationError as exc:
+        raise CorruptDescriptor(f"{where} is not a shardkeeper descriptor: {_first_error(exc)}") from None
+    probe.check_version()
+    try:
+        if model is NodeDescriptor and probe.format_version == 1:
+            return model.model_validate(_upgrade_node_v1(NodeDescriptorV1.model_validate_json(raw)))
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise CorruptDescriptor(f"{where} is corrupt: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return str(exc)
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"{where + ': ' if where else ''}{first.get('msg', '')}{more}"
+
+
+class BackupRepository:
+    """The backups under one storage (a backend at a path)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def url(self, backup_id: str) -> str:
+        return self.storage.url(BackupLayout(backup_id).root)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _read(self, model: type[V], key: str) -> V | None:
+        try:
+            raw = self.storage.get_bytes(key)
+        except ObjectNotFound:
+            return None
+        return _parse(model, raw, self.storage.url(key))
+
+    def global_descriptor(self, backup_id: str) -> GlobalDescriptor | None:
+        return self._read(GlobalDescriptor, BackupLayout(backup_id).global_descriptor)
+
+    def node_descriptor(self, backup_id: str, node: str) -> NodeDescriptor | None:
+        descriptor = self._read(NodeDescriptor, BackupLayout(backup_id).node_descriptor(node))
+        if descriptor is not None and (descriptor.id != backup_id or descriptor.node != node):
+            where = self.storage.url(BackupLayout(backup_id).node_descriptor(node))
+            raise CorruptDescriptor(
+                f"{where} describes {descriptor.id}/{descriptor.node}, not {backup_id}/{node}"
+            )
+        return descriptor
+
+    def restore_descriptor(self, backup_id: str) -> RestoreDescriptor | None:
+        return self._read(RestoreDescriptor, BackupLayout(backup_id).restore_descriptor)
+
+    def list(self) -> list[GlobalDescriptor]:
+        """Every readable backup, newest first. Ids without a (readable) descriptor are left out."""
+        found = []
+        for backup_id in self.storage.list_dirs():
+            try:
+                descriptor = self.global_descriptor(backup_id)
+            except (CorruptDescriptor, ValueError):
+                continue
+            if descriptor is not None:
+                found.append(descriptor)
+        return sorted(found, key=lambda d: d.started_at, reverse=True)
+
+    def dependants(self, backup_id: str) -> builtins.list[str]:
+        """Backups whose data needs ``backup_id``'s (incrementals built on it, directly or down the
+        chain), running ones included; failed and canceled ones need nothing. Deleting a backup
+        that has dependants would break them, so callers refuse it."""
+        found = []
+        for other in self.storage.list_dirs():
+            if other == backup_id:
+                continue
+            try:
+                descriptor = self.global_descriptor(other)
+            except (CorruptDescriptor, ValueError):
+                continue
+            if (
+                descriptor is not None
+                and descriptor.status not in (Phase.FAILED, Phase.CANCELED)
+                and (descriptor.base == backup_id or backup_id in descriptor.references)
+            ):
+                found.append(other)
+        return sorted(found)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def _write(self, key: str, descriptor: BaseModel) -> None:
+        self.storage.put_bytes(
+            key, descriptor.model_dump_json(by_alias=True, exclude_none=True, indent=1).encode()
+        )
+
+    def write_global(self, descriptor: GlobalDescriptor) -> None:
+        self._write(BackupLayout(descriptor.id).global_descriptor, descriptor)
+
+    def write_node(self, descriptor: NodeDescriptor) -> None:
+        self._write(BackupLayout(descriptor.id).node_descriptor(descriptor.node), descriptor)
+
+    def write_restore(self, descriptor: RestoreDescriptor) -> None:
+        self._write(BackupLayout(descriptor.backup_id).restore_descriptor, descriptor)
+
+    def delete(self, backup_id: str) -> int:
+        """Removes everything under the backup's id; returns how many objects there were."""
+        return self.storage.delete_prefix(BackupLayout(backup_id).root)
+
+
+# --- format 1 ------------------------------------------------------------------------------------
+
+
+class _FileV1(BaseModel):
+    path: str
+    size: int
+    sha256: str
+    mode: int
+    chunk: int
+
+
+class _CollectionV1(BaseModel):
+    name: str
+    bytes: int
+    files: list[_FileV1]
+    chunks: list[dict[str, Any]]
+
+
+class NodeDescriptorV1(BaseModel):
+    """Format 1 as written by shardkeeper 0.1.0 (camelCase keys; only what changed is typed)."""
+
+    model_config = {"extra": "allow"}
+    collections: list[_CollectionV1]
+
+
+def _upgrade_node_v1(old: NodeDescriptorV1) -> dict[str, Any]:
+    """Format 1 -> the format 2 shape: each file an entry; no directories, links or mtimes (the
+    archive's own mtimes are used on restore, as format 1 did)."""
+    body = old.model_dump(by_alias=True)
+    body["collections"] = [
+        CollectionEntry(
+            name=col.name,
+            bytes=col.bytes,
+            allocated=col.bytes,
+            entries=[
+                Entry.make(
+                    f.path, EntryType.FILE, size=f.size, sha256=f.sha256, mode=f.mode & 0o777, chunk=f.chunk
+                )
+                for f in col.files
+            ],
+            chunks=col.chunks,
+        ).model_dump(by_alias=True)
+        for col in old.collections
+    ]
+    return body
+
+
+__all__ = ["BackupRepository", "CorruptDescriptor"]

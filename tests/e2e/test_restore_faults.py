@@ -1,0 +1,84 @@
+"""Restores facing corrupt objects in the bucket and agents that die at the worst moment (issue 11)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from tests.e2e.conftest import Env, backup_manifest, restore_manifest
+
+LAYOUT = {"articles": [0, 1, 2], "users": [0, 1]}
+
+
+def _backup(env: Env, name: str = "nightly") -> None:
+    env.apply(backup_manifest(name))
+    done = env.wait_phase("backup", name, "SUCCESS", "FAILED", timeout=90)
+    assert done["status"]["phase"] == "SUCCESS", done["status"].get("error")
+
+
+def _failed(env: Env, name: str, namespace: str) -> dict[str, Any]:
+    done = env.wait_phase("restore", name, "SUCCESS", "FAILED", "CANCELED", namespace=namespace, timeout=60)
+    assert done["status"]["phase"] == "FAILED", done["status"]
+    return done
+
+
+def test_corrupt_descriptors_fail_the_restore_naming_the_object(env: Env) -> None:
+    env.make_cluster().fill(LAYOUT, keys=50)
+    ns = env.make_namespace()
+    env.make_cluster(namespace=ns)
+    env.start_operator()
+    _backup(env)
+    global_descriptor = env.backups / "nightly" / "backup_config.json"
+    good = global_descriptor.read_bytes()
+
+    global_descriptor.write_bytes(b"{not json at all")
+    env.apply(restore_manifest("not-json", "nightly"), namespace=ns)
+    done = _failed(env, "not-json", ns)
+    assert env.condition(done, "Failed")["reason"] == "CorruptDescriptor"
+    assert str(global_descriptor) in done["status"]["error"]
+
+    global_descriptor.write_bytes(good)
+    node_descriptor = env.backups / "nightly" / "sampledb-1" / "backup.json"
+    node_descriptor.write_text(json.dumps({"formatVersion": 2, "collections": "not a list"}))
+    env.apply(restore_manifest("other-shape", "nightly"), namespace=ns)
+    done = _failed(env, "other-shape", ns)
+    assert env.condition(done, "Failed")["reason"] == "CorruptDescriptor"
+    assert f"{node_descriptor} is corrupt" in done["status"]["error"]
+    assert "Traceback" not in env.operator.logs()  # type: ignore[union-attr]
+
+
+def test_an_agent_killed_while_finalizing_takes_back_what_it_had_moved(env: Env) -> None:
+    """Every target node has moved its collections into place and waits for its workload to load them
+    when node 1's agent is killed and restarted: the Restore fails, the others take theirs back on
+    abort, and node 1's restarted agent takes back what its journal says it had moved."""
+    env.make_cluster().fill(LAYOUT, keys=200)
+    ns = env.make_namespace()
+    target = env.make_cluster(namespace=ns)
+    env.start_operator()
+    _backup(env)
+    for i in range(3):
+        target.db(i, "POST", "/debug/restored-delay", json={"seconds": 120})
+    env.apply(restore_manifest("interrupted", "nightly"), namespace=ns)
+    env.wait_for(
+        "restore",
+        "interrupted",
+        lambda o: (
+            o.get("status", {}).get("phase") == "FINALIZING"
+            and all(n.get("phase") == "FINALIZING" for n in o["status"]["nodes"].values())
+        ),
+        namespace=ns,
+        timeout=90,
+    )
+    assert (target.nodes[1].data / "articles").is_dir()  # moved into place, waiting for the workload
+    target.kill_agent(1)
+    target.start_agent(1)
+    started = time.monotonic()
+    done = _failed(env, "interrupted", ns)
+    assert "no longer knows this operation" in done["status"]["error"]
+    assert time.monotonic() - started < 30
+    for node in target.nodes:
+        visible = sorted(p.name for p in node.data.iterdir() if not p.name.startswith("."))
+        assert visible == [], f"{node.name} still shows {visible}"
+        journal = node.data / ".shardkeeper" / "journal"
+        assert not journal.exists() or not any(journal.iterdir())
