@@ -152,6 +152,11 @@ def test_keep_last_3_holds_exactly_three_backups_and_their_data_and_the_floor_su
         lambda o: (
             len(children(env, "rotating")) == 3
             and all(b.get("status", {}).get("phase") == "SUCCESS" for b in children(env, "rotating"))
+            # the suspend observed (the tick that writes it also sets the suspended gauge)
+            and any(
+                c.get("type") == "Ready" and c.get("reason") == "Suspended"
+                for c in o.get("status", {}).get("conditions", [])
+            )
         ),
         timeout=60,
     )["status"]
