@@ -25,8 +25,8 @@ urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:8480/collections
                        headers={'Content-Type': 'application/json'}, method='POST'))"
 done
 kubectl -n demo apply -f examples/backup.yaml
-kubectl -n demo wait --for=condition=Complete backup/first-backup --timeout=10m
-kubectl -n demo get backups -o wide
+kubectl -n demo wait --for=condition=Finished backups.shardkeeper.io/first-backup --timeout=10m
+kubectl -n demo get backups.shardkeeper.io -o wide
 sed 's/name: sampledb$/name: replica/; s/app: sampledb/app: replica/g; s/serviceName: sampledb/serviceName: replica/' \
   deploy/kind/sampledb.yaml | kubectl -n demo apply -f -
 kubectl -n demo rollout status statefulset/replica --timeout=5m
@@ -40,5 +40,5 @@ spec:
   cluster: replica
   nodeMapping: {sampledb-0: replica-0, sampledb-1: replica-1, sampledb-2: replica-2}
 YAML
-kubectl -n demo wait --for=condition=Complete restore/first-restore --timeout=10m
-kubectl -n demo get restores -o wide
+kubectl -n demo wait --for=condition=Finished restores.shardkeeper.io/first-restore --timeout=10m
+kubectl -n demo get restores.shardkeeper.io -o wide

@@ -89,7 +89,15 @@ def main() -> int:
         say("applying examples/backup.yaml while the database keeps writing")
         show(cp, "apply", "-n", NAMESPACE, "-f", str(REPO / "examples" / "backup.yaml"))
         started = time.monotonic()
-        show(cp, "wait", "-n", NAMESPACE, "--for=condition=Complete", "backup/first-backup", "--timeout=180s")
+        show(
+            cp,
+            "wait",
+            "-n",
+            NAMESPACE,
+            "--for=condition=Finished",
+            "backups.shardkeeper.io/first-backup",
+            "--timeout=180s",
+        )
         print(f"(complete after {time.monotonic() - started:.1f}s)")
         acked = cluster.stop_writers()
         print(f"records acknowledged by the end of the demo, per node: {acked}")
@@ -118,11 +126,11 @@ def main() -> int:
             "wait",
             "-n",
             TARGET_NAMESPACE,
-            "--for=condition=Complete",
-            "restore/first-restore",
+            "--for=condition=Finished",
+            "restores.shardkeeper.io/first-restore",
             "--timeout=180s",
         )
-        show(cp, "get", "restores", "-n", TARGET_NAMESPACE, "-o", "wide")
+        show(cp, "get", "restores.shardkeeper.io", "-n", TARGET_NAMESPACE, "-o", "wide")
         say("the database of cluster 'replica' serves the restored collections")
         for i, node in enumerate(replica.nodes):
             counts = {c: replica.summary(i, c)["keys"] for c in replica.db(i, "GET", "/collections")}
@@ -132,15 +140,15 @@ def main() -> int:
         show(
             cp,
             "get",
-            "backup",
+            "backups.shardkeeper.io",
             "first-backup",
             "-n",
             NAMESPACE,
             "-o",
             "custom-columns=NODE:.status.nodes.*.phase,BYTES:.status.nodes.*.bytesDone,PAUSE_MS:.status.nodes.*.pauseMs",
         )
-        say("kubectl get backups")
-        out = show(cp, "get", "backups", "-n", NAMESPACE, "-o", "wide")
+        say("kubectl get backups.shardkeeper.io")
+        out = show(cp, "get", "backups.shardkeeper.io", "-n", NAMESPACE, "-o", "wide")
         if "SUCCESS" not in out:
             print(operator.logs()[-5000:], file=sys.stderr)
             return 1

@@ -1,4 +1,4 @@
-"""The ``shardkeeper`` command: ``operator``, ``agent`` and tools around them."""
+"""The shardkeeper command: the operator, the agent, and tools around them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from shardkeeper import __version__, logs
+from shardkeeper import __version__, cli_backups, logs
+from shardkeeper.cli_backups import storage_path
 from shardkeeper.errors import ShardkeeperError
 
 
@@ -153,12 +154,17 @@ def _backups_copy(args: argparse.Namespace) -> int:
     target = open_storage(Backend(args.target), path=args.to_path)
     started = time.monotonic()
 
+    tty = sys.stderr.isatty()
+
     def progress(report: CopyReport) -> None:
-        sys.stderr.write(f"\r{report.objects} objects, {human_bytes(report.bytes)} copied and verified")
+        line = f"{report.objects} objects, {human_bytes(report.bytes)} copied and verified"
+        # A terminal gets one line, rewritten; a log or a pipe gets a line per object.
+        sys.stderr.write(f"\r{line}" if tty else f"{line}\n")
 
     report = copy_backup(source, target, args.id, on_progress=progress)
     seconds = max(time.monotonic() - started, 1e-6)
-    sys.stderr.write("\n")
+    if tty:
+        sys.stderr.write("\n")
     sys.stdout.write(
         f'copied backup "{args.id}" from {source.url(args.id)} to {target.url(args.id)}: '
         f"{report.objects} objects, {human_bytes(report.bytes)}, every chunk verified, "
@@ -218,24 +224,22 @@ def parser() -> argparse.ArgumentParser:
     bsub = bk.add_subparsers(dest="backups_command", required=True)
     ls = bsub.add_parser("list", help="backups in a backend, newest first")
     ls.add_argument("--backend", required=True, choices=backends)
-    ls.add_argument("--path", help="the backend path (default: BACKUP_*_PATH)")
+    ls.add_argument("--path", type=storage_path, help="the backend path (default: BACKUP_*_PATH)")
     ls.add_argument("-o", "--output", choices=["table", "json"], default="table")
     ls.set_defaults(func=_backups_list)
     ds = bsub.add_parser("describe", help="a backup's global descriptor")
     ds.add_argument("id")
     ds.add_argument("--backend", required=True, choices=backends)
-    ds.add_argument("--path")
+    ds.add_argument("--path", type=storage_path)
     ds.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     ds.set_defaults(func=_backups_describe)
     cp = bsub.add_parser("copy", help="copy a backup to another backend, verifying every chunk's sha256")
     cp.add_argument("id")
     cp.add_argument("--from", dest="source", required=True, choices=backends)
     cp.add_argument("--to", dest="target", required=True, choices=backends)
-    cp.add_argument("--from-path")
-    cp.add_argument("--to-path")
+    cp.add_argument("--from-path", type=storage_path)
+    cp.add_argument("--to-path", type=storage_path)
     cp.set_defaults(func=_backups_copy)
-    from shardkeeper import cli_backups
-
     cli_backups.add_commands(bsub, sub, backends)
 
     cr = sub.add_parser("crds", help="print (or --write DIR) the CustomResourceDefinitions")

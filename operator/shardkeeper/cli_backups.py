@@ -37,6 +37,24 @@ _POLICY_FLAGS = (
 )
 
 
+def storage_path(value: str) -> str:
+    """A backend path as spec.config.path takes it: relative to the backend's root, no '..'."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from shardkeeper.api.backup import StoragePath
+
+    try:
+        checked: str = TypeAdapter(StoragePath).validate_python(value)
+    except ValidationError as exc:
+        why = "; ".join(e["msg"] for e in exc.errors(include_url=False))
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a path inside the backend's root (relative, no '..'): {why}"
+        ) from None
+    if ".." in checked.split("/"):
+        raise argparse.ArgumentTypeError(f"{value!r}: '..' segments are refused")
+    return checked
+
+
 def _iso(t: dt.datetime | None) -> str:
     return t.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z") if t else ""
 
@@ -223,7 +241,7 @@ def add_commands(
     rm = backups.add_parser("delete", help="delete a backup from a backend (descriptor first)")
     rm.add_argument("id")
     rm.add_argument("--backend", required=True, choices=backends)
-    rm.add_argument("--path", help="the backend path (default: BACKUP_*_PATH)")
+    rm.add_argument("--path", type=storage_path, help="the backend path (default: BACKUP_*_PATH)")
     rm.add_argument("--force", action="store_true", help="also a backup that is not finished")
     rm.set_defaults(func=_delete)
 
@@ -231,7 +249,7 @@ def add_commands(
         "prune", help="apply a retention policy to the backups in a backend (as a BackupSchedule does)"
     )
     pr.add_argument("--backend", required=True, choices=backends)
-    pr.add_argument("--path", help="the backend path (default: BACKUP_*_PATH)")
+    pr.add_argument("--path", type=storage_path, help="the backend path (default: BACKUP_*_PATH)")
     for name, text in _POLICY_FLAGS:
         pr.add_argument(f"--{name.replace('_', '-')}", type=int, metavar="N", help=text)
     pr.add_argument("--max-age", help="prune successful backups older than this (30d, 2w, 36h)")

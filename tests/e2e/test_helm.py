@@ -31,7 +31,9 @@ def _values(enabled: tuple[str, ...], *, watch: list[str] | None = None) -> dict
     backups["filesystem"]["volume"] = {"persistentVolumeClaim": {"claimName": "shared-backups"}}
     backups["s3"]["envconfig"] = {"BACKUP_S3_BUCKET": "b", "BACKUP_S3_ENDPOINT": "minio:9000"}
     backups["s3"]["secrets"] = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"}
+    backups["gcs"]["envconfig"] = {"BACKUP_GCS_BUCKET": "g"}
     backups["gcs"]["secrets"] = {"GOOGLE_APPLICATION_CREDENTIALS": '{"type": "service_account"}'}
+    backups["azure"]["envconfig"] = {"BACKUP_AZURE_CONTAINER": "c"}
     backups["azure"]["envSecrets"] = {"AZURE_STORAGE_CONNECTION_STRING": "azure-credentials"}
     return {
         "backups": backups,
@@ -93,6 +95,10 @@ def test_the_chart_refuses_invalid_values_naming_the_field(tmp_path: Path) -> No
             "backups": {"s3": {"enabled": True, "envconfig": {"BACKUP_S3_BUKET": "x"}}}
         },
         "/backups/filesystem": {"backups": {"filesystem": {"enabled": True}}},
+        # No default bucket: a backend enabled alone names none, and is refused naming the value.
+        "BACKUP_S3_BUCKET": {"backups": {"s3": {"enabled": True}}},
+        "BACKUP_GCS_BUCKET": {"backups": {"gcs": {"enabled": True}}},
+        "BACKUP_AZURE_CONTAINER": {"backups": {"azure": {"enabled": True}}},
         "/operator/logLevel": {"operator": {"logLevel": "LOUD"}},
         "/agent/token/value": {"agent": {"token": {"value": "short"}}},
         "/backups/s3/secrets": {"backups": {"s3": {"enabled": True, "secrets": {"AWS_SECRET": "x"}}}},

@@ -32,7 +32,8 @@ def test_a_chain_of_incrementals_restores_and_keeps_its_base(env: Env, tmp_path:
     inc2 = _backup(env, "inc2", incrementalBase="inc1")
     stored = {n: sum(s["storedBytes"] for s in env.backups_descriptor(n)["nodes"].values()) for n in targets}
     assert inc1["bytesReused"] > 0.8 * full["bytesTotal"]
-    assert inc2["bytesReused"] == inc2["bytesTotal"]  # nothing changed: everything referenced
+    # Nothing was written, but the workload's hold itself rewrites its small MANIFEST/OPTIONS files.
+    assert inc2["bytesReused"] > 0.95 * inc2["bytesTotal"]
     assert stored["inc1"] < 0.2 * stored["full"] and stored["inc2"] < 0.05 * stored["full"]
     assert env.backups_descriptor("inc2")["references"] == ["full", "inc1"]
 

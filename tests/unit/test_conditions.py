@@ -19,6 +19,7 @@ def test_running_then_success() -> None:
     running = conditions_for([], Phase.TRANSFERRING, error=None, failure_reason=None, generation=1, now=T0)
     assert {t: c.status for t, c in _by_type(running).items()} == {
         "Complete": "False",
+        "Finished": "False",
         "Failed": "False",
         "Ready": "False",
         "Reconciling": "True",
@@ -74,3 +75,31 @@ def test_kstatus_conditions_follow_the_phase(
         stalled,
     )
     assert all(c.observed_generation == 3 for c in conds.values())
+
+
+def test_a_status_field_that_is_gone_is_removed_by_the_patch() -> None:
+    from shardkeeper.coordinator.handlers import merge_patch
+
+    before = {"phase": "FAILED", "cleanupPending": "x", "nodes": {"n0": {"error": "e", "phase": "FAILED"}}}
+    new = {"phase": "FAILED", "nodes": {"n0": {"phase": "FAILED"}, "n1": {"phase": "SUCCESS"}}}
+    assert merge_patch(before, new) == {
+        "phase": "FAILED",
+        "cleanupPending": None,
+        "nodes": {"n0": {"phase": "FAILED", "error": None}, "n1": {"phase": "SUCCESS"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("phase", "status", "reason"),
+    [
+        (Phase.TRANSFERRING, "False", "Transferring"),
+        (Phase.SUCCESS, "True", "Succeeded"),
+        (Phase.FAILED, "True", "Failed"),
+        (Phase.CANCELED, "True", "Canceled"),
+    ],
+)
+def test_finished_ends_on_either_outcome(phase: Phase, status: str, reason: str) -> None:
+    finished = _by_type(conditions_for([], phase, error="x", failure_reason=None, generation=1, now=T0))[
+        "Finished"
+    ]
+    assert (finished.status, finished.reason) == (status, reason)

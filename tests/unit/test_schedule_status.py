@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from shardkeeper.api.common import Phase
 from shardkeeper.api.schedule import BackupScheduleSpec, BackupScheduleStatus
 from shardkeeper.coordinator.schedule import Action, Child, ScheduleDecision
@@ -91,3 +93,17 @@ def test_a_retry_is_named_after_the_failed_run_and_points_at_it() -> None:
     assert m["metadata"]["name"] == "nightly-20261130t091000z-retry"
     assert m["metadata"]["annotations"]["shardkeeper.io/retry-of"] == "nightly-20261130t091000z"
     assert child_of(m).retry and child_of(m).slot == SLOT  # type: ignore[arg-type]
+
+
+def test_the_test_clock_runs_rate_times_as_fast_and_rate_1_is_the_real_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shardkeeper.api.common import utcnow
+    from shardkeeper.coordinator import schedule_handlers
+
+    assert schedule_handlers.scaled_clock(1) is utcnow
+    ticks = iter([100.0, 100.0, 110.0])
+    monkeypatch.setattr(schedule_handlers.time, "monotonic", lambda: next(ticks))
+    clock = schedule_handlers.scaled_clock(6)
+    start = clock()
+    assert (clock() - start).total_seconds() == 60

@@ -56,6 +56,13 @@ class OperationStatusBase(Model):
     started_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None
     error: str | None = None
+    cleanup_pending: str | None = Field(
+        default=None,
+        description="What the end of the operation could not clean up in the backend yet (its final "
+        "descriptor, partial uploads); retried with backoff until done.",
+    )
+    cleanup_attempts: int = Field(default=0, description="Attempts at that cleanup so far.")
+    cleanup_retry_at: dt.datetime | None = Field(default=None, description="When the cleanup is tried next.")
     backend_unavailable_since: dt.datetime | None = Field(
         default=None, description="Set while the operator cannot reach the backend."
     )

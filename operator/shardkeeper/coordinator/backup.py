@@ -287,17 +287,18 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
     def _success_message(self) -> str:
         return f"{super()._success_message()} at {self.status.path}"
 
-    async def _on_end(self) -> None:
-        """Records FAILED/CANCELED in the backend and removes partial uploads, but only for a backup
-        id this Backup claimed (never someone else's)."""
+    async def _on_end(self) -> str | None:
+        """Records FAILED/CANCELED in the backend and removes partial uploads and the probe, but only
+        for a backup id this Backup claimed (never someone else's). Returns what could not be done
+        (the base class retries it until done), or None."""
         try:
             storage = self._open_storage()
         except Stop:
-            return
+            return None
         try:
             existing = await in_thread(lambda: read_global_descriptor(storage, self.layout))
             if existing is None or not self._is_ours(existing):
-                return
+                return None
             for node in self.status.nodes:
                 await in_thread(lambda node=node: storage.delete_prefix(self.layout.node_dir(node)))  # type: ignore[misc]
             await in_thread(lambda: storage.delete_prefix(self.layout.probe_dir))
@@ -305,6 +306,8 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
             await in_thread(lambda: self._write_descriptor(storage, phase))
         except ShardkeeperError as exc:
             self.log.warning("backup.final_descriptor_not_written", error=str(exc))
+            return f"final descriptor and partial uploads at {storage.url(self.layout.root)}: {exc}"
+        return None
 
     # --- deleting the object -------------------------------------------------------------------
 

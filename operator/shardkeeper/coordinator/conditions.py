@@ -3,7 +3,10 @@
 ``Complete``/``Failed`` are what ``kubectl wait`` users expect (a Job's). ``Ready``, ``Reconciling``
 and ``Stalled`` follow kstatus, which Flux and Argo CD's generic health rely on: Reconciling is
 True while the operation runs, Stalled is True once it can never complete (failed or canceled),
-Ready is True only on success. Every condition carries the generation it was computed for.
+Ready is True only on success. ``Finished`` is True once the operation ended, whichever way
+(reason ``Succeeded``, ``Failed`` or ``Canceled``): ``kubectl wait --for=condition=Finished`` returns
+on either outcome, where ``--for=condition=Complete`` waits until its timeout on a failure. Every
+condition carries the generation it was computed for.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Literal
 
 from shardkeeper.api.common import Condition, Phase
 
-COMPLETE, FAILED = "Complete", "Failed"
+COMPLETE, FAILED, FINISHED = "Complete", "Failed", "Finished"
 READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
 
 
@@ -77,8 +80,13 @@ def conditions_for(
         if phase in (Phase.FAILED, Phase.CANCELED)
         else ("False", failed[1], "")
     )
+    outcome = {Phase.SUCCESS: "Succeeded", Phase.FAILED: "Failed", Phase.CANCELED: "Canceled"}.get(phase)
+    finished = (
+        ("True", outcome, f"{phase.value}: {complete[2]}") if outcome else ("False", progress_reason, "")
+    )
     for type_, (status, reason, text) in (
         (COMPLETE, complete),
+        (FINISHED, finished),
         (FAILED, failed),
         (READY, ready),
         (RECONCILING, reconciling),

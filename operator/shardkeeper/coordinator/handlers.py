@@ -143,7 +143,8 @@ def _op_ref(kind: str, body: kopf.Body) -> OpRef:
 
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in {p.value for p in TERMINAL_PHASES}
+    """Still to be reconciled: running, or ended with a cleanup left to do."""
+    return status.get("phase") not in {p.value for p in TERMINAL_PHASES} or bool(status.get("cleanupPending"))
 
 
 def _finished_but_not_observed(body: kopf.Body, status: kopf.Status, **_: Any) -> bool:
@@ -186,7 +187,19 @@ def _apply(
         if time.monotonic() - last < interval:
             return
     memo[_LAST_PROGRESS_WRITE] = time.monotonic()
-    patch.status.update(new)
+    patch.status.update(merge_patch(before, new))
+
+
+def merge_patch(before: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` as a JSON merge patch (RFC 7386) over ``before``: a field that is gone (a cleared
+    error, a cleanup done) is written as null, which removes it; ``new`` alone would leave it."""
+    patch: dict[str, Any] = dict(new)
+    for key, old in before.items():
+        if key not in new:
+            patch[key] = None
+        elif isinstance(old, dict) and isinstance(new[key], dict):
+            patch[key] = merge_patch(old, new[key])
+    return patch
 
 
 def _measure(

@@ -49,6 +49,8 @@ T = TypeVar("T")
 #: write hold ends as soon as the last node has frozen, not a whole tick later.
 PREPARE_POLL_INTERVAL = 0.05
 PREPARE_POLL_BUDGET = 5.0
+#: The longest wait between two attempts at a cleanup that failed (seconds).
+CLEANUP_RETRY_MAX = 300.0
 
 #: Errors worth retrying next tick: the API server or an agent could not be asked. Anything else a
 #: tick raises is a fault that retrying will not fix.
@@ -196,8 +198,11 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         """The agent does not know the operation (it restarted)."""
         return NodeView(name, None)
 
-    async def _on_end(self) -> None:
-        """Called once, in the tick where the operation became FAILED or CANCELED."""
+    async def _on_end(self) -> str | None:
+        """Called in the tick where the operation became FAILED or CANCELED: records the end in the
+        backend and cleans up there. Returns what could not be done yet, or None; ``tick`` retries
+        it, with backoff, until it returns None."""
+        return None
 
     def _check(self) -> None:
         """Checks of the object itself that the API server may not have made (it was admitted
@@ -209,6 +214,9 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         st = self.status
         before = st.phase
         st.observed_generation = self.obj.generation
+        if st.phase is not None and st.phase.terminal and st.cleanup_pending:
+            await self._retry_cleanup()
+            return Outcome(status=st, events=self.events)
         try:
             self._check()
             if self.op_spec.cancel and not st.nodes and (st.phase is None or not st.phase.terminal):
@@ -229,13 +237,40 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         except Exception as exc:
             await self._crashed(exc)
         if st.phase in (Phase.FAILED, Phase.CANCELED) and st.phase is not before:
-            try:
-                await self._on_end()
-            except Exception as exc:
-                self.log.exception("operation.cleanup_failed", error=repr(exc))
+            await self._end_cleanup()
         if st.phase is not before or self._failure_reason or self._message or not st.conditions:
             self._refresh_conditions()
         return Outcome(status=st, events=self.events)
+
+    async def _end_cleanup(self) -> None:
+        try:
+            pending = await self._on_end()
+        except Exception as exc:
+            self.log.exception("operation.cleanup_failed", error=repr(exc))
+            pending = f"{type(exc).__name__}: {exc}"
+        self._note_cleanup(pending)
+
+    def _note_cleanup(self, pending: str | None) -> None:
+        """Records what is left to clean up (None: nothing) and when to try again: after 2 ticks,
+        doubling up to ``CLEANUP_RETRY_MAX`` seconds, for as long as it takes."""
+        st = self.status
+        if pending is None:
+            if st.cleanup_attempts:
+                self._event("Normal", "CleanupDone", f"cleaned up after {st.cleanup_attempts + 1} attempts")
+            st.cleanup_pending, st.cleanup_attempts, st.cleanup_retry_at = None, 0, None
+            return
+        if not st.cleanup_attempts:
+            self._event("Warning", "CleanupPending", f"will retry until done: {pending}")
+        st.cleanup_attempts += 1
+        delay = min(self.ctx.settings.tick_seconds * 2**st.cleanup_attempts, CLEANUP_RETRY_MAX)
+        st.cleanup_pending = pending[:2000]
+        st.cleanup_retry_at = self.now + dt.timedelta(seconds=delay)
+
+    async def _retry_cleanup(self) -> None:
+        st = self.status
+        if st.cleanup_retry_at is not None and self.now < st.cleanup_retry_at:
+            return
+        await self._end_cleanup()
 
     async def _crashed(self, exc: Exception) -> None:
         """A tick raised something no step handles. A transient error is raised again (the handler
@@ -286,10 +321,13 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             if st.nodes:
                 await self._abort_all(f"the {self.obj.kind} was deleted")
             self._finish(Phase.CANCELED, f"canceled: the {self.obj.kind} was deleted", reason="Canceled")
-            try:
-                await self._on_end()
-            except Exception as exc:
-                self.log.exception("operation.cleanup_failed", error=repr(exc))
+            await self._end_cleanup()
+        elif st.cleanup_pending:  # one last try; the object goes either way, saying what is left
+            await self._end_cleanup()
+        if st.cleanup_pending:
+            self._event(
+                "Warning", "CleanupIncomplete", f"deleted before its cleanup was done: {st.cleanup_pending}"
+            )
         return Outcome(status=st, events=self.events)
 
     # --- starting: the queue, the checks, prepare ----------------------------------------------
@@ -591,6 +629,10 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         st.error = error
         st.completed_at = self.now
         self._failure_reason = reason
+        if phase in (Phase.FAILED, Phase.CANCELED):
+            # Until the end is recorded in the backend (this tick, or a retry), the object keeps its
+            # timer: a status published before that, mid-tick, must not look finished to kopf.
+            st.cleanup_pending = st.cleanup_pending or "recording the end in the backend"
         if phase is Phase.SUCCESS:
             self._event("Normal", "Succeeded", self._success_message())
         elif phase is Phase.CANCELED:

@@ -238,7 +238,7 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
             )
         elif decision.step is Step.FINISH:
             self._finish(Phase.SUCCESS, None, reason=None)
-            await self._record_end()
+            self._note_cleanup(await self._record_end())
         else:
             await super()._act_more(decision, endpoints)
 
@@ -247,18 +247,21 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
     def _success_message(self) -> str:
         return f'restored backup "{self.spec.backup_id}": {super()._success_message()}'
 
-    async def _on_end(self) -> None:
-        await self._record_end()
+    async def _on_end(self) -> str | None:
+        return await self._record_end()
 
-    async def _record_end(self) -> None:
+    async def _record_end(self) -> str | None:
+        """Writes restore_config.json next to the backup; returns what failed, or None."""
         if not self.status.nodes:
-            return  # refused before it began: nothing of this restore is in the backend
+            return None  # refused before it began: nothing of this restore is in the backend
         try:
             storage = self._open_storage()
             phase = self.status.phase or Phase.FAILED
             await in_thread(lambda: self._write_restore_descriptor(storage, phase))
         except (ShardkeeperError, Stop) as exc:
             self.log.warning("restore.descriptor_not_written", error=str(exc))
+            return f"the restore record at {self.status.path}: {exc}"
+        return None
 
     def _write_restore_descriptor(self, storage: Storage, phase: Phase) -> None:
         st = self.status
