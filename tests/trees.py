@@ -123,7 +123,7 @@ def back_up(
     import datetime as dt
     import threading
 
-    from shardkeeper.agent.snapshot import _freeze_hookless
+    from shardkeeper.agent.snapshot import _freeze_hookless, check_frozen
     from shardkeeper.api.common import Phase
     from shardkeeper.api.descriptors import NodeDescriptor
     from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
@@ -132,6 +132,7 @@ def back_up(
     from shardkeeper.storage.repository import BackupRepository
 
     frozen = _freeze_hookless(data, work / f"staging-{backup_id}", ["col"], ("*.sst",))
+    check_frozen(frozen)
     repo = BackupRepository(store)
     reuse = None
     if base is not None:

@@ -68,7 +68,7 @@ def _unpack(codec: Codec, stored: bytes) -> dict[str, bytes]:
         Codec.NONE: lambda b: b,
     }[codec](stored)
     with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-        assert all(abs(m.mtime - MTIME_NS / 1e9) < 1e-6 for m in tar.getmembers())
+        assert all(m.mtime == MTIME_NS // 10**9 for m in tar.getmembers())  # ns: in the descriptor
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
 
 

@@ -13,7 +13,14 @@ from shardkeeper.agent import metrics
 from shardkeeper.agent.hook import WorkloadHook
 from shardkeeper.agent.operations import Operation, in_thread
 from shardkeeper.agent.settings import AgentSettings
-from shardkeeper.agent.snapshot import SKIPPED_LISTED, Frozen, freeze, local_collections, release
+from shardkeeper.agent.snapshot import (
+    SKIPPED_LISTED,
+    Frozen,
+    check_frozen,
+    freeze,
+    local_collections,
+    release,
+)
 from shardkeeper.agent.throttle import Throttle
 from shardkeeper.api.agent import NodePhase, PrepareBackup
 from shardkeeper.api.common import Consistency, Phase, utcnow
@@ -87,6 +94,7 @@ class BackupJob:
             op.held = True  # until the coordinator sees every node frozen and calls /release
         else:
             await self.release(op)
+        await asyncio.to_thread(check_frozen, self.frozen)
 
     async def release(self, op: Operation) -> None:
         if self.frozen is None:

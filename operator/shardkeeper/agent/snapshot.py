@@ -54,6 +54,14 @@ class SnapshotError(ShardkeeperError):
     pass
 
 
+def check_frozen(frozen: Frozen) -> None:
+    """The rule a restore applies (``archive.tree.check_tree``), applied first: a backup fails here,
+    naming the path, rather than succeed with what no restore would write. Runs after the workload's
+    hold ends (it needs no consistency, only the recorded entries)."""
+    for collection, entries in frozen.entries.items():
+        check_tree(collection, entries)
+
+
 @dataclass
 class Frozen:
     root: Path
@@ -208,8 +216,9 @@ class _Stager:
             self._made.add(parent)
         if immutable:
             os.link(src, dst, follow_symlinks=False)
-            st = os.lstat(dst)  # the same inode; its ctime now counts our link
-            self.linked.append((name, st))
+            if self.hookless:  # the baseline of the re-check: the same inode, its ctime counting our link
+                st = os.lstat(dst)
+                self.linked.append((name, st))
             self._record(collection, name, EntryType.FILE, st, size=st.st_size, linked=True, ino=st.st_ino)
         else:
             st = self._copy(name, src, dst, st)
@@ -246,8 +255,6 @@ class _Stager:
 
     def frozen(self, staging: Path) -> Frozen:
         entries = {name: list(found.values()) for name, found in self.entries.items()}
-        for collection, listed in entries.items():
-            check_tree(collection, listed)  # the rule a restore applies, applied first
         return Frozen(root=staging, entries=entries, skipped=self.skipped)
 
     # --- with a hook: the workload's list ---------------------------------------------------------

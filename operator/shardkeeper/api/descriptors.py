@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 from enum import StrEnum
 
 from pydantic import Field, model_validator
@@ -110,12 +111,12 @@ class Entry(Model):
                 raise ValueError(f"{where}: data segments beyond the file's size")
         return self
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """The path, as ``os`` functions take it."""
         return decode_name(self.path, self.path_b64, what="entry")
 
-    @property
+    @functools.cached_property
     def link(self) -> str | None:
         """The symbolic link's target, or the hard link's path, as ``os`` functions take it."""
         if self.target is None and self.target_b64 is None:

@@ -235,7 +235,7 @@ def describe(
             entries.append(Entry.make(e.name, e.type, target=e.link, chunk=chunk_of[e.name], **fields))
         check_tree(collection, entries)
         out.append(
-            CollectionEntry(
+            CollectionEntry.model_construct(  # its entries were validated as they were made
                 name=collection,
                 bytes=sum(e.size for e in entries if e.type is EntryType.FILE),
                 allocated=allocated(entries),
