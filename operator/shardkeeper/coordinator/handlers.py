@@ -367,6 +367,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 30
+        # A deleted object keeps kopf's finalizer until its timer has exited; a timer still in a
+        # tick (or waiting for the delete handler's lock) is polled again only after this, 60 s by
+        # default: the "Terminating for about 60 s" after an early delete.
+        settings.background.instant_exit_timeout = 0.1
+        settings.background.cancellation_polling = ctx.settings.tick_seconds
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -288,12 +288,14 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             message = f"{where}: unexpected error while reconciling: {type(exc).__name__}: {exc}"
             reason = "ReconcileError"
         self.log.error("operation.tick_failed", reason=reason, exc_info=exc)
-        if st.phase is not None and not st.phase.terminal and st.nodes:
+        running = st.phase is not None and not st.phase.terminal and bool(st.nodes)
+        self._finish(Phase.FAILED, message[:4000], reason=reason)
+        if running:  # FAILED on record first, then the nodes hear the abort
             try:
+                await self._publish()
                 await self._abort_all(f"aborted: {message}")
             except Exception as abort_exc:
                 self.log.warning("operation.abort_not_delivered", error=repr(abort_exc))
-        self._finish(Phase.FAILED, message[:4000], reason=reason)
 
     def _backend_trouble(self, exc: TransientStorageError) -> None:
         """The backend did not answer this tick. Try again next tick, within a deadline."""
@@ -361,8 +363,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             else:
                 raise answer
         if refusal is not None:
-            await self._abort_all(f"aborted: {refusal}", nodes, silent=self._silent)
-            self._requeue_or_fail(refusal)
+            await self._requeue_or_fail(refusal, nodes)
         self._event("Normal", "Preparing", f"asked {len(nodes)} nodes to prepare {st.collections}")
         await self._publish()
         await self._advance({ep.name: ep for ep in nodes})
@@ -396,11 +397,12 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             )
         raise Stop
 
-    def _requeue_or_fail(self, refusal: AgentError) -> None:
+    async def _requeue_or_fail(self, refusal: AgentError, nodes: Sequence[NodeEndpoint] = ()) -> NoReturn:
         """A node busy with another Backup/Restore of this cluster means: not our turn after all
         (the queue index lagged). A holder the index does not know yet may be one it will know in a
         moment (objects applied together): that requeues too, for ``queue_index_grace_seconds``
-        since this object was created. Anything else that refuses is a failure."""
+        since this object was created. Anything else that refuses is a failure, on record before
+        ``nodes`` (those already asked to prepare) hear the abort. Always raises ``Stop``."""
         known = {p.uid for p in self.obj.peers}
         created = (
             dt.datetime.fromisoformat(self.obj.created.replace("Z", "+00:00"))
@@ -410,11 +412,22 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         young = (self.now - created).total_seconds() < self.ctx.settings.queue_index_grace_seconds
         holder = refusal.holder_uid if isinstance(refusal, AgentRefused) and refusal.status == 409 else None
         if holder is not None and (holder in known or young):
+            await self._abort_all(f"aborted: {refusal}", nodes, silent=self._silent)
             st = self.status
             st.phase, st.nodes, st.started_at = Phase.QUEUED, {}, None
-            self._message = f"a node is busy with another operation of this cluster: {refusal}"
+            ref = next((p for p in self.obj.peers if p.uid == holder), None)
+            whom = str(ref) if ref is not None else "the operation holding the node"
+            # Kept while it waits (like the message of _wait_for_turn), so it names whom it waits for.
+            self._message = (
+                f'waiting for {whom} to finish on cluster "{self.op_spec.cluster}" '
+                f"(a node was busy with it: {refusal})"
+            )
             raise Stop
-        self._fail(str(refusal), reason="PrepareRefused")
+        self._finish(Phase.FAILED, str(refusal), reason="PrepareRefused")
+        if nodes:
+            await self._publish()
+            await self._abort_all(f"aborted: {refusal}", nodes, silent=self._silent)
+        raise Stop
 
     async def _ready_cluster(self) -> ClusterView:
         """Every pod of the cluster Ready, and every agent answering; waits (within a deadline) if not."""
@@ -434,7 +447,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             held = info.operation if isinstance(info, NodeInfo) else None
             # A node busy with another operation: queue (or fail) before touching any node.
             if held is not None and held.uid != self.obj.uid and not held.phase.terminal:
-                self._requeue_or_fail(
+                await self._requeue_or_fail(
                     AgentRefused(
                         f'node "{ep.name}" is busy with {held.kind} "{held.id}" ({held.phase})',
                         status=409,
