@@ -58,7 +58,7 @@ def test_an_agent_killed_while_finalizing_takes_back_what_it_had_moved(env: Env)
     env.start_operator()
     _backup(env)
     for i in range(3):
-        target.db(i, "POST", "/debug/restored-delay", json={"seconds": 120})
+        target.db(i, "POST", "/debug/restored-delay", json={"seconds": 45})
     env.apply(restore_manifest("interrupted", "nightly"), namespace=ns)
     env.wait_for(
         "restore",

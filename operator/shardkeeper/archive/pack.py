@@ -162,8 +162,8 @@ class _Prefetcher:
     """Reads a chunk's regular files, in order, on a thread of its own: each file is hashed there,
     and its blocks wait in a short queue for the thread that frames and compresses them. Both
     hashlib and the codecs release the GIL, so reading, hashing and compressing overlap on two cores
-    while memory stays at ``depth`` blocks. Per file it sends an ``_Opened``, the data blocks (only
-    the data segments of a sparse file), then ``_END``."""
+    while memory stays at ``depth`` blocks. Per file it sends the data blocks (a sparse file: an
+    ``_Opened`` with its map first, then its data segments only), then ``_END``."""
 
     _END = object()
 
@@ -205,8 +205,10 @@ class _Prefetcher:
             if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
                 raise ChangedAfterSnapshot(f'"{shown(f.name)}" changed after it was frozen (size or type)')
             data = data_segments(fd, f.size, st.st_blocks)
-            self.generations[f.name] = inode_generation(fd)
-            self._put(_Opened(data))
+            if f.linked:  # what a later incremental compares, to skip reading it
+                self.generations[f.name] = inode_generation(fd)
+            if data is not None:  # a dense file starts with its data at once
+                self._put(_Opened(data))
             position = 0
             for offset, length in data if data is not None else [(0, f.size)]:
                 self._zeros(sha, offset - position, on_bytes)
@@ -269,10 +271,12 @@ class _BlockReader:
     """The file object tarfile reads one member's data from: ``prefix`` (a sparse map), then the
     prefetched blocks, with exact sizes."""
 
-    def __init__(self, prefetch: _Prefetcher, prefix: bytes = b"") -> None:
+    def __init__(self, prefetch: _Prefetcher, prefix: bytes = b"", first: object = None) -> None:
         self._prefetch = prefetch
         self._pending = memoryview(prefix)
-        self._ended = False
+        self._ended = first is _Prefetcher._END
+        if first is not None and not self._ended:
+            self._pending = memoryview(first)  # type: ignore[arg-type]
 
     def _next(self) -> None:
         item = self._prefetch.next_item()
@@ -358,8 +362,8 @@ def pack_chunk(
                 if e.type is not EntryType.FILE:
                     tar.addfile(info)
                     continue
-                opened = prefetch.next_item()
-                assert isinstance(opened, _Opened)
+                first = prefetch.next_item()  # a sparse file's map, or a dense one's first block
+                opened = first if isinstance(first, _Opened) else _Opened(None)
                 prefix = b""
                 if opened.data is not None:
                     sparse[e.name] = opened.data
@@ -373,7 +377,7 @@ def pack_chunk(
                     }
                     info.name = "GNUSparseFile.0/data"  # what readers without sparse support extract
                     info.size = len(prefix) + sum(n for _, n in opened.data)
-                reader = _BlockReader(prefetch, prefix)
+                reader = _BlockReader(prefetch, prefix, None if isinstance(first, _Opened) else first)
                 tar.addfile(info, reader)  # type: ignore[arg-type]
                 reader.finish()
     finally:
