@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import requests
@@ -64,11 +65,35 @@ def test_backup_reaches_success_with_every_frozen_file_checksummed(env: Env, tmp
         ).json()
         assert "operation" not in info
 
-    reasons = [e["reason"] for e in env.events("first-backup")]
+    events = env.events("first-backup")
+    reasons = [e["reason"] for e in events]
     for reason in ("Started", "Transferring", "Succeeded"):
         assert reason in reasons
-    table = env.kubectl("get", "backups")
-    assert "first-backup" in table and "SUCCESS" in table and "filesystem" in table
+    # Posted by shardkeeper (not "kopf"), and `kubectl describe` lists them in the order they were
+    # posted, also those posted in the same second.
+    assert {e.get("reportingComponent") for e in events} == {"shardkeeper.io/operator"}
+    described = env.kubectl("describe", "backups.shardkeeper.io", "first-backup")
+    listed = described.split("\nEvents:", 1)[1].splitlines()
+    listed_reasons = [line.split()[1] for line in listed if "shardkeeper.io/operator" in line]
+    assert listed_reasons == reasons, described
+    assert "kopf" not in "\n".join(listed)
+
+    header, row = env.kubectl("get", "backups.shardkeeper.io", "first-backup").splitlines()
+    assert header.split() == [
+        "NAME",
+        "PHASE",
+        "CLUSTER",
+        "BACKEND",
+        "COLLECTIONS",
+        "SIZE",
+        "PROGRESS",
+        "DURATION",
+        "AGE",
+        "ERROR",
+    ]
+    cells = row.split()
+    assert cells[:5] == ["first-backup", "SUCCESS", cluster.name, "filesystem", str(len(LAYOUT))]
+    assert cells[7] == "100%" and re.fullmatch(r"\d+(s|m\d*s?)", cells[8]), row
 
 
 def test_one_agent_refusing_prepare_fails_the_backup_and_frees_every_agent(env: Env) -> None:

@@ -73,6 +73,8 @@ StoragePath = Annotated[
 
 
 class BackupConfig(Model):
+    """How the agents write the backup: CPU share, chunk size, compression, path."""
+
     cpu_percentage: CpuPercentage = CPU_PERCENTAGE_DEFAULT
     chunk_size: int = Field(
         default=CHUNK_SIZE_DEFAULT_MB,
@@ -121,7 +123,11 @@ class BackupSpec(Model):
         description="node: each node's snapshot is consistent on its own. cluster: all nodes hold writes "
         "until every node has frozen its files, so the backup is one consistent cut of the cluster.",
     )
-    config: BackupConfig = Field(default_factory=BackupConfig, json_schema_extra={"default": {}})
+    config: BackupConfig = Field(
+        default_factory=BackupConfig,
+        description="How the agents write the backup: CPU share, chunk size, compression, path.",
+        json_schema_extra={"default": {}},
+    )
     cancel: bool = Field(
         default=False,
         description="Set to true to cancel a running backup. May be set after creation.",

@@ -92,7 +92,8 @@ class Backend(StrEnum):
 
 
 class CompressionLevel(StrEnum):
-    """The seed's compression settings. Which codec and level each maps to is decided in ``archive``."""
+    """Compression settings, named as Weaviate's backup module names them. Which codec and level each
+    maps to is decided in ``archive``."""
 
     DEFAULT = "DefaultCompression"
     BEST_SPEED = "BestSpeed"
@@ -104,10 +105,10 @@ class CompressionLevel(StrEnum):
 
 
 class Phase(StrEnum):
-    """Operation status values, spelled as the seed spells them (CANCELED with one L).
-
-    QUEUED is ours: another operation holds the same cluster, and this one waits its turn.
-    """
+    """Where the operation is. QUEUED: another operation holds the same cluster; this one waits its
+    turn. STARTED: the agents prepare and freeze a snapshot. TRANSFERRING: data moves. TRANSFERRED,
+    FINALIZING: the result is being committed. SUCCESS, FAILED, CANCELED (one L): final. CANCELLING:
+    a cancel is being carried out."""
 
     QUEUED = "QUEUED"
     STARTED = "STARTED"
@@ -150,12 +151,18 @@ class Consistency(StrEnum):
 class Condition(Model):
     """A standard Kubernetes condition (the shape of metav1.Condition)."""
 
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
-    message: str = Field(default="", max_length=32768)
-    last_transition_time: dt.datetime
-    observed_generation: int | None = None
+    type: str = Field(description="Kind of condition, e.g. Finished, Succeeded, Failed, Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        max_length=1024,
+        description="Machine-readable reason for the last transition, in CamelCase.",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+    last_transition_time: dt.datetime = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation this condition was computed from."
+    )
 
 
 def utcnow() -> dt.datetime:

@@ -103,11 +103,11 @@ def _crd(
     """``mutable``: the spec fields that may change after creation; None: all of them. ``root_rules``:
     CEL rules on the whole object (they can read ``metadata.name``)."""
     spec = structural(spec_model)
-    spec.pop("description", None)
+    spec["description"] = _doc(spec_model)
     if mutable is not None:
         spec.setdefault("x-kubernetes-validations", []).extend(_immutability_rules(spec, mutable=mutable))
     status = structural(status_model)
-    status.pop("description", None)
+    status["description"] = _doc(status_model)
     # Defaults in status would be written by the API server on every read; status is ours alone.
     _strip_defaults(status)
     root: Schema = {
@@ -115,8 +115,10 @@ def _crd(
         "description": (spec_model.__doc__ or kind).strip().splitlines()[0],
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
+            "apiVersion": {"type": "string", "description": f"{c.API_VERSION}"},
+            "kind": {"type": "string", "description": kind},
+            # The API server forbids anything here but name and generateName rules; kubectl explain
+            # shows ObjectMeta's own descriptions.
             "metadata": {"type": "object"},
             "spec": spec,
             "status": status,
@@ -153,6 +155,12 @@ def _crd(
     }
 
 
+def _doc(model: type[BaseModel]) -> str:
+    """A model's docstring as one paragraph per blank-line-separated block."""
+    blocks = (model.__doc__ or "").strip().split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in block.splitlines()) for block in blocks)
+
+
 def _strip_defaults(node: Any) -> None:
     if isinstance(node, dict):
         node.pop("default", None)
@@ -163,14 +171,22 @@ def _strip_defaults(node: Any) -> None:
             _strip_defaults(item)
 
 
-_COMMON_COLUMNS: list[Schema] = [
-    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Backend", "type": "string", "jsonPath": ".spec.backend"},
-    {"name": "Collections", "type": "string", "jsonPath": ".status.collections"},
-    {"name": "Size", "type": "string", "jsonPath": ".status.size"},
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    {"name": "Error", "type": "string", "jsonPath": ".status.error", "priority": 1},
-]
+def _columns(*first: Schema) -> list[Schema]:
+    """``kubectl get`` columns: what the operation is on, how far it got, and why it failed."""
+    return [
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        *first,
+        {"name": "Cluster", "type": "string", "jsonPath": ".spec.cluster"},
+        {"name": "Backend", "type": "string", "jsonPath": ".spec.backend"},
+        {"name": "Collections", "type": "integer", "jsonPath": ".status.collectionCount"},
+        {"name": "Size", "type": "string", "jsonPath": ".status.size"},
+        {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+        {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Error", "type": "string", "jsonPath": ".status.error"},
+        {"name": "Path", "type": "string", "jsonPath": ".status.path", "priority": 1},
+        {"name": "Throughput", "type": "string", "jsonPath": ".status.throughput", "priority": 1},
+    ]
 
 
 def backup_crd() -> Schema:
@@ -180,7 +196,7 @@ def backup_crd() -> Schema:
         short_names=["skb"],
         spec_model=BackupSpec,
         status_model=BackupStatus,
-        columns=_COMMON_COLUMNS,
+        columns=_columns(),
         root_rules=BACKUP_ROOT_RULES,
     )
 
@@ -192,11 +208,7 @@ def restore_crd() -> Schema:
         short_names=["skr"],
         spec_model=RestoreSpec,
         status_model=RestoreStatus,
-        columns=[
-            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-            {"name": "Backup", "type": "string", "jsonPath": ".spec.backupId"},
-            *_COMMON_COLUMNS[1:],
-        ],
+        columns=_columns({"name": "Backup", "type": "string", "jsonPath": ".spec.backupId"}),
     )
 
 
@@ -209,6 +221,7 @@ def backupschedule_crd() -> Schema:
         status_model=BackupScheduleStatus,
         columns=[
             {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+            {"name": "Cluster", "type": "string", "jsonPath": ".spec.template.cluster"},
             {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
             {"name": "Last Success", "type": "date", "jsonPath": ".status.lastSuccessfulTime"},
             {"name": "Next Run", "type": "string", "jsonPath": ".status.nextScheduleTime"},

@@ -17,8 +17,15 @@ from shardkeeper.api.status import OperationStatusBase
 
 
 class RestoreConfig(Model):
+    """How the agents restore: CPU share, and where the backup was stored."""
+
     cpu_percentage: CpuPercentage = CPU_PERCENTAGE_DEFAULT
-    path: StoragePath | None = None
+    path: StoragePath | None = Field(
+        default=None,
+        description="Where in the backend the backup was stored: the path its Backup gave in "
+        "spec.config.path. Leave empty for the backend's default path (BACKUP_*_PATH). Relative to the "
+        "bucket, container or BACKUP_FILESYSTEM_PATH; a leading '/' and '..' are refused.",
+    )
 
 
 class RestoreSpec(Model):
@@ -36,15 +43,31 @@ class RestoreSpec(Model):
         max_length=63,
         description="Name of the target StatefulSet, in this namespace.",
     )
-    include: list[Selector] | None = Field(default=None, max_length=1000)
-    exclude: list[Selector] | None = Field(default=None, max_length=1000)
+    include: list[Selector] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Collections of the backup to restore ('*' and '?' wildcards). Default: all.",
+    )
+    exclude: list[Selector] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Collections of the backup to leave out ('*' and '?' wildcards).",
+    )
     node_mapping: dict[str, str] | None = Field(
         default=None,
         max_length=1000,
         description="Renames nodes: {nodeInBackup: podInTargetCluster}.",
     )
-    config: RestoreConfig = Field(default_factory=RestoreConfig, json_schema_extra={"default": {}})
-    cancel: bool = False
+    config: RestoreConfig = Field(
+        default_factory=RestoreConfig,
+        description="How the agents restore: CPU share, and where the backup was stored.",
+        json_schema_extra={"default": {}},
+    )
+    cancel: bool = Field(
+        default=False,
+        description="Set to true to cancel a running restore; honoured until FINALIZING, when the "
+        "restored data is moved into place.",
+    )
 
 
 class RestoreStatus(OperationStatusBase):

@@ -152,7 +152,9 @@ class RetentionStatus(Model):
     """What spec.retention did and will do."""
 
     pruned: int = Field(default=0, description="Backups pruned by this schedule so far.")
-    last_prune_time: dt.datetime | None = None
+    last_prune_time: dt.datetime | None = Field(
+        default=None, description="When retention last deleted a Backup (RFC 3339)."
+    )
     next_to_prune: list[str] = Field(
         default_factory=list,
         description="The Backups the policy prunes once the next run succeeds (if nothing else changes).",
@@ -163,10 +165,11 @@ class BackupScheduleStatus(Model):
     """What the operator reports about a BackupSchedule."""
 
     last_schedule_time: dt.datetime | None = Field(
-        default=None, description="The slot of the most recent Backup this schedule created."
+        default=None, description="The slot of the most recent Backup this schedule created (RFC 3339)."
     )
     last_successful_time: dt.datetime | None = Field(
-        default=None, description="When the most recent successful Backup of this schedule completed."
+        default=None,
+        description="When the most recent successful Backup of this schedule completed (RFC 3339).",
     )
     last_successful_backup: str | None = Field(
         default=None, description="Name of the most recent successful Backup."
@@ -174,11 +177,12 @@ class BackupScheduleStatus(Model):
     next_schedule_time: dt.datetime | None = Field(
         default=None,
         description="The next slot, or the slot waiting for an earlier run to finish; unset while "
-        "suspended or invalid.",
+        "suspended or invalid (RFC 3339).",
     )
     last_handled_time: dt.datetime | None = Field(
         default=None,
-        description="Every slot up to this time has been run, missed or passed over while suspended.",
+        description="Every slot up to this time has been run, missed or passed over while suspended "
+        "(RFC 3339).",
     )
     active: list[str] = Field(
         default_factory=list, description="Backups of this schedule that have not finished."
@@ -186,11 +190,19 @@ class BackupScheduleStatus(Model):
     missed_runs: int = Field(
         default=0, description="Slots skipped since the schedule was created (deadline passed, or blocked)."
     )
-    last_missed_time: dt.datetime | None = Field(default=None, description="The most recent missed slot.")
+    last_missed_time: dt.datetime | None = Field(
+        default=None, description="The most recent missed slot (RFC 3339)."
+    )
     backups: int = Field(default=0, description="Backups of this schedule that exist now.")
     retention: RetentionStatus | None = None
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation the operator last acted on."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready: True while the schedule is valid and not suspended (reason Scheduled, the "
+        "next run in its message). Stalled: True while the spec is invalid (reason InvalidSpec).",
+    )
 
 
 def child_name(schedule: str, slot: dt.datetime, *, retry: bool = False) -> str:

@@ -10,14 +10,25 @@ from shardkeeper.api.common import Condition, Model, Phase
 
 
 class NodeStatus(Model):
-    phase: str = "PENDING"
+    """One node's part of the operation."""
+
+    phase: str = Field(
+        default="PENDING",
+        description="The node's own phase: PENDING, then as the agent reports it (e.g. TRANSFERRING, "
+        "SUCCESS, FAILED).",
+    )
     source: str | None = Field(default=None, description="Restore: the backup's node restored onto this one.")
-    pod_uid: str | None = None
-    bytes_done: int = 0
-    bytes_total: int = 0
-    files_done: int = 0
-    files_total: int = 0
-    bytes_per_second: int | None = Field(default=None, description="Average transfer rate so far.")
+    pod_uid: str | None = Field(
+        default=None,
+        description="UID of the pod the operation started on; another UID means it was replaced.",
+    )
+    bytes_done: int = Field(default=0, description="Bytes of file data transferred so far (uncompressed).")
+    bytes_total: int = Field(default=0, description="Bytes of file data to transfer (uncompressed).")
+    files_done: int = Field(default=0, description="Files transferred so far.")
+    files_total: int = Field(default=0, description="Files to transfer.")
+    bytes_per_second: int | None = Field(
+        default=None, description="Average transfer rate so far, in bytes per second (uncompressed)."
+    )
     workers: int | None = Field(
         default=None, description="Size of the agent's worker pool (from cpuPercentage)."
     )
@@ -31,41 +42,109 @@ class NodeStatus(Model):
         default_factory=list, description="Entries left out of the backup on this node, and why."
     )
     unreachable_since: dt.datetime | None = Field(
-        default=None, description="Set while the node's agent does not answer."
+        default=None, description="Set while the node's agent does not answer (RFC 3339)."
     )
-    error: str | None = None
+    error: str | None = Field(default=None, description="Why the node failed, as its agent reported it.")
 
 
 class OperationStatusBase(Model):
     phase: Phase | None = None
-    backup_id: str | None = None
+    backup_id: str | None = Field(default=None, description="Id of the backup in the backend.")
     path: str | None = Field(default=None, description="Where the backup is, as a URL or path.")
-    collections: list[str] = Field(default_factory=list)
-    size: str | None = Field(default=None, description="Uncompressed size of the data.")
-    bytes_done: int = 0
-    bytes_total: int = 0
-    files_done: int = 0
-    files_total: int = 0
-    bytes_per_second: int | None = None
+    collections: list[str] = Field(
+        default_factory=list, description="Names of the collections the operation covers, sorted."
+    )
+    collection_count: int | None = Field(
+        default=None, description="How many collections the operation covers (the length of collections)."
+    )
+    size: str | None = Field(default=None, description="Uncompressed size of the data, e.g. '1.2 GiB'.")
+    progress: str | None = Field(
+        default=None, description="Share of the bytes transferred so far, e.g. '42%'; '100%' once done."
+    )
+    duration: str | None = Field(
+        default=None,
+        description="Time from startedAt to completedAt (or to now while running), e.g. '1m05s'.",
+    )
+    bytes_done: int = Field(
+        default=0, description="Bytes of file data transferred so far, all nodes (uncompressed)."
+    )
+    bytes_total: int = Field(
+        default=0, description="Bytes of file data to transfer, all nodes (uncompressed)."
+    )
+    files_done: int = Field(default=0, description="Files transferred so far, all nodes.")
+    files_total: int = Field(default=0, description="Files to transfer, all nodes.")
+    bytes_per_second: int | None = Field(
+        default=None, description="Transfer rate of all nodes together, in bytes per second."
+    )
     bytes_reused: int = Field(
         default=0, description="Incremental: bytes referenced in earlier backups, not uploaded."
     )
     throughput: str | None = Field(
         default=None, description="Transfer rate of all nodes together, e.g. '85.1 MiB/s'."
     )
-    started_at: dt.datetime | None = None
-    completed_at: dt.datetime | None = None
-    error: str | None = None
+    started_at: dt.datetime | None = Field(
+        default=None, description="When the operation left QUEUED and started (RFC 3339)."
+    )
+    completed_at: dt.datetime | None = Field(
+        default=None, description="When the operation reached SUCCESS, FAILED or CANCELED (RFC 3339)."
+    )
+    error: str | None = Field(
+        default=None,
+        description="Why the operation failed or was canceled, naming the node, field or object.",
+    )
     cleanup_pending: str | None = Field(
         default=None,
         description="What the end of the operation could not clean up in the backend yet (its final "
         "descriptor, partial uploads); retried with backoff until done.",
     )
     cleanup_attempts: int = Field(default=0, description="Attempts at that cleanup so far.")
-    cleanup_retry_at: dt.datetime | None = Field(default=None, description="When the cleanup is tried next.")
-    backend_unavailable_since: dt.datetime | None = Field(
-        default=None, description="Set while the operator cannot reach the backend."
+    cleanup_retry_at: dt.datetime | None = Field(
+        default=None, description="When the cleanup is tried next (RFC 3339)."
     )
-    nodes: dict[str, NodeStatus] = Field(default_factory=dict)
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    backend_unavailable_since: dt.datetime | None = Field(
+        default=None, description="Set while the operator cannot reach the backend (RFC 3339)."
+    )
+    nodes: dict[str, NodeStatus] = Field(
+        default_factory=dict, description="Per node (pod name): its phase, progress, pause and warnings."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation the operator last acted on."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Finished (True on SUCCESS, FAILED or CANCELED: wait on this one), Succeeded, Failed.",
+    )
+
+    def summarize(self) -> None:
+        """Derives the summary fields (collectionCount, progress, duration) from the fields they
+        summarize; ``wire`` calls it, so they never disagree with them."""
+        self.collection_count = len(self.collections) if self.collections else None
+        if self.phase is Phase.SUCCESS:
+            self.progress = "100%"
+        elif self.bytes_total > 0:
+            self.progress = f"{min(100, self.bytes_done * 100 // self.bytes_total)}%"
+        else:
+            self.progress = None
+        if self.started_at is not None and self.completed_at is not None:
+            self.duration = format_duration((self.completed_at - self.started_at).total_seconds())
+        else:
+            self.duration = None
+
+    def wire(self) -> dict[str, object]:
+        self.summarize()
+        return super().wire()
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as kubectl shows ages: '45s', '2m5s', '1h3m', '2d4h' (whole units, rounded down)."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m{secs}s" if secs else f"{minutes}m"
+    return f"{secs}s"

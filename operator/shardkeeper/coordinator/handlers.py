@@ -25,6 +25,7 @@ from shardkeeper.api.common import TERMINAL_PHASES, Phase, utcnow
 from shardkeeper.api.restore import RestoreSpec, RestoreStatus
 from shardkeeper.api.schedule import SCHEDULE_LABEL
 from shardkeeper.api.status import OperationStatusBase
+from shardkeeper.coordinator import events as k8s_events
 from shardkeeper.coordinator import metrics, schedule_handlers
 from shardkeeper.coordinator.backup import BackupReconciler, DeletionDeferred
 from shardkeeper.coordinator.conditions import conditions_for
@@ -42,7 +43,7 @@ from shardkeeper.coordinator.restore import RestoreReconciler
 log = structlog.get_logger(__name__)
 
 #: Fields that change with every byte moved; writing them is rate-limited.
-_PROGRESS_FIELDS = {"bytesDone", "filesDone", "bytesPerSecond", "throughput"}
+_PROGRESS_FIELDS = {"bytesDone", "filesDone", "bytesPerSecond", "throughput", "progress"}
 _LAST_PROGRESS_WRITE = "shardkeeper-last-progress-write"
 _FAILING_SINCE = "shardkeeper-failing-since"
 #: One tick or deletion of an object at a time (kopf runs the timer and the delete handler of one
@@ -174,11 +175,10 @@ def _apply(
     memo: kopf.Memo,
     interval: float,
 ) -> None:
-    """Posts the tick's events and writes its status, unless only progress changed, recently.
+    """Writes the tick's status, unless only progress changed, recently.
 
     ``before`` is the status as the tick found it: the body is a live view that may already show
     what the tick published in the middle."""
-    _post(body, outcome.events)
     new = outcome.status.wire()
     if new == before:
         return
@@ -226,9 +226,9 @@ def _lock(memo: kopf.Memo) -> asyncio.Lock:
     return lock
 
 
-def _post(body: kopf.Body, events: Sequence[Event]) -> None:
+async def _post(body: kopf.Body, events: Sequence[Event], action: str) -> None:
     for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        await k8s_events.post(body, type_=event.type, reason=event.reason, note=event.message, action=action)
 
 
 def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: Kind) -> None:
@@ -275,6 +275,7 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
                 obj = _object(kind, body, peers, memo.get(_FAILING_SINCE))
             except Unparsable as exc:
                 outcome = unparsable_outcome(kind, body, exc)
+                await _post(body, outcome.events, action=kind.name)
                 _apply(outcome, before={}, body=body, patch=patch, memo=memo, interval=progress_interval)
                 return
             before = obj.status.wire()
@@ -289,6 +290,7 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
                 raise kopf.TemporaryError(str(exc), delay=interval) from exc
             memo.pop(_FAILING_SINCE, None)
             memo[_LAST_STATUS] = outcome.status.wire()
+            await _post(body, outcome.events, action=kind.name)
             _apply(outcome, before=before, body=body, patch=patch, memo=memo, interval=progress_interval)
             _measure(kind, body, obj, outcome, peers)
 
@@ -331,7 +333,7 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
             finally:
                 # Whatever was decided (canceled, events) is not decided again on a retry.
                 memo[_LAST_STATUS] = reconciler.status.wire()
-                _post(body, reconciler.events)
+                await _post(body, reconciler.events, action=kind.name)
                 reconciler.events.clear()
             memo[_DELETED] = True
             metrics.operation_state(kind.name, obj.namespace, obj.name, str(obj.spec.cluster), "", None)
@@ -361,6 +363,9 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=c.GROUP)
         settings.persistence.finalizer = c.FINALIZER
         settings.posting.level = logging.WARNING
+        # kopf's own events (a handler's failure) name us too; ours go through ``events``.
+        settings.posting.reporting_component = k8s_events.REPORTING_CONTROLLER
+        settings.posting.reporting_instance = k8s_events.reporting_instance()
         settings.peering.standalone = True
         # Serve the CRDs present at start-up; no cluster-wide list/watch of CRDs and namespaces needed.
         settings.scanning.disabled = True

@@ -31,6 +31,7 @@ from shardkeeper.api.schedule import (
     RetentionStatus,
     child_name,
 )
+from shardkeeper.coordinator import events as k8s_events
 from shardkeeper.coordinator import metrics
 from shardkeeper.coordinator.conditions import READY, STALLED, set_condition
 from shardkeeper.coordinator.context import OperatorContext
@@ -265,7 +266,13 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, *, clock: Cl
         except ValidationError as exc:
             new = _invalid(old, exc, generation, now)
             if new.wire() != before:
-                kopf.event(body, type="Warning", reason="InvalidSpec", message=new.conditions[-1].message)
+                await k8s_events.post(
+                    body,
+                    type_="Warning",
+                    reason="InvalidSpec",
+                    note=new.conditions[-1].message,
+                    action="Schedule",
+                )
                 _write(patch, before, new)
             return
         index: kopf.Index[tuple[str | None, str], Child] = kwargs[INDEX]
@@ -298,24 +305,31 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, *, clock: Cl
                     handled_until=decision.slot,
                     next_schedule_time=decision.next_schedule_time,
                 )
-                kopf.event(
-                    body, type="Warning", reason="BackupRefused", message=f"Backup {child} refused: {exc}"
+                await k8s_events.post(
+                    body,
+                    type_="Warning",
+                    reason="BackupRefused",
+                    note=f"Backup {child} refused: {exc}",
+                    action="Schedule",
                 )
             else:
                 created = child
                 if fresh:
-                    kopf.event(
+                    await k8s_events.post(
                         body,
-                        type="Normal",
+                        type_="Normal",
                         reason="Scheduled",
-                        message=f"created Backup {child} ({decision.reason})",
+                        note=f"created Backup {child} ({decision.reason})",
+                        action="Schedule",
                     )
                     log.info("schedule.created", namespace=namespace, schedule=name, backup=child)
         if decision.missed:
             why = f": {decision.reason}" if decision.action is Action.WAIT else ""
             latest = _iso(decision.last_missed) if decision.last_missed else "?"
             message = f"{decision.missed} run(s) missed, the latest due at {latest}{why}"
-            kopf.event(body, type="Warning", reason="MissedSchedule", message=message)
+            await k8s_events.post(
+                body, type_="Warning", reason="MissedSchedule", note=message, action="Schedule"
+            )
         new = next_status(old, decision, children, created=created, generation=generation)
         if spec.retention is not None:
             await _apply_retention(body, memo, spec, new, children, uid=uid, now=now)
@@ -371,12 +385,14 @@ async def _apply_retention(
             await asyncio.to_thread(prune_backup, namespace, verdict.name, deletion_policy=policy)
         except KubernetesUnavailable as exc:
             log.warning("schedule.prune_failed", namespace=namespace, schedule=name, error=str(exc))
-            kopf.event(body, type="Warning", reason="PruneFailed", message=f"{exc}; will retry")
+            await k8s_events.post(
+                body, type_="Warning", reason="PruneFailed", note=f"{exc}; will retry", action="Schedule"
+            )
             continue
         done.add(verdict.name)
         pruned += 1
         message = f"pruned Backup {verdict.name} and its data ({verdict.reason})"
-        kopf.event(body, type="Normal", reason="Pruned", message=message)
+        await k8s_events.post(body, type_="Normal", reason="Pruned", note=message, action="Schedule")
         log.info(
             "schedule.pruned", namespace=namespace, schedule=name, backup=verdict.name, why=verdict.reason
         )
