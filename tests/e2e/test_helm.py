@@ -258,6 +258,29 @@ def test_the_copy_paste_agent_example_matches_the_named_template(tmp_path: Path)
     assert [v for v in pod["volumes"] if v["name"].startswith("shardkeeper-")] == from_chart["volumes"]
 
 
+@pytest.mark.parametrize("mode", ["shared", "perNamespace"])
+def test_per_namespace_credentials_keep_the_operators_keys_out_of_database_namespaces(
+    tmp_path: Path, mode: str
+) -> None:
+    values = _values(("s3", "gcs"))
+    values["backups"]["agentCredentials"] = mode
+    rendered = render_with_agent(values, workdir=tmp_path)
+    for name in ("shardkeeper-backup-s3", "shardkeeper-backup-gcs"):
+        # The operator always has its keys; a database namespace only in "shared" mode.
+        assert rendered.find("Secret", name, "shardkeeper-system")["data"]
+        assert len(rendered.all("Secret", name, "databases")) == (1 if mode == "shared" else 0)
+    # Either way the sidecar finds the keys by the same names, in its own pod's namespace: there,
+    # in perNamespace mode, they are that namespace's own Secret.
+    pod = rendered.find("StatefulSet", "sampledb")["spec"]["template"]["spec"]
+    agent = next(c for c in pod["containers"] if c["name"] == "shardkeeper-agent")
+    assert {"secretRef": {"name": "shardkeeper-backup-s3"}} in agent["envFrom"]
+    gcs = next(v for v in pod["volumes"] if v["name"] == "shardkeeper-gcp-credentials")
+    assert gcs["secret"]["secretName"] == "shardkeeper-backup-gcs"
+    # The ConfigMap (no secrets in it) and the agent token still go everywhere.
+    assert rendered.find("ConfigMap", "shardkeeper-backups", "databases")
+    assert rendered.find("Secret", "shardkeeper-agent-token", "databases")
+
+
 def _write(tmp_path: Path, values: dict[str, Any]) -> str:
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump(values))
