@@ -27,12 +27,16 @@ KUBE_VERSION = "1.34.0"
 RELEASE, RELEASE_NAMESPACE = "shardkeeper", "shardkeeper-system"
 
 
+def chart_version(chart: Path = CHART) -> str:
+    return str(yaml.safe_load((chart / "Chart.yaml").read_text())["version"])
+
+
 def helm_binary() -> Path:
     out = subprocess.run([str(REPO / "hack" / "install-helm.sh")], check=True, capture_output=True, text=True)
     return Path(out.stdout.strip())
 
 
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def helm(*args: str, check: bool = True, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
     home = Path(os.environ.get("TMPDIR", "/tmp")) / "shardkeeper-helm-home"
     env = {
         **os.environ,
@@ -40,6 +44,8 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         "HELM_CONFIG_HOME": str(home / "config"),
         "HELM_DATA_HOME": str(home / "data"),
     }
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
     return subprocess.run([str(helm_binary()), *args], check=check, capture_output=True, text=True, env=env)
 
 
@@ -115,7 +121,7 @@ def render_with_agent(
                 "apiVersion": "v2",
                 "name": "sampledb",
                 "version": "0.1.0",
-                "dependencies": [{"name": "shardkeeper", "version": "0.1.0"}],
+                "dependencies": [{"name": "shardkeeper", "version": chart_version()}],
             }
         )
     )

@@ -281,6 +281,27 @@ def test_per_namespace_credentials_keep_the_operators_keys_out_of_database_names
     assert rendered.find("Secret", "shardkeeper-agent-token", "databases")
 
 
+@pytest.mark.parametrize(
+    ("agent_namespaces", "where"), [(["databases"], "databases"), ([], "<your database namespace>")]
+)
+def test_the_install_notes_apply_the_first_backup_where_the_database_runs(
+    agent_namespaces: list[str], where: str
+) -> None:
+    values = ["--set", "backups.s3.enabled=true", "--set", "backups.s3.envconfig.BACKUP_S3_BUCKET=b"]
+    if agent_namespaces:
+        values += ["--set", f"agent.namespaces={{{','.join(agent_namespaces)}}}"]
+    out = helm("install", "sk", str(CHART), "-n", "shardkeeper-system", "--dry-run=client", *values)
+    notes = out.stdout.split("NOTES:", 1)[1]
+    assert f"kubectl apply -n {where} -f -" in notes
+    assert f"kubectl wait -n {where} --for=condition=Finished backups.shardkeeper.io/first-backup" in notes
+    assert "backend: s3" in notes
+    assert "kubectl apply -n shardkeeper-system" not in notes
+    # Every file it points at is a URL, not a path in a repository the user may not have.
+    example = re.search(r"(\S*examples/statefulset-with-agent\.yaml)", notes)
+    assert example and example.group(1).startswith("https://"), notes
+    assert "helm show crds" in notes
+
+
 def _write(tmp_path: Path, values: dict[str, Any]) -> str:
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump(values))

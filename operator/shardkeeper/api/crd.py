@@ -10,6 +10,8 @@ fields, ``type`` everywhere. ``structural()`` turns pydantic's JSON Schema into 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -126,33 +128,45 @@ def _crd(
     }
     if root_rules:
         root["x-kubernetes-validations"] = copy.deepcopy(root_rules)
+    crd_spec: Schema = {
+        "group": c.GROUP,
+        "scope": "Namespaced",
+        "names": {
+            "kind": kind,
+            "listKind": f"{kind}List",
+            "plural": plural,
+            "singular": kind.lower(),
+            "shortNames": short_names,
+            "categories": ["shardkeeper"],
+        },
+        "versions": [
+            {
+                "name": c.VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": columns,
+                "schema": {"openAPIV3Schema": root},
+            }
+        ],
+    }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.{c.GROUP}"},
-        "spec": {
-            "group": c.GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": kind,
-                "listKind": f"{kind}List",
-                "plural": plural,
-                "singular": kind.lower(),
-                "shortNames": short_names,
-                "categories": ["shardkeeper"],
-            },
-            "versions": [
-                {
-                    "name": c.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": columns,
-                    "schema": {"openAPIV3Schema": root},
-                }
-            ],
-        },
+        "spec": crd_spec,
     }
+
+
+#: On every CRD: a digest of its spec. The chart refuses an upgrade while the cluster serves CRDs
+#: with another digest (Helm installs ``crds/`` once and never upgrades them).
+SCHEMA_HASH_ANNOTATION = f"{c.GROUP}/schema-hash"
+
+
+def schema_hash(crd_spec: Schema) -> str:
+    """The first 16 hex digits of the sha256 of the spec as canonical JSON (sorted keys)."""
+    canonical = json.dumps(crd_spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _doc(model: type[BaseModel]) -> str:
@@ -246,9 +260,12 @@ def backupschedule_crd() -> Schema:
 
 
 def all_crds() -> dict[str, Schema]:
-    """File name -> CRD, as committed under ``crds/``."""
-    return {
+    """File name -> CRD, as committed under ``crds/``, each annotated with its schema hash."""
+    crds = {
         f"{c.BACKUP_PLURAL}.{c.GROUP}.yaml": backup_crd(),
         f"{c.RESTORE_PLURAL}.{c.GROUP}.yaml": restore_crd(),
         f"{c.SCHEDULE_PLURAL}.{c.GROUP}.yaml": backupschedule_crd(),
     }
+    for crd in crds.values():
+        crd["metadata"]["annotations"] = {SCHEMA_HASH_ANNOTATION: schema_hash(crd["spec"])}
+    return crds
