@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image, two entry points: `shardkeeper operator` (the Deployment) and `shardkeeper agent` (the
-# sidecar in each database pod). Build: docker build -t shardkeeper:0.1.0 .
+# sidecar in each database pod). Build: docker build -t shardkeeper:0.2.0 .
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -10,7 +10,7 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[all]"
 
 FROM python:3.11-slim-bookworm
 # The package version (a unit test keeps it equal to pyproject.toml).
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 LABEL org.opencontainers.image.title="shardkeeper" \
       org.opencontainers.image.description="Backup and restore operator and agent for sharded stateful clusters" \
       org.opencontainers.image.licenses="Apache-2.0" \

@@ -8,4 +8,4 @@ The package is layered, lowest first (enforced by import-linter):
 * ``cli``: the ``shardkeeper`` command.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

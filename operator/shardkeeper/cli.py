@@ -219,7 +219,8 @@ def parser() -> argparse.ArgumentParser:
 
     backends = ["filesystem", "s3", "gcs", "azure"]
     bk = sub.add_parser(
-        "backups", help="list, describe and copy backups in a backend (configured from the environment)"
+        "backups",
+        help="list, describe, copy, delete and prune backups in a backend (configured from the environment)",
     )
     bsub = bk.add_subparsers(dest="backups_command", required=True)
     ls = bsub.add_parser("list", help="backups in a backend, newest first")
