@@ -18,7 +18,7 @@ from shardkeeper.coordinator.backup import BackupReconciler
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.handlers import KINDS, Unparsable, _object, unparsable_outcome
 from shardkeeper.coordinator.kube import ClusterView, KubernetesUnavailable
-from shardkeeper.coordinator.operation import OperationObject
+from shardkeeper.coordinator.objects import OperationObject
 from shardkeeper.coordinator.settings import OperatorSettings
 from shardkeeper.storage.filesystem import FilesystemStorage
 
@@ -116,7 +116,7 @@ def test_an_object_that_does_not_parse_ends_failed_naming_the_field() -> None:
 
 
 def test_only_transient_errors_within_their_limit_are_retried() -> None:
-    from shardkeeper.coordinator.operation import retry_later
+    from shardkeeper.coordinator.objects import retry_later
     from shardkeeper.errors import AgentUnreachable
 
     assert retry_later(KubernetesUnavailable("away"), failing_for=10, limit=120)

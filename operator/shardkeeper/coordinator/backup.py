@@ -16,13 +16,8 @@ from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
 from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION
 from shardkeeper.coordinator import selection
 from shardkeeper.coordinator.agents import NodeEndpoint
-from shardkeeper.coordinator.operation import (
-    OperationObject,
-    OperationReconciler,
-    Outcome,
-    Stop,
-    in_thread,
-)
+from shardkeeper.coordinator.objects import OperationObject, Outcome, Stop, in_thread
+from shardkeeper.coordinator.operation import OperationReconciler
 from shardkeeper.coordinator.twophase import Decision, NodeView, Step, decide
 from shardkeeper.errors import (
     ShardkeeperError,

@@ -30,13 +30,8 @@ from shardkeeper.coordinator import metrics, schedule_handlers
 from shardkeeper.coordinator.backup import BackupReconciler, DeletionDeferred
 from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
-from shardkeeper.coordinator.operation import (
-    Event,
-    OperationObject,
-    OperationReconciler,
-    Outcome,
-    retry_later,
-)
+from shardkeeper.coordinator.objects import Event, OperationObject, Outcome, retry_later
+from shardkeeper.coordinator.operation import OperationReconciler
 from shardkeeper.coordinator.queue import WAITING, OpRef
 from shardkeeper.coordinator.restore import RestoreReconciler
 

@@ -14,21 +14,30 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, NoReturn, Protocol, TypeVar
+from typing import Any, Generic, Literal, NoReturn, TypeVar
 
-import aiohttp
 import structlog
-from pydantic import BaseModel
 
 from shardkeeper.api.agent import NodeInfo, NodePhase, OperationStatus, PrepareBackup, PrepareRestore
-from shardkeeper.api.common import Backend, Phase, human_bytes, utcnow
-from shardkeeper.api.status import NodeStatus, OperationStatusBase
+from shardkeeper.api.common import Phase, utcnow
+from shardkeeper.api.status import NodeStatus
 from shardkeeper.coordinator import queue
 from shardkeeper.coordinator.agents import NodeEndpoint
 from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.kube import ClusterView, KubernetesUnavailable
+from shardkeeper.coordinator.objects import (
+    TRANSIENT_ERRORS,
+    Event,
+    OperationObject,
+    OperationSpec,
+    Outcome,
+    SpecT,
+    StatusT,
+    Stop,
+    retry_later,
+)
+from shardkeeper.coordinator.observe import mirror, sum_progress
 from shardkeeper.coordinator.twophase import Decision, NodeView, Step
 from shardkeeper.errors import (
     AgentError,
@@ -51,97 +60,6 @@ PREPARE_POLL_INTERVAL = 0.05
 PREPARE_POLL_BUDGET = 5.0
 #: The longest wait between two attempts at a cleanup that failed (seconds).
 CLEANUP_RETRY_MAX = 300.0
-
-#: Errors worth retrying next tick: the API server or an agent could not be asked. Anything else a
-#: tick raises is a fault that retrying will not fix.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    KubernetesUnavailable,
-    AgentUnreachable,
-    TransientStorageError,
-    ConnectionError,
-    TimeoutError,
-    aiohttp.ClientError,
-)
-
-
-def retry_later(exc: BaseException, *, failing_for: float, limit: float) -> bool:
-    """Whether ``exc`` is worth another try: a transient error (``TRANSIENT_ERRORS``) that has
-    lasted ``failing_for`` seconds, less than ``limit``. Anything else is final at once."""
-    return isinstance(exc, TRANSIENT_ERRORS) and failing_for < limit
-
-
-class _Config(Protocol):
-    @property
-    def path(self) -> str | None: ...
-
-
-class OperationSpec(Protocol):
-    @property
-    def backend(self) -> Backend: ...
-
-    @property
-    def cluster(self) -> str: ...
-
-    @property
-    def cancel(self) -> bool: ...
-
-    @property
-    def config(self) -> _Config: ...
-
-
-SpecT = TypeVar("SpecT", bound=BaseModel)
-StatusT = TypeVar("StatusT", bound=OperationStatusBase)
-
-
-@dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class OperationObject(Generic[SpecT, StatusT]):
-    """The parts of a Backup or Restore custom resource a reconcile looks at."""
-
-    kind: str
-    name: str
-    namespace: str
-    uid: str
-    generation: int | None
-    created: str
-    spec: SpecT
-    status: StatusT
-    peers: Sequence[queue.OpRef] = ()
-    """Every Backup and Restore of the same cluster, as the operator's index last saw them."""
-    deleting_since: dt.datetime | None = None
-    """metadata.deletionTimestamp, once the object is being deleted."""
-    failing_since: dt.datetime | None = None
-    """Since when every tick has raised a transient error (None if the last tick did not)."""
-
-    def ref(self) -> queue.OpRef:
-        return queue.OpRef(
-            kind=self.kind,
-            namespace=self.namespace,
-            name=self.name,
-            uid=self.uid,
-            created=self.created,
-            phase=self.status.phase,
-        )
-
-
-@dataclass
-class Outcome(Generic[StatusT]):
-    status: StatusT
-    events: list[Event] = field(default_factory=list)
-
-
-class Stop(Exception):
-    """Ends a tick early; the status already says why."""
-
-
-async def in_thread(fn: Callable[[], T]) -> T:
-    return await asyncio.to_thread(fn)
 
 
 class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
@@ -353,7 +271,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         refusal: AgentError | None = None
         for ep, answer in zip(nodes, answers, strict=True):
             if isinstance(answer, OperationStatus):
-                self._mirror(st.nodes[ep.name], answer)
+                mirror(st.nodes[ep.name], answer)
             elif isinstance(answer, AgentError):
                 st.nodes[ep.name].phase = NodePhase.FAILED.value
                 st.nodes[ep.name].error = str(answer)
@@ -472,7 +390,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             if not still_preparing or time.monotonic() > deadline or self.deletion_requested():
                 break
             await asyncio.sleep(PREPARE_POLL_INTERVAL)
-        self._sum_progress()
+        sum_progress(self.status)
         await self._act(decision, endpoints)
 
     @property
@@ -521,7 +439,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
             # The next tick observes the node again and decides; a refusal shows up as FAILED there.
             self.log.warning("operation.step_not_delivered", step=step, node=ep.name, error=str(exc))
             return
-        self._mirror(self.status.nodes[ep.name], answer)
+        mirror(self.status.nodes[ep.name], answer)
 
     async def _endpoints(self) -> dict[str, NodeEndpoint]:
         try:
@@ -555,7 +473,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
                 node.unreachable_since = None
                 if answer is None:
                     return await self._lost(name)
-                self._mirror(node, answer)
+                mirror(node, answer)
                 return NodeView(name, answer.phase, error=answer.error)
         node.unreachable_since = node.unreachable_since or asked_at
         self._silent.add(name)
@@ -563,31 +481,6 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         silent = max((observed_at - node.unreachable_since).total_seconds(), 0.001)
         phase = NodePhase(node.phase) if node.phase in {p.value for p in NodePhase} else None
         return NodeView(name, phase, error=node.error, silent_for=silent, last_problem=problem)
-
-    def _mirror(self, node: NodeStatus, answer: OperationStatus) -> None:
-        node.phase = answer.phase.value
-        node.error = answer.error
-        node.bytes_done, node.bytes_total = answer.bytes_done, answer.bytes_total
-        node.files_done, node.files_total = answer.files_done, answer.files_total
-        node.pause_ms = round(answer.pause_ms, 3) if answer.pause_ms is not None else None
-        node.workers = answer.workers
-        node.bytes_per_second = answer.bytes_per_second
-        node.warnings = answer.warnings
-        node.bytes_reused = answer.bytes_reused
-
-    def _sum_progress(self) -> None:
-        st = self.status
-        nodes = st.nodes.values()
-        st.bytes_done = sum(n.bytes_done for n in nodes)
-        st.bytes_total = sum(n.bytes_total for n in nodes)
-        st.files_done = sum(n.files_done for n in nodes)
-        st.files_total = sum(n.files_total for n in nodes)
-        st.bytes_reused = sum(n.bytes_reused for n in nodes)
-        st.size = human_bytes(st.bytes_total)
-        moving = [n.bytes_per_second for n in nodes if n.bytes_per_second]
-        if moving:
-            st.bytes_per_second = sum(moving)
-            st.throughput = f"{human_bytes(st.bytes_per_second)}/s"
 
     async def _each(
         self,
@@ -617,7 +510,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
                 self.log.warning("operation.abort_not_delivered", node=ep.name, error=str(exc))
                 return
             if answer is not None and answer.uid == self.obj.uid and ep.name in self.status.nodes:
-                self._mirror(self.status.nodes[ep.name], answer)
+                mirror(self.status.nodes[ep.name], answer)
 
         await asyncio.gather(*(abort(ep) for ep in endpoints))
 

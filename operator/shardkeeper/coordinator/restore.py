@@ -26,7 +26,8 @@ from shardkeeper.api.restore import RestoreSpec, RestoreStatus
 from shardkeeper.api.status import NodeStatus
 from shardkeeper.coordinator import selection
 from shardkeeper.coordinator.agents import NodeEndpoint
-from shardkeeper.coordinator.operation import OperationObject, OperationReconciler, Outcome, Stop, in_thread
+from shardkeeper.coordinator.objects import OperationObject, Outcome, Stop, in_thread
+from shardkeeper.coordinator.operation import OperationReconciler
 from shardkeeper.coordinator.twophase import Decision, NodeView, Step, decide_restore
 from shardkeeper.errors import CorruptDescriptor, ShardkeeperError, SpecError, UnknownFormatVersion
 from shardkeeper.storage import BackupLayout, Storage
