@@ -62,7 +62,7 @@ class Prefetcher:
 
     Each file's sha256 is computed here, or with ``consumer_hashes`` (NoCompression, where the
     consumer only frames) by the consumer as it takes a dense file's blocks: reading (a copy out of
-    the page cache) and hashing then run on two threads, not one (measured: 1.3x the throughput)."""
+    the page cache) and hashing then run on two threads, not one."""
 
     _END = object()
 
