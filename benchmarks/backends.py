@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks.backup import MB, shardkeeper
 from benchmarks.common import StaticHook, reset, table
-from benchmarks.dataset import generate, total_bytes
+from benchmarks.dataset import data_dir, generate, total_bytes
 from testbed.servers import SERVERS
 
 
@@ -31,7 +31,7 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(args.workdir)
-    data = generate(work / "data-scale1", scale=1)
+    data = generate(data_dir(work), scale=1)
     raw, _ = total_bytes(data)
     hook = StaticHook(data)
     backends = args.backends.split(",")

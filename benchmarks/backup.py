@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import COMPRESS_FILTER, StaticHook, agent_process, reset, run_pipeline, table
-from benchmarks.dataset import generate, total_bytes
+from benchmarks.common import COMPRESS_FILTER, StaticHook, agent_process, load, reset, run_pipeline, table
+from benchmarks.dataset import data_dir, generate, total_bytes
 
 LEVELS = {
     "NoCompression": ("none", 0),
@@ -101,10 +101,10 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(args.workdir)
-    data = generate(work / f"data-scale{args.scale}", scale=args.scale)
+    data = generate(data_dir(work, args.scale), scale=args.scale)
     raw, files = total_bytes(data)
     cores = len(os.sched_getaffinity(0))
-    print(f"data set: {raw / MB:,.0f} MB in {files} files (scale {args.scale}); cores: {cores}")
+    print(f"data set: {raw / MB:,.0f} MB in {files} files (scale {args.scale}); cores: {cores}; {load()}")
     hook = StaticHook(data)
     rows = []
     for name in args.levels.split(","):
@@ -145,6 +145,7 @@ def main() -> int:
     reset(work / "out")
     print()
     print(table(rows, list(rows[0])))
+    print(load())
     return 0
 
 

@@ -18,7 +18,7 @@ import zstandard
 from isal import isal_zlib
 
 from benchmarks.common import table
-from benchmarks.dataset import generate
+from benchmarks.dataset import data_dir, generate
 
 PIECE = 1 << 20
 MB = 1_000_000
@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--workdir", default="/tmp/shardkeeper-bench")
     parser.add_argument("--sample-mb", type=int, default=192)
     args = parser.parse_args()
-    data = sample(generate(Path(args.workdir) / "data-scale1"), args.sample_mb * MB)
+    data = sample(generate(data_dir(Path(args.workdir))), args.sample_mb * MB)
     rows = []
     for name, make in CANDIDATES.items():
         compress = make()

@@ -29,7 +29,7 @@ from typing import Any
 
 from benchmarks.backup import COLLECTIONS, MB
 from benchmarks.common import StaticHook, agent_process, reset, table
-from benchmarks.dataset import generate, total_bytes
+from benchmarks.dataset import data_dir, generate, total_bytes
 from benchmarks.restore import shardkeeper_restore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,7 +98,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     work = Path(args.workdir)
-    pristine = generate(work / "data-scale1", scale=1)
+    pristine = generate(data_dir(work), scale=1)
     data = work / "incremental-data"  # a copy: this benchmark changes it
     shutil.rmtree(data, ignore_errors=True)
     shutil.copytree(pristine, data)

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.backup import COLLECTIONS, LEVELS, MB, baseline, shardkeeper
-from benchmarks.common import DECOMPRESS_FILTER, StaticHook, agent_process, reset, run_pipeline, table
-from benchmarks.dataset import generate, total_bytes
+from benchmarks.common import DECOMPRESS_FILTER, StaticHook, agent_process, load, reset, run_pipeline, table
+from benchmarks.dataset import data_dir, generate, total_bytes
 
 
 def baseline_restore(archive: Path, target: Path, codec: str) -> float:
@@ -93,9 +93,9 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(args.workdir)
-    data = generate(work / f"data-scale{args.scale}", scale=args.scale)
+    data = generate(data_dir(work, args.scale), scale=args.scale)
     raw, files = total_bytes(data)
-    print(f"data set: {raw / MB:,.0f} MB in {files} files (scale {args.scale})")
+    print(f"data set: {raw / MB:,.0f} MB in {files} files (scale {args.scale}); {load()}")
     hook = StaticHook(data)
     rows = []
     for name in args.levels.split(","):
@@ -134,6 +134,7 @@ def main() -> int:
     reset(work / "restored")
     print()
     print(table(rows, list(rows[0])))
+    print(load())
     return 0
 
 

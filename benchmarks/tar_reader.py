@@ -20,7 +20,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from benchmarks.dataset import generate
+from benchmarks.dataset import data_dir, generate
 from shardkeeper.archive.tarstream import members
 
 PIECE = 1 << 20
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=400, help="size of the tar stream")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    data = sample(generate(Path(args.workdir) / "data-scale1", scale=1), args.mb << 20)
+    data = sample(generate(data_dir(Path(args.workdir)), scale=1), args.mb << 20)
     results: dict[str, list[float]] = {"archive.tarstream (ours)": [], 'tarfile mode="r|"': []}
     counts = {}
     for _ in range(args.repeat):

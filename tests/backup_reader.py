@@ -1,7 +1,8 @@
 """An independent reader of backups in the filesystem backend, for tests.
 
-It uses only the standard library's tarfile and gzip (and zstandard for zstd chunks), never the
-product's unpack code, so a test that passes through it proves that a plain reader can restore.
+It uses only the standard library's tarfile and gzip (zstandard for zstd chunks, blake3 for the
+chunk checksums of format 4), never the product's unpack code, so a test that passes through it
+proves that a plain reader can restore.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import blake3
 import rocksdict
 import zstandard
 
@@ -58,7 +60,14 @@ def read_backup(root: Path) -> tuple[dict[str, Any], dict[str, NodeBackup]]:
             for chunk in collection["chunks"]:
                 holder = root.parent / chunk["backup"] if chunk.get("backup") else root  # incremental
                 stored = (holder / node / chunk["key"]).read_bytes()
-                assert hashlib.sha256(stored).hexdigest() == chunk["sha256"], f"chunk {chunk['key']} checksum"
+                if "blake3" in chunk:  # format 4 on
+                    assert blake3.blake3(stored).hexdigest() == chunk["blake3"], (
+                        f"chunk {chunk['key']} checksum"
+                    )
+                else:
+                    assert hashlib.sha256(stored).hexdigest() == chunk["sha256"], (
+                        f"chunk {chunk['key']} checksum"
+                    )
                 assert len(stored) == chunk["size"]
                 raw = _decompress(descriptor["codec"], stored)
                 assert len(raw) == chunk["rawSize"]

@@ -234,7 +234,7 @@ def parser() -> argparse.ArgumentParser:
     ds.add_argument("--path", type=storage_path)
     ds.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     ds.set_defaults(func=_backups_describe)
-    cp = bsub.add_parser("copy", help="copy a backup to another backend, verifying every chunk's sha256")
+    cp = bsub.add_parser("copy", help="copy a backup to another backend, verifying every chunk's checksum")
     cp.add_argument("id")
     cp.add_argument("--from", dest="source", required=True, choices=backends)
     cp.add_argument("--to", dest="target", required=True, choices=backends)

@@ -26,9 +26,11 @@ AGENT_STATE_DIR: Final = ".shardkeeper"
 #: Format version of the descriptors this code writes; readers refuse versions they do not know.
 #: 2: trees (directories, symbolic and hard links, sparse files, names as bytes, mtimes in ns).
 #: 3: an incremental backup, whose chunks may live in other backups (written only when one does).
-DESCRIPTOR_FORMAT_VERSION: Final = 2
-INCREMENTAL_FORMAT_VERSION: Final = 3
-READABLE_FORMAT_VERSIONS: Final = frozenset({1, 2, 3})
+#: 4: chunks checked by BLAKE3 (``ChunkEntry.blake3``) instead of sha256; full and incremental alike
+#: (an incremental one may still reference its base's sha256-checked chunks).
+DESCRIPTOR_FORMAT_VERSION: Final = 4
+INCREMENTAL_FORMAT_VERSION: Final = 4
+READABLE_FORMAT_VERSIONS: Final = frozenset({1, 2, 3, 4})
 GLOBAL_DESCRIPTOR: Final = "backup_config.json"
 RESTORE_DESCRIPTOR: Final = "restore_config.json"
 NODE_DESCRIPTOR: Final = "backup.json"

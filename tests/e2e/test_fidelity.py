@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import blake3
+
 from tests.e2e.conftest import Env, backup_manifest, restore_manifest
 from tests.trees import Spec, make_tree, tree_digest
 
@@ -172,8 +174,8 @@ def test_a_pax_record_of_length_zero_fails_the_restore_at_once(env: Env) -> None
     header[148:156] = f"{sum(header):06o}\0 ".encode()
     crafted = bytes(header) + record.ljust(512, b"\0") + (node_dir / chunk["key"]).read_bytes()
     (node_dir / chunk["key"]).write_bytes(crafted)
-    chunk["sha256"], chunk["size"], chunk["rawSize"] = (
-        hashlib.sha256(crafted).hexdigest(),
+    chunk["blake3"], chunk["size"], chunk["rawSize"] = (
+        blake3.blake3(crafted).hexdigest(),
         len(crafted),
         len(crafted),
     )

@@ -10,13 +10,16 @@ import tarfile
 import threading
 from pathlib import Path
 
+import blake3
 import pytest
 import zstandard
 
 from shardkeeper.api.common import Codec, CompressionLevel
 from shardkeeper.api.descriptors import EntryType
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-from shardkeeper.archive.pack import Cancelled, ChangedAfterSnapshot, SourceEntry, pack_chunk, plan_chunks
+from shardkeeper.archive.pack import SourceEntry, pack_chunk, plan_chunks
+from shardkeeper.archive.prefetch import Cancelled, ChangedAfterSnapshot
+from shardkeeper.storage.checksum import HashingWriter
 from shardkeeper.storage.filesystem import FilesystemStorage
 
 MTIME_NS = 1_700_000_000_123_456_789
@@ -79,16 +82,17 @@ def test_every_level_round_trips_with_a_plain_reader(tmp_path: Path, level: Comp
     choice = CODEC_FOR_LEVEL[level]
     read: list[int] = []
     with storage.writer("chunk-1") as writer:
+        hashing = HashingWriter(writer)
         packed = pack_chunk(
             files,
             root=tmp_path / "data",
-            writer=writer,
+            writer=hashing,
             choice=choice,
             on_bytes=lambda _logical, n: read.append(n),
             cancelled=threading.Event(),
         )
     stored = storage.get_bytes("chunk-1")
-    assert packed.sha256 == hashlib.sha256(stored).hexdigest() and packed.size == len(stored)
+    assert hashing.hexdigest() == blake3.blake3(stored).hexdigest() and packed.size == len(stored)
     assert sum(read) == sum(f.size for f in files)
     out = _unpack(choice.codec, stored)
     for f in files:

@@ -18,6 +18,7 @@ from shardkeeper.archive.codecs import CODEC_FOR_LEVEL, compressor
 from shardkeeper.archive.pack import SourceEntry, pack_chunk
 from shardkeeper.archive.unpack import ExpectedChunk, unpack_chunk
 from shardkeeper.errors import IntegrityError, UnsafeArchiveEntry
+from shardkeeper.storage.checksum import HashingWriter
 from shardkeeper.storage.filesystem import FilesystemStorage
 
 CONTENT = {"col/a.sst": os.urandom(200_000), "col/sub/b.json": b'{"k": 1}\n' * 30_000, "col/empty": b""}
@@ -35,10 +36,11 @@ def _packed(tmp_path: Path, level: CompressionLevel) -> tuple[FilesystemStorage,
         )
     store = FilesystemStorage(root=tmp_path / "store")
     with store.writer("chunk") as w:
+        hashing = HashingWriter(w)
         packed = pack_chunk(
             files,
             root=src,
-            writer=w,
+            writer=hashing,
             choice=CODEC_FOR_LEVEL[level],
             on_bytes=lambda _l, _n: None,
             cancelled=threading.Event(),
@@ -55,7 +57,10 @@ def _packed(tmp_path: Path, level: CompressionLevel) -> tuple[FilesystemStorage,
         )
         for f in files
     }
-    return store, ExpectedChunk(key="chunk-1", sha256=packed.sha256, size=packed.size, entries=entries)
+    chunk = ExpectedChunk(
+        key="chunk-1", digest=hashing.hexdigest(), size=packed.size, entries=entries, algorithm="blake3"
+    )
+    return store, chunk
 
 
 def _unpack(

@@ -153,10 +153,33 @@ class ChunkEntry(Model):
         description="Format 3: the backup whose node directory holds the chunk, when not this one (an "
         "incremental backup references its base's chunks; only the entries it lists are restored from it).",
     )
-    sha256: str = Field(pattern=SHA256_PATTERN, description="Of the stored (compressed) bytes.")
+    sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="Formats 1-3: sha256 of the stored (compressed) bytes.",
+    )
+    blake3: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="Format 4 on: BLAKE3 (256 bits) of the stored (compressed) bytes.",
+    )
     size: int = Field(ge=0, description="Stored (compressed) bytes.")
     raw_size: int = Field(ge=0, description="Bytes of the tar stream before compression.")
     files: int = Field(ge=0, description="Entries in the chunk.")
+
+    @model_validator(mode="after")
+    def _one_checksum(self) -> ChunkEntry:
+        if (self.sha256 is None) == (self.blake3 is None):
+            raise ValueError(f"chunk {self.key}: exactly one of sha256 and blake3 must be given")
+        return self
+
+    @property
+    def checksum(self) -> tuple[str, str]:
+        """``(algorithm, hex digest)`` of the stored bytes: ("blake3", …) or ("sha256", …)."""
+        if self.blake3 is not None:
+            return "blake3", self.blake3
+        assert self.sha256 is not None
+        return "sha256", self.sha256
 
 
 class CollectionEntry(Model):

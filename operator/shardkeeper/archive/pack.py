@@ -7,52 +7,32 @@ names and link targets travel in PAX records, names that are not UTF-8 with ``hd
 mtimes in whole seconds (the node descriptor keeps them to the nanosecond).
 
 Memory stays bounded: files are read in 1 MiB pieces and every piece goes straight through the
-compressor into the writer. sha256 is computed per file (over its content, holes read as zeros) and
-per chunk (over the stored bytes), both on the way through.
+compressor into the writer. sha256 is computed per file (over its content, holes read as zeros) on
+the reading thread; the chunk's checksum (BLAKE3 of the stored bytes) is the caller's, on its I/O
+thread (``storage.checksum.HashingWriter``), so the compressing thread does nothing else.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import queue
-import stat
 import tarfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shardkeeper.api.common import Codec
 from shardkeeper.api.descriptors import EntryType
 from shardkeeper.archive.codecs import CodecChoice, compressor
-from shardkeeper.archive.sparse import data_segments, inode_generation, sparse_map_block
-from shardkeeper.archive.tree import MODE_MASK, shown
-from shardkeeper.errors import ShardkeeperError
+from shardkeeper.archive.prefetch import (
+    COPY_BUFFER,
+    BlockReader,
+    Opened,
+    Prefetcher,
+)
+from shardkeeper.archive.sparse import sparse_map_block
+from shardkeeper.archive.tree import MODE_MASK
 from shardkeeper.storage.base import Writer
-
-COPY_BUFFER = 1 << 20
-_ZEROS = bytes(COPY_BUFFER)
-
-
-class Cancelled(Exception):
-    """The operation was aborted while this chunk was being written."""
-
-
-class ChangedAfterSnapshot(ShardkeeperError):
-    """A file that shares its inode with the live data changed after it was frozen."""
-
-
-def put_unless_stopped(q: queue.Queue[object], item: object, *stops: threading.Event) -> None:
-    """Puts into a bounded queue whose consumer may be gone: gives up with ``Cancelled`` once any
-    of ``stops`` is set, instead of blocking a producer thread forever."""
-    while True:
-        try:
-            q.put(item, timeout=0.5)
-            return
-        except queue.Full:
-            if any(stop.is_set() for stop in stops):
-                raise Cancelled from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +69,12 @@ class PackedFile:
 
 @dataclass(frozen=True)
 class PackedChunk:
-    sha256: str
     size: int
     raw_size: int
     entries: int
     files: dict[str, PackedFile] = field(default_factory=dict)
+    blake3: str | None = None
+    """Of the stored bytes: set by the caller, whose writer hashed them."""
 
 
 def plan_chunks(entries: Sequence[SourceEntry], target_bytes: int) -> list[list[SourceEntry]]:
@@ -123,12 +104,11 @@ def plan_chunks(entries: Sequence[SourceEntry], target_bytes: int) -> list[list[
 
 
 class _ChunkSink:
-    """The file object tarfile writes to: compresses, hashes and forwards to the backend."""
+    """The file object tarfile writes to: compresses and forwards to the backend."""
 
     def __init__(self, writer: Writer, choice: CodecChoice) -> None:
         self._writer = writer
         self._compressor = compressor(choice)
-        self._sha = hashlib.sha256()
         self.raw_size = 0
         self.stored_size = 0
 
@@ -140,176 +120,13 @@ class _ChunkSink:
     def tell(self) -> int:
         return self.raw_size
 
-    def finish(self) -> str:
+    def finish(self) -> None:
         self._emit(self._compressor.flush())
-        return self._sha.hexdigest()
 
     def _emit(self, out: bytes | memoryview) -> None:
         if out:
-            self._sha.update(out)
             self._writer.write(out)
             self.stored_size += len(out)
-
-
-@dataclass(frozen=True)
-class _Opened:
-    """What the prefetcher knows once a file is open: its data map (None if dense)."""
-
-    data: list[tuple[int, int]] | None
-
-
-class _Prefetcher:
-    """Reads a chunk's regular files, in order, on a thread of its own: each file is hashed there,
-    and its blocks wait in a short queue for the thread that frames and compresses them. Both
-    hashlib and the codecs release the GIL, so reading, hashing and compressing overlap on two cores
-    while memory stays at ``depth`` blocks. Per file it sends the data blocks (a sparse file: an
-    ``_Opened`` with its map first, then its data segments only), then ``_END``."""
-
-    _END = object()
-
-    def __init__(
-        self,
-        entries: Sequence[SourceEntry],
-        root: Path,
-        on_bytes: Callable[[int, int], None],
-        cancelled: threading.Event,
-        depth: int = 8,
-    ) -> None:
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
-        self._cancelled = cancelled
-        self._stop = threading.Event()
-        self.digests: dict[str, str] = {}
-        self.generations: dict[str, int | None] = {}
-        files = [e for e in entries if e.type is EntryType.FILE]
-        self._thread = threading.Thread(
-            target=self._run, args=(files, str(root), on_bytes), name="pack-prefetch", daemon=True
-        )
-        self._thread.start()
-
-    def _put(self, item: object) -> None:
-        put_unless_stopped(self._queue, item, self._stop, self._cancelled)
-
-    def _run(self, files: list[SourceEntry], root: str, on_bytes: Callable[[int, int], None]) -> None:
-        try:
-            for f in files:
-                self._read(f, f"{root}/{f.name}", on_bytes)
-        except BaseException as exc:  # handed to the consuming thread, which raises it
-            with contextlib.suppress(Cancelled):
-                self._put(exc)
-
-    def _read(self, f: SourceEntry, path: str, on_bytes: Callable[[int, int], None]) -> None:
-        sha = hashlib.sha256()
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
-                raise ChangedAfterSnapshot(f'"{shown(f.name)}" changed after it was frozen (size or type)')
-            data = data_segments(fd, f.size, st.st_blocks)
-            if f.linked:  # what a later incremental compares, to skip reading it
-                self.generations[f.name] = inode_generation(fd)
-            if data is not None:  # a dense file starts with its data at once
-                self._put(_Opened(data))
-            position = 0
-            for offset, length in data if data is not None else [(0, f.size)]:
-                self._zeros(sha, offset - position, on_bytes)
-                left = length
-                while left:
-                    if self._stop.is_set() or self._cancelled.is_set():
-                        raise Cancelled
-                    block = os.pread(fd, min(left, COPY_BUFFER), offset + length - left)
-                    if not block:
-                        raise ChangedAfterSnapshot(f'"{shown(f.name)}" shrank while it was read')
-                    sha.update(block)
-                    on_bytes(len(block), len(block))
-                    self._put(block)
-                    left -= len(block)
-                position = offset + length
-            self._zeros(sha, f.size - position, on_bytes)
-            if f.linked:
-                after = os.fstat(fd)
-                if (after.st_size, after.st_mtime_ns) != (f.size, f.mtime_ns):
-                    raise ChangedAfterSnapshot(
-                        f'"{shown(f.name)}" was written in place after the snapshot, while it was read: it '
-                        "shares its inode with the live file because the workload marked it immutable (or "
-                        "it matched SHARDKEEPER_IMMUTABLE_PATTERNS), and it is not. Remove that pattern "
-                        "or fix the workload's hook; this backup cannot hold a consistent copy of it"
-                    )
-        finally:
-            os.close(fd)
-        self.digests[f.name] = sha.hexdigest()
-        self._put(self._END)
-
-    @staticmethod
-    def _zeros(sha: hashlib._Hash, n: int, on_bytes: Callable[[int, int], None]) -> None:
-        if n <= 0:
-            return
-        on_bytes(n, 0)
-        while n:
-            take = min(n, COPY_BUFFER)
-            sha.update(_ZEROS[:take] if take < COPY_BUFFER else _ZEROS)
-            n -= take
-
-    def next_item(self) -> object:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.5)
-                break
-            except queue.Empty:
-                if self._cancelled.is_set():
-                    raise Cancelled from None
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self) -> None:
-        """Stops the thread (if the consumer gave up early) and waits for it."""
-        self._stop.set()
-        self._thread.join()
-
-
-class _BlockReader:
-    """The file object tarfile reads one member's data from: ``prefix`` (a sparse map), then the
-    prefetched blocks, with exact sizes."""
-
-    def __init__(self, prefetch: _Prefetcher, prefix: bytes = b"", first: object = None) -> None:
-        self._prefetch = prefetch
-        self._pending = memoryview(prefix)
-        self._ended = first is _Prefetcher._END
-        if first is not None and not self._ended:
-            self._pending = memoryview(first)  # type: ignore[arg-type]
-
-    def _next(self) -> None:
-        item = self._prefetch.next_item()
-        if item is _Prefetcher._END:
-            self._ended = True
-        else:
-            self._pending = memoryview(item)  # type: ignore[arg-type]
-
-    def read(self, n: int = -1) -> bytes | memoryview:
-        if n < 0:
-            n = 1 << 62
-        if not self._pending and not self._ended:
-            self._next()
-        if len(self._pending) >= n or self._ended:
-            out, self._pending = self._pending[:n], self._pending[n:]
-            return out
-        parts = [self._pending]
-        got = len(self._pending)
-        self._pending = memoryview(b"")
-        while got < n and not self._ended:
-            self._next()
-            take = self._pending[: n - got]
-            self._pending = self._pending[len(take) :]
-            parts.append(take)
-            got += len(take)
-        return b"".join(parts)
-
-    def finish(self) -> None:
-        """Consumes the end marker of this file (tarfile stops reading at the declared size)."""
-        while not self._ended:
-            if self._pending:
-                raise ChangedAfterSnapshot("a file grew while it was packed")
-            self._next()
 
 
 def _info(e: SourceEntry) -> tarfile.TarInfo:
@@ -339,13 +156,14 @@ def pack_chunk(
     on_bytes: Callable[[int, int], None],
     cancelled: threading.Event,
 ) -> PackedChunk:
-    """Writes ``entries`` (files read from ``root``) as one compressed tar stream into ``writer``.
+    """Writes ``entries`` (files read from ``root``) as one compressed tar stream into ``writer``
+    (which checksums it: see the module docstring).
 
-    ``on_bytes(logical, read)`` is told of every piece: ``logical`` bytes of file content covered
-    (holes included) and ``read`` bytes actually read. The caller commits or aborts the writer.
-    Raises ``ChangedAfterSnapshot`` if a file does not match what was frozen."""
+        ``on_bytes(logical, read)`` is told of every piece: ``logical`` bytes of file content covered
+        (holes included) and ``read`` bytes actually read. The caller commits or aborts the writer.
+        Raises ``ChangedAfterSnapshot`` if a file does not match what was frozen."""
     sink = _ChunkSink(writer, choice)
-    prefetch = _Prefetcher(entries, root, on_bytes, cancelled)
+    prefetch = Prefetcher(entries, root, on_bytes, cancelled, consumer_hashes=choice.codec is Codec.NONE)
     sparse: dict[str, list[tuple[int, int]]] = {}
     try:
         tar_file = tarfile.TarFile(
@@ -363,7 +181,7 @@ def pack_chunk(
                     tar.addfile(info)
                     continue
                 first = prefetch.next_item()  # a sparse file's map, or a dense one's first block
-                opened = first if isinstance(first, _Opened) else _Opened(None)
+                opened = first if isinstance(first, Opened) else Opened(None)
                 prefix = b""
                 if opened.data is not None:
                     sparse[e.name] = opened.data
@@ -377,9 +195,17 @@ def pack_chunk(
                     }
                     info.name = "GNUSparseFile.0/data"  # what readers without sparse support extract
                     info.size = len(prefix) + sum(n for _, n in opened.data)
-                reader = _BlockReader(prefetch, prefix, None if isinstance(first, _Opened) else first)
+                dense_here = opened.data is None and prefetch.consumer_hashes
+                reader = BlockReader(
+                    prefetch,
+                    prefix,
+                    None if isinstance(first, Opened) else first,
+                    hashlib.sha256() if dense_here else None,
+                )
                 tar.addfile(info, reader)  # type: ignore[arg-type]
                 reader.finish()
+                if reader.sha is not None:
+                    prefetch.digests[e.name] = reader.sha.hexdigest()
     finally:
         prefetch.close()
     files = {
@@ -388,6 +214,5 @@ def pack_chunk(
         )
         for name, digest in prefetch.digests.items()
     }
-    return PackedChunk(
-        sha256=sink.finish(), size=sink.stored_size, raw_size=sink.raw_size, entries=len(entries), files=files
-    )
+    sink.finish()
+    return PackedChunk(size=sink.stored_size, raw_size=sink.raw_size, entries=len(entries), files=files)

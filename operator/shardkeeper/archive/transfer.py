@@ -15,6 +15,7 @@ takes from it only the entries this backup lists.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -28,11 +29,13 @@ from typing import TypeVar
 from shardkeeper.api.common import Codec
 from shardkeeper.api.descriptors import ChunkEntry, CollectionEntry, Entry, EntryType, NodeDescriptor
 from shardkeeper.archive.codecs import CodecChoice
-from shardkeeper.archive.pack import COPY_BUFFER, Cancelled, PackedChunk, SourceEntry, pack_chunk, plan_chunks
+from shardkeeper.archive.pack import PackedChunk, SourceEntry, pack_chunk, plan_chunks
+from shardkeeper.archive.prefetch import COPY_BUFFER, Cancelled
 from shardkeeper.archive.sparse import inode_generation
 from shardkeeper.archive.tree import check_tree, finish_tree
 from shardkeeper.archive.unpack import ExpectedChunk, unpack_chunk
 from shardkeeper.storage import BackgroundWriter, BackupLayout, Storage
+from shardkeeper.storage.checksum import HashingWriter
 
 T = TypeVar("T")
 BLOCK_BYTES = 4096
@@ -168,9 +171,12 @@ def upload(
     in_flight = threading.BoundedSemaphore(workers + 1)
     commits: list[Future[None]] = []
 
+    digests: dict[str, HashingWriter] = {}
+
     def pack(key: str, part: list[SourceEntry]) -> PackedChunk:
         in_flight.acquire()
-        writer = BackgroundWriter(storage.open_writer(layout.chunk(node, key)))
+        hashing = digests[key] = HashingWriter(storage.open_writer(layout.chunk(node, key)))
+        writer = BackgroundWriter(hashing)  # hashes on its I/O thread
         try:
             packed = pack_chunk(
                 part, root=root, writer=writer, choice=choice, on_bytes=on_bytes, cancelled=cancelled
@@ -198,6 +204,10 @@ def upload(
         commit.result()
     if cancelled.is_set():
         raise Cancelled
+    results = [
+        dataclasses.replace(packed, blake3=digests[key].hexdigest())
+        for (_, _, key, _), packed in zip(plans, results, strict=True)
+    ]
     return describe(trees, plans, results, reused)
 
 
@@ -217,7 +227,7 @@ def describe(
             ChunkEntry(
                 n=n,
                 key=key,
-                sha256=packed.sha256,
+                blake3=packed.blake3,
                 size=packed.size,
                 raw_size=packed.raw_size,
                 files=len(part),
@@ -288,7 +298,10 @@ def download(
         for ch in col.chunks:
             where = BackupLayout(ch.backup) if ch.backup else layout
             key = where.chunk(source_node, ch.key)
-            expected = ExpectedChunk(key, ch.sha256, ch.size, by_chunk.get(ch.n, {}), partial=bool(ch.backup))
+            algorithm, digest = ch.checksum
+            expected = ExpectedChunk(
+                key, digest, ch.size, by_chunk.get(ch.n, {}), partial=bool(ch.backup), algorithm=algorithm
+            )
 
             def job(col: CollectionEntry = col, expected: ExpectedChunk = expected) -> None:
                 with storage.reader(expected.key) as source:

@@ -9,7 +9,6 @@ does not match, what was copied is removed again.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from shardkeeper.api.common import Phase
 from shardkeeper.api.descriptors import GlobalDescriptor
 from shardkeeper.errors import IntegrityError, SpecError
 from shardkeeper.storage.base import Storage
+from shardkeeper.storage.checksum import chunk_hasher
 from shardkeeper.storage.layout import BackupLayout
 from shardkeeper.storage.repository import BackupRepository
 
@@ -69,7 +69,9 @@ def copy_backup(
             for collection in node_descriptor.collections:
                 for chunk in collection.chunks:
                     key = layout.chunk(node, chunk.key)
-                    _copy_verified(source, target, key, sha256=chunk.sha256, size=chunk.size, report=report)
+                    _copy_verified(
+                        source, target, key, checksum=chunk.checksum, size=chunk.size, report=report
+                    )
                     on_progress(report)
             # The bytes as stored (a format 1 descriptor stays format 1 at the destination).
             target.put_bytes(layout.node_descriptor(node), source.get_bytes(layout.node_descriptor(node)))
@@ -83,18 +85,19 @@ def copy_backup(
 
 
 def _copy_verified(
-    source: Storage, target: Storage, key: str, *, sha256: str, size: int, report: CopyReport
+    source: Storage, target: Storage, key: str, *, checksum: tuple[str, str], size: int, report: CopyReport
 ) -> None:
-    digest, copied = hashlib.sha256(), 0
+    algorithm, expected = checksum
+    digest, copied = chunk_hasher(algorithm), 0
     with source.reader(key) as reader, target.writer(key) as writer:
         while block := reader.read(COPY_BUFFER):
             digest.update(block)
             copied += len(block)
             writer.write(block)
-        if copied != size or digest.hexdigest() != sha256:
+        if copied != size or digest.hexdigest() != expected:
             raise IntegrityError(
-                f"{source.url(key)} does not match its descriptor ({copied} bytes, sha256 "
-                f"{digest.hexdigest()[:16]}…; expected {size} bytes, {sha256[:16]}…): nothing was copied"
+                f"{source.url(key)} does not match its descriptor ({copied} bytes, {algorithm} "
+                f"{digest.hexdigest()[:16]}…; expected {size} bytes, {expected[:16]}…): nothing was copied"
             )
     report.objects += 1
     report.bytes += copied

@@ -1,0 +1,144 @@
+"""Scale: many files on one node, many collections on one node, and the Backup status's size.
+
+* ``--files N``: N small files (``--file-size`` bytes of random data, 1,000 to a directory) in one
+  collection, backed up by a real agent process (static hook, filesystem backend): seconds, files/s,
+  the agent's peak RSS (VmHWM from /proc), the pause, the node descriptor's size.
+* ``--collections N``: N collections of one ~100 KB file each on one agent: seconds, peak RSS.
+* ``--status N``: the JSON size of a Backup object whose status holds N collections on ``--nodes``
+  nodes, built from the same pydantic models the operator writes (every node with its counters and
+  a warning), so its growth with N is measured without a control plane.
+
+Each prints one table row. Run ``python -m benchmarks.scale --files 100000 --collections 3334
+--status 10000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import StaticHook, agent_process, load, reset, table
+from benchmarks.dataset import many_collections, many_files
+
+MB = 1_000_000
+
+
+def backup(data: Path, store: Path, collections: list[str], level: str, op_id: str) -> dict[str, Any]:
+    hook = StaticHook(data)
+    with agent_process(data, store, hook_url=hook.url) as agent:
+        request = {
+            "kind": "backup",
+            "id": op_id,
+            "uid": op_id,
+            "node": "bench-0",
+            "backend": "filesystem",
+            "collections": collections,
+            "compressionLevel": level,
+            "cpuPercentage": 50,
+            "reservationSeconds": 3600,
+        }
+        started = time.perf_counter()
+        agent.call("PUT", f"/v1/operations/{op_id}", json=request)
+        prepared = agent.wait(op_id, "PREPARED")
+        agent.call("POST", f"/v1/operations/{op_id}/commit")
+        done = agent.wait(op_id, "SUCCESS")
+        seconds = time.perf_counter() - started
+        cpu = _cpu_seconds(agent.proc.pid)
+        descriptor = next(store.rglob("backup.json"))
+        return {
+            "seconds": seconds,
+            "pause_ms": prepared["pauseMs"],
+            "rss_mb": agent.peak_rss_mb(),
+            "agent_cpu_s": cpu,
+            "files": done["filesTotal"],
+            "descriptor_mb": descriptor.stat().st_size / MB,
+        }
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def status_size(collections: int, nodes: int) -> dict[str, Any]:
+    from shardkeeper.api.backup import BackupStatus
+    from shardkeeper.api.status import NodeStatus
+
+    names = [f"collection-{i:05d}" for i in range(collections)]
+    status = BackupStatus(
+        phase="SUCCESS",
+        backup_id="nightly-20261130-000000",
+        collections=names,
+        nodes={
+            f"sampledb-{i}": NodeStatus(
+                phase="SUCCESS",
+                bytes_done=10**9,
+                bytes_total=10**9,
+                files_done=collections,
+                files_total=collections,
+                workers=1,
+                pause_ms=12.5,
+                warnings=["some/path: a socket"],
+            )
+            for i in range(nodes)
+        },
+    )
+    body = {"status": status.wire()}
+    return {"collections": collections, "nodes": nodes, "status KiB": len(json.dumps(body)) / 1024}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--workdir", default=os.environ.get("SHARDKEEPER_BENCH_DIR", "/tmp/shardkeeper-bench")
+    )
+    parser.add_argument("--files", type=int, default=0)
+    parser.add_argument("--file-size", type=int, default=1024)
+    parser.add_argument("--collections", type=int, default=0)
+    parser.add_argument("--status", type=int, default=0)
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--level", default="ZstdBestSpeed")
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    print(load())
+    if args.files:
+        data = work / f"files-{args.files}-{args.file_size}"
+        if not (data / ".complete").exists():
+            reset(data)
+            many_files(data / "many", files=args.files, size=args.file_size)
+            (data / ".complete").touch()
+        reset(work / "scale-store")
+        row = backup(data, work / "scale-store", ["many"], args.level, "scale-files")
+        row = {"files": args.files, **row, "files/s": row["files"] / row["seconds"]}
+        print(table([_fmt(row)], list(row)), flush=True)
+    if args.collections:
+        data = work / f"collections-{args.collections}"
+        if not (data / ".complete").exists():
+            reset(data)
+            many_collections(data, collections=args.collections, size=100_000)
+            (data / ".complete").touch()
+        names = sorted(p.name for p in data.iterdir() if p.is_dir())
+        reset(work / "scale-store")
+        row = backup(data, work / "scale-store", names, args.level, "scale-collections")
+        row = {"collections": args.collections, **row}
+        print(table([_fmt(row)], list(row)), flush=True)
+    if args.status:
+        rows = [_fmt(status_size(n, args.nodes)) for n in (args.status // 10, args.status)]
+        print(table(rows, list(rows[0])))
+    reset(work / "scale-store")
+    print(load())
+    return 0
+
+
+def _fmt(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: f"{v:.1f}" if isinstance(v, float) else v for k, v in row.items()}
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Reading a chunk's files ahead of the thread that packs them: the prefetch thread and the file
+object tarfile reads each member from (see ``pack``), and what both share with ``unpack``."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import queue
+import stat
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shardkeeper.api.descriptors import EntryType
+from shardkeeper.archive.sparse import data_segments, inode_generation
+from shardkeeper.archive.tree import shown
+from shardkeeper.errors import ShardkeeperError
+
+if TYPE_CHECKING:
+    from shardkeeper.archive.pack import SourceEntry
+
+COPY_BUFFER = 1 << 20
+_ZEROS = bytes(COPY_BUFFER)
+
+
+class Cancelled(Exception):
+    """The operation was aborted while this chunk was being written."""
+
+
+class ChangedAfterSnapshot(ShardkeeperError):
+    """A file that shares its inode with the live data changed after it was frozen."""
+
+
+def put_unless_stopped(q: queue.Queue[object], item: object, *stops: threading.Event) -> None:
+    """Puts into a bounded queue whose consumer may be gone: gives up with ``Cancelled`` once any
+    of ``stops`` is set, instead of blocking a producer thread forever."""
+    while True:
+        try:
+            q.put(item, timeout=0.5)
+            return
+        except queue.Full:
+            if any(stop.is_set() for stop in stops):
+                raise Cancelled from None
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What the prefetcher knows once a file is open: its data map (None if dense)."""
+
+    data: list[tuple[int, int]] | None
+
+
+class Prefetcher:
+    """Reads a chunk's regular files, in order, on a thread of its own, and its blocks wait in a
+    short queue for the thread that frames and compresses them. Both hashlib and the codecs release
+    the GIL, so reading, hashing and compressing overlap on two cores while memory stays at
+    ``depth`` blocks. Per file it sends the data blocks (a sparse file: an ``Opened`` with its map
+    first, then its data segments only), then ``_END``.
+
+    Each file's sha256 is computed here, or with ``consumer_hashes`` (NoCompression, where the
+    consumer only frames) by the consumer as it takes a dense file's blocks: reading (a copy out of
+    the page cache) and hashing then run on two threads, not one."""
+
+    _END = object()
+
+    def __init__(
+        self,
+        entries: Sequence[SourceEntry],
+        root: Path,
+        on_bytes: Callable[[int, int], None],
+        cancelled: threading.Event,
+        depth: int = 8,
+        *,
+        consumer_hashes: bool = False,
+    ) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self.consumer_hashes = consumer_hashes
+        self._cancelled = cancelled
+        self._stop = threading.Event()
+        self.digests: dict[str, str] = {}
+        self.generations: dict[str, int | None] = {}
+        files = [e for e in entries if e.type is EntryType.FILE]
+        self._thread = threading.Thread(
+            target=self._run, args=(files, str(root), on_bytes), name="pack-prefetch", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: object) -> None:
+        put_unless_stopped(self._queue, item, self._stop, self._cancelled)
+
+    def _run(self, files: list[SourceEntry], root: str, on_bytes: Callable[[int, int], None]) -> None:
+        try:
+            for f in files:
+                self._read(f, f"{root}/{f.name}", on_bytes)
+        except BaseException as exc:  # handed to the consuming thread, which raises it
+            with contextlib.suppress(Cancelled):
+                self._put(exc)
+
+    def _read(self, f: SourceEntry, path: str, on_bytes: Callable[[int, int], None]) -> None:
+        sha: hashlib._Hash | None = None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
+                raise ChangedAfterSnapshot(f'"{shown(f.name)}" changed after it was frozen (size or type)')
+            data = data_segments(fd, f.size, st.st_blocks)
+            if data is not None or not self.consumer_hashes:
+                sha = hashlib.sha256()
+            if f.linked:  # what a later incremental compares, to skip reading it
+                self.generations[f.name] = inode_generation(fd)
+            if data is not None:  # a dense file starts with its data at once
+                self._put(Opened(data))
+            position = 0
+            for offset, length in data if data is not None else [(0, f.size)]:
+                self._zeros(sha, offset - position, on_bytes)
+                left = length
+                while left:
+                    if self._stop.is_set() or self._cancelled.is_set():
+                        raise Cancelled
+                    block = os.pread(fd, min(left, COPY_BUFFER), offset + length - left)
+                    if not block:
+                        raise ChangedAfterSnapshot(f'"{shown(f.name)}" shrank while it was read')
+                    if sha is not None:
+                        sha.update(block)
+                    on_bytes(len(block), len(block))
+                    self._put(block)
+                    left -= len(block)
+                position = offset + length
+            self._zeros(sha, f.size - position, on_bytes)
+            if f.linked:
+                after = os.fstat(fd)
+                if (after.st_size, after.st_mtime_ns) != (f.size, f.mtime_ns):
+                    raise ChangedAfterSnapshot(
+                        f'"{shown(f.name)}" was written in place after the snapshot, while it was read: it '
+                        "shares its inode with the live file because the workload marked it immutable (or "
+                        "it matched SHARDKEEPER_IMMUTABLE_PATTERNS), and it is not. Remove that pattern "
+                        "or fix the workload's hook; this backup cannot hold a consistent copy of it"
+                    )
+        finally:
+            os.close(fd)
+        if sha is not None:
+            self.digests[f.name] = sha.hexdigest()
+        self._put(self._END)
+
+    @staticmethod
+    def _zeros(sha: hashlib._Hash | None, n: int, on_bytes: Callable[[int, int], None]) -> None:
+        if n <= 0:
+            return
+        assert sha is not None  # holes: sparse files only, always hashed here
+        on_bytes(n, 0)
+        while n:
+            take = min(n, COPY_BUFFER)
+            sha.update(_ZEROS[:take] if take < COPY_BUFFER else _ZEROS)
+            n -= take
+
+    def next_item(self) -> object:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if self._cancelled.is_set():
+                    raise Cancelled from None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stops the thread (if the consumer gave up early) and waits for it."""
+        self._stop.set()
+        self._thread.join()
+
+
+class BlockReader:
+    """The file object tarfile reads one member's data from: ``prefix`` (a sparse map), then the
+    prefetched blocks, with exact sizes; with ``sha``, hashes the blocks (not the prefix)."""
+
+    def __init__(
+        self,
+        prefetch: Prefetcher,
+        prefix: bytes = b"",
+        first: object = None,
+        sha: hashlib._Hash | None = None,
+    ) -> None:
+        self._prefetch = prefetch
+        self._pending = memoryview(prefix)
+        self._ended = first is Prefetcher._END
+        self.sha = sha
+        if first is not None and not self._ended:
+            self._take(first)
+
+    def _take(self, item: object) -> None:
+        self._pending = memoryview(item)  # type: ignore[arg-type]
+        if self.sha is not None:
+            self.sha.update(self._pending)
+
+    def _next(self) -> None:
+        item = self._prefetch.next_item()
+        if item is Prefetcher._END:
+            self._ended = True
+        else:
+            self._take(item)
+
+    def read(self, n: int = -1) -> bytes | memoryview:
+        if n < 0:
+            n = 1 << 62
+        if not self._pending and not self._ended:
+            self._next()
+        if len(self._pending) >= n or self._ended:
+            out, self._pending = self._pending[:n], self._pending[n:]
+            return out
+        parts = [self._pending]
+        got = len(self._pending)
+        self._pending = memoryview(b"")
+        while got < n and not self._ended:
+            self._next()
+            take = self._pending[: n - got]
+            self._pending = self._pending[len(take) :]
+            parts.append(take)
+            got += len(take)
+        return b"".join(parts)
+
+    def finish(self) -> None:
+        """Consumes the end marker of this file (tarfile stops reading at the declared size)."""
+        while not self._ended:
+            if self._pending:
+                raise ChangedAfterSnapshot("a file grew while it was packed")
+            self._next()
+
+
+__all__ = [
+    "COPY_BUFFER",
+    "BlockReader",
+    "Cancelled",
+    "ChangedAfterSnapshot",
+    "Opened",
+    "Prefetcher",
+    "put_unless_stopped",
+]
