@@ -1,14 +1,17 @@
 # syntax=docker/dockerfile:1
 # One image, two entry points: `shardkeeper operator` (the Deployment) and `shardkeeper agent` (the
 # sidecar in each database pod). Build: docker build -t shardkeeper:0.1.0 .
-FROM python:3.11-slim-bookworm AS build
+# BASE: any Debian bookworm image with Python 3.11 and pip (hack/build-images.sh passes a local one
+# made by mmdebstrap, for machines without a registry).
+ARG BASE=python:3.11-slim-bookworm
+FROM ${BASE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 # A wheel per dependency, built once; the runtime stage installs them without a compiler or a cache.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[all]"
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE}
 # The package version (a unit test keeps it equal to pyproject.toml).
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="shardkeeper" \
