@@ -23,8 +23,12 @@ RUN pip install --no-cache-dir --no-index --find-links=/wheels "shardkeeper[all]
     && rm -rf /wheels
 # Non-root, matching the chart's securityContext (runAsUser 65532); the root filesystem may be
 # read-only: Python writes no bytecode and temporary files go to /tmp (an emptyDir in the chart).
+# USER: kopf names its peering identity after getpass.getuser(), which reads $USER before
+# /etc/passwd; 65532 (or whatever runAsUser a pod sets) has no passwd entry, and without $USER the
+# operator crashed at start (KeyError: 'getpwuid(): uid not found: 65532'), found by make cluster-e2e.
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    USER=shardkeeper
 USER 65532:65532
 ENTRYPOINT ["shardkeeper"]
 CMD ["operator"]

@@ -2,8 +2,8 @@
 # `make cluster-e2e`: the walkthrough on a real single-node Kubernetes cluster on this machine
 # (tests/cluster, testbed/realnode). Needs root (kubelet, containerd, iptables, mounts). Installs what
 # it needs itself: Debian's containerd, runc, CNI plugins, iptables, buildah and mmdebstrap; the
-# node binaries (kubelet, kube-controller-manager, kube-scheduler, kube-proxy) built from their Go
-# module and the images built by hack/build-images.sh, both cached in ~/.cache/shardkeeper.
+# node binaries (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, CoreDNS) built from
+# their Go modules and the images built by hack/build-images.sh, both cached in ~/.cache/shardkeeper.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS="containerd runc containernetworking-plugins iptables conntrack buildah mmdebstrap"
@@ -20,8 +20,9 @@ if [ -n "$missing" ]; then
     || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing >&2; }
   if [ "$(trap -p EXIT)" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
-echo "cluster-e2e: node binaries (hack/build-k8s.sh node)" >&2
+echo "cluster-e2e: node binaries (hack/build-k8s.sh node, hack/build-coredns.sh)" >&2
 nice -n 10 hack/build-k8s.sh node >/dev/null
+nice -n 10 hack/build-coredns.sh >/dev/null
 echo "cluster-e2e: images (hack/build-images.sh)" >&2
 nice -n 10 hack/build-images.sh >/dev/null
 exec .venv/bin/python -m pytest -p no:cacheprovider -m cluster tests/cluster -v --durations=10 "$@"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from testbed.controlplane import free_port
+
 #: The sandbox image containerd starts for each pod: hack/pause, imported under this name.
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 #: Debian's containernetworking-plugins install here.
@@ -70,7 +72,7 @@ def cni_conflist(bridge: str, subnet: str, ipam_dir: Path) -> str:
     )
 
 
-def kubelet_yaml(*, work: Path, socket: Path, port: int, ca: Path, cgroup_root: str) -> str:
+def kubelet_yaml(*, work: Path, socket: Path, port: int, ca: Path, cgroup_root: str, dns_ip: str) -> str:
     """What this kernel needs: cgroupfs, cgroup v1 allowed, swap allowed. Image GC off: the images
     are imported, no registry could give them back. Eviction thresholds low: the disk is shared."""
     config = {
@@ -92,6 +94,8 @@ def kubelet_yaml(*, work: Path, socket: Path, port: int, ca: Path, cgroup_root: 
         "healthzPort": 0,
         "podLogsDir": str(work / "pod-logs"),
         "resolvConf": "/etc/resolv.conf",
+        "clusterDNS": [dns_ip],
+        "clusterDomain": "cluster.local",
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "evictionHard": {
@@ -120,3 +124,75 @@ def kube_proxy_yaml(*, kubeconfig: Path, node: str, cluster_cidr: str, healthz: 
         "conntrack": {"maxPerCore": 0, "min": 0},
     }
     return yaml.safe_dump(config)
+
+
+def etcd_args(etcd: Path, work: Path, port: int, peer: int) -> list[str]:
+    return [
+        str(etcd),
+        "--name=node",
+        f"--data-dir={work / 'etcd'}",
+        f"--listen-client-urls=http://127.0.0.1:{port}",
+        f"--advertise-client-urls=http://127.0.0.1:{port}",
+        f"--listen-peer-urls=http://127.0.0.1:{peer}",
+        f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+        f"--initial-cluster=node=http://127.0.0.1:{peer}",
+        "--unsafe-no-fsync",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_args(
+    binary: Path, p: Path, etcd_port: int, ip: str, port: int, service_range: str
+) -> list[str]:
+    """Node,RBAC authorization and NodeRestriction; static tokens (tokens.csv) for every component;
+    a client certificate (group system:masters) for exec and logs through the kubelet."""
+    return [
+        str(binary),
+        f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+        "--bind-address=0.0.0.0",
+        f"--advertise-address={ip}",
+        f"--secure-port={port}",
+        f"--cert-dir={p}",
+        f"--tls-cert-file={p / 'apiserver.crt'}",
+        f"--tls-private-key-file={p / 'apiserver.key'}",
+        f"--client-ca-file={p / 'ca.crt'}",
+        f"--token-auth-file={p / 'tokens.csv'}",
+        "--service-account-issuer=https://kubernetes.default.svc",
+        f"--service-account-key-file={p / 'sa.pub'}",
+        f"--service-account-signing-key-file={p / 'sa.key'}",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        f"--service-cluster-ip-range={service_range}",
+        "--allow-privileged=true",
+        f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+        "--kubelet-preferred-address-types=InternalIP",
+    ]
+
+
+def controller_manager_args(bin_dir: Path, p: Path, kc: dict[str, Path]) -> list[str]:
+    """One ServiceAccount per controller (as kubeadm sets it), no leader election."""
+    return [
+        str(bin_dir / "kube-controller-manager"),
+        f"--kubeconfig={kc['kube-controller-manager']}",
+        f"--authentication-kubeconfig={kc['kube-controller-manager']}",
+        f"--authorization-kubeconfig={kc['kube-controller-manager']}",
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={p / 'sa.key'}",
+        f"--root-ca-file={p / 'ca.crt'}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={free_port()}",
+    ]
+
+
+def scheduler_args(bin_dir: Path, kc: dict[str, Path]) -> list[str]:
+    return [
+        str(bin_dir / "kube-scheduler"),
+        f"--kubeconfig={kc['kube-scheduler']}",
+        f"--authentication-kubeconfig={kc['kube-scheduler']}",
+        f"--authorization-kubeconfig={kc['kube-scheduler']}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={free_port()}",
+    ]

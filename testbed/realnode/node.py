@@ -27,7 +27,7 @@ import yaml
 
 from testbed.binaries import Binaries
 from testbed.controlplane import free_port, write_kubeconfig
-from testbed.realnode import config, teardown
+from testbed.realnode import config, dns, storage, teardown
 from testbed.realnode.pki import write_pki
 
 NODE_LOCK = Path("/tmp/shardkeeper-node.lock")
@@ -101,6 +101,7 @@ class NodeCluster:
             "kube-proxy": ("system:kube-proxy", ""),
             "kube-controller-manager": ("system:kube-controller-manager", ""),
             "kube-scheduler": ("system:kube-scheduler", ""),
+            "coredns": (dns.USER, ""),
         }
         lines = []
         for role, (user, group) in users.items():
@@ -119,53 +120,22 @@ class NodeCluster:
             )
             for role, tok in self._tokens.items()
         }
-        etcd_port, peer = free_port(), free_port()
-        self._spawn(
-            "etcd",
-            [
-                str(bins.etcd),
-                "--name=node",
-                f"--data-dir={self.workdir / 'etcd'}",
-                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
-                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
-                f"--listen-peer-urls=http://127.0.0.1:{peer}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-                f"--initial-cluster=node=http://127.0.0.1:{peer}",
-                "--unsafe-no-fsync",
-                "--log-level=warn",
-            ],
-        )
-        p = self.pki
+        etcd_port, peer, p = free_port(), free_port(), self.pki
+        self._spawn("etcd", config.etcd_args(bins.etcd, self.workdir, etcd_port, peer))
         self._spawn(
             "kube-apiserver",
-            [
-                str(bins.kube_apiserver),
-                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=0.0.0.0",
-                f"--advertise-address={ip}",
-                f"--secure-port={self.port}",
-                f"--cert-dir={p}",
-                f"--tls-cert-file={p / 'apiserver.crt'}",
-                f"--tls-private-key-file={p / 'apiserver.key'}",
-                f"--client-ca-file={p / 'ca.crt'}",
-                f"--token-auth-file={p / 'tokens.csv'}",
-                "--service-account-issuer=https://kubernetes.default.svc",
-                f"--service-account-key-file={p / 'sa.pub'}",
-                f"--service-account-signing-key-file={p / 'sa.key'}",
-                "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=NodeRestriction",
-                f"--service-cluster-ip-range={self.service_range}",
-                "--allow-privileged=true",
-                f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
-                f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
-                "--kubelet-preferred-address-types=InternalIP",
-            ],
+            config.apiserver_args(bins.kube_apiserver, p, etcd_port, ip, self.port, self.service_range),
         )
         self._wait(
             lambda: self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
             timeout,
             "kube-apiserver ready",
         )
+        self.apply(dns.manifests(ip))
+        corefile = self.workdir / "Corefile"
+        corefile.write_text(dns.corefile(ip, kc["coredns"]))
+        self._spawn("coredns", [str(_built("build-coredns.sh") / "coredns"), "-conf", str(corefile)])
+        self._wait(lambda: _listening(ip, dns.DNS_PORT), 60, "CoreDNS listening")
         (self.workdir / "containerd" / "config.toml").write_text(
             config.containerd_toml(self.workdir / "containerd", self.socket, self.workdir / "cni" / "net.d")
         )
@@ -178,33 +148,8 @@ class NodeCluster:
         self._wait(lambda: self.ctr("version", check=False).returncode == 0, 60, "containerd up")
         for image in self.images:
             self.ctr("images", "import", str(image))
-        self._spawn(
-            "kube-controller-manager",
-            [
-                str(node_bin / "kube-controller-manager"),
-                f"--kubeconfig={kc['kube-controller-manager']}",
-                f"--authentication-kubeconfig={kc['kube-controller-manager']}",
-                f"--authorization-kubeconfig={kc['kube-controller-manager']}",
-                "--use-service-account-credentials=true",
-                f"--service-account-private-key-file={p / 'sa.key'}",
-                f"--root-ca-file={p / 'ca.crt'}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-            ],
-        )
-        self._spawn(
-            "kube-scheduler",
-            [
-                str(node_bin / "kube-scheduler"),
-                f"--kubeconfig={kc['kube-scheduler']}",
-                f"--authentication-kubeconfig={kc['kube-scheduler']}",
-                f"--authorization-kubeconfig={kc['kube-scheduler']}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-            ],
-        )
+        self._spawn("kube-controller-manager", config.controller_manager_args(node_bin, p, kc))
+        self._spawn("kube-scheduler", config.scheduler_args(node_bin, kc))
         teardown.make_cgroups(self.cgroup_root)
         kubelet_config = self.workdir / "kubelet" / "config.yaml"
         kubelet_config.write_text(
@@ -214,6 +159,7 @@ class NodeCluster:
                 port=free_port(),
                 ca=p / "ca.crt",
                 cgroup_root=self.cgroup_root,
+                dns_ip=dns.DNS_IP,
             )
         )
         self._spawn(
@@ -240,64 +186,13 @@ class NodeCluster:
         )
         self._spawn("kube-proxy", [str(node_bin / "kube-proxy"), f"--config={proxy_config}"])
         self._wait(self._node_ready, timeout, f"node {self.node_name} Ready")
-        self.apply(self._local_volumes())
+        self.apply(storage.local_volumes(self.workdir, self.node_name))
         self._wait(
             lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
             timeout,
             "the default ServiceAccount (kube-controller-manager)",
         )
         return self
-
-    def _local_volumes(self, count: int = 8, size: str = "1Gi") -> str:
-        """A default StorageClass without a provisioner and ``count`` pre-created local
-        PersistentVolumes (directories under the work directory) pinned to this node: what a
-        StatefulSet's volumeClaimTemplates bind to, on first use (WaitForFirstConsumer)."""
-        docs: list[dict[str, Any]] = [
-            {
-                "apiVersion": "storage.k8s.io/v1",
-                "kind": "StorageClass",
-                "metadata": {
-                    "name": "local",
-                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
-                },
-                "provisioner": "kubernetes.io/no-provisioner",
-                "volumeBindingMode": "WaitForFirstConsumer",
-                "reclaimPolicy": "Retain",
-            }
-        ]
-        for i in range(count):
-            path = self.workdir / "pv" / f"pv{i}"
-            path.mkdir(parents=True, exist_ok=True)
-            docs.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolume",
-                    "metadata": {"name": f"local-{i}"},
-                    "spec": {
-                        "capacity": {"storage": size},
-                        "accessModes": ["ReadWriteOnce"],
-                        "storageClassName": "local",
-                        "persistentVolumeReclaimPolicy": "Retain",
-                        "local": {"path": str(path)},
-                        "nodeAffinity": {
-                            "required": {
-                                "nodeSelectorTerms": [
-                                    {
-                                        "matchExpressions": [
-                                            {
-                                                "key": "kubernetes.io/hostname",
-                                                "operator": "In",
-                                                "values": [self.node_name],
-                                            }
-                                        ]
-                                    }
-                                ]
-                            }
-                        },
-                    },
-                }
-            )
-        return yaml.safe_dump_all(docs)
 
     def stop(self) -> list[str]:
         """Stops everything and cleans up; returns what could not be undone (empty: all clean)."""
@@ -337,6 +232,7 @@ class NodeCluster:
             return [f"pid {pid}" for pid in teardown.pids_with(str(self.socket))]
 
         def control_plane() -> list[str]:
+            self._terminate("coredns")
             self._terminate("kube-apiserver")
             self._terminate("etcd")
             return []
@@ -456,18 +352,31 @@ class NodeCluster:
         raise TimeoutError(f"{what}: not within {timeout:.0f} s")
 
 
+def _listening(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def _node_binaries() -> Path:
     env = os.environ
-    return Path(env["SHARDKEEPER_K8S_NODE_BIN"]) if "SHARDKEEPER_K8S_NODE_BIN" in env else _build_node()
+    return (
+        Path(env["SHARDKEEPER_K8S_NODE_BIN"])
+        if "SHARDKEEPER_K8S_NODE_BIN" in env
+        else _built("build-k8s.sh", "node")
+    )
 
 
-def _build_node() -> Path:
+def _built(script: str, *args: str) -> Path:
+    """The bin directory a cached ``hack/build-*.sh`` prints (building it first if missing)."""
     out = subprocess.run(
-        [str(Path(__file__).resolve().parents[2] / "hack" / "build-k8s.sh"), "node"],
+        [str(Path(__file__).resolve().parents[2] / "hack" / script), *args],
         capture_output=True,
         text=True,
         check=False,
     )
     if out.returncode != 0:
-        raise RuntimeError(f"hack/build-k8s.sh node failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"hack/{script} failed:\n{out.stderr[-3000:]}")
     return Path(out.stdout.strip().splitlines()[-1])

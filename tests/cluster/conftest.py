@@ -41,5 +41,19 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeCluster]:
         cluster.start()
         yield cluster
     finally:
+        _dump(cluster)
         left = cluster.stop()
         assert left == [], f"the node left these behind: {left}"
+
+
+def _dump(cluster: NodeCluster) -> None:
+    """What the cluster looked like at the end, beside the components' logs (for a failed run):
+    logs/cluster-state.txt; containers' own logs stay in pod-logs/."""
+    out = []
+    for args in (("get", "pods", "-A", "-o", "wide"), ("get", "events", "-A", "--sort-by=.lastTimestamp")):
+        try:
+            out.append(cluster.kubectl(*args, check=False, timeout=30).stdout)
+        except Exception as exc:  # the API server may be what failed
+            out.append(f"kubectl {' '.join(args)}: {exc}")
+    (cluster.logs / "cluster-state.txt").write_text("\n".join(out))
+    print(f"\nnode cluster logs: {cluster.logs}; container logs: {cluster.workdir / 'pod-logs'}")
