@@ -131,7 +131,8 @@ class NodeCluster:
             timeout,
             "kube-apiserver ready",
         )
-        self.apply(dns.manifests(ip))
+        # kube-system appears a moment after /readyz
+        self._wait(lambda: self.apply(dns.manifests(ip), check=False), 60, "the kube-dns Service")
         corefile = self.workdir / "Corefile"
         corefile.write_text(dns.corefile(ip, kc["coredns"]))
         self._spawn("coredns", [str(_built("build-coredns.sh") / "coredns"), "-conf", str(corefile)])
@@ -294,8 +295,9 @@ class NodeCluster:
     def get(self, *args: str) -> Any:
         return yaml.safe_load(self.kubectl("get", "-o", "yaml", *args).stdout)
 
-    def apply(self, manifest: str, namespace: str = "default") -> None:
-        self.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+    def apply(self, manifest: str, namespace: str | None = None, *, check: bool = True) -> bool:
+        ns = ["-n", namespace] if namespace else []
+        return self.kubectl("apply", *ns, "-f", "-", input=manifest, check=check).returncode == 0
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         out = teardown.run("ctr", "--address", str(self.socket), "-n", "k8s.io", *args, timeout=300)

@@ -95,6 +95,7 @@ def test_db_pod_deleted_mid_transfer_fails_the_backup_and_comes_back(node: NodeC
     backup = w.finished(node, "backups", "pod-deleted")
     assert backup["status"]["phase"] == "FAILED", backup["status"]
     assert "sampledb-1" in backup["status"]["error"], backup["status"]["error"]
+    print(f"pod-deleted: {backup['status']['error']}")
     # The StatefulSet controller recreates the pod, the kubelet starts it on the same volume.
     node.kubectl("rollout", "status", "-n", w.NS, "statefulset/sampledb", "--timeout=300s", timeout=330)
     assert node.get("pod", "-n", w.NS, "sampledb-1")["metadata"]["uid"] != old_uid
