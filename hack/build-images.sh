@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${SHARDKEEPER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shardkeeper}
 OUT=$CACHE/images; mkdir -p "$OUT"
-BUILDAH=(buildah --root "$CACHE/buildah/root" --runroot "$CACHE/buildah/run" --storage-driver vfs)
+BUILDAH=(buildah --root "$CACHE/buildah/root" --runroot "$CACHE/buildah/run" --storage-driver overlay)
 log() { echo "build-images: $*" >&2; }
 hash_of() { # content hash of files/directories (tracked-or-not, minus bytecode)
   find "$@" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
@@ -81,6 +81,8 @@ build() { # name ref dockerfile pip-constraints key-files...
   fi
   ln -sf "$name-$key.tar" "$OUT/$name.tar"
 }
+# Layers no tag refers to any more (earlier builds) go; the cached layers of the current ones stay.
+trap 'rm -rf "$T"; "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true' EXIT
 # pip constraints for RUN steps (mounted as /etc/pip.conf, not kept in the image): the versions
 # the project's .venv resolved, so the image carries what the tests ran against, and Debian's pip
 # 23.0 does not backtrack through hundreds of boto3 releases. The sample database pins its own.
