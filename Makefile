@@ -4,7 +4,7 @@
 # Both install what they need first (hack/bootstrap.sh): a .venv, and kube-apiserver/kubectl/etcd
 # built from Go modules into ~/.cache/shardkeeper (keyed by version; never committed).
 
-.PHONY: demo test bootstrap lint unit e2e crds kind-e2e values-reference
+.PHONY: demo test bootstrap lint unit e2e crds kind-e2e cluster-e2e values-reference
 
 demo: bootstrap
 	.venv/bin/python -m testbed.demo
@@ -28,3 +28,9 @@ values-reference: bootstrap
 # chart, a Backup and a Restore. Not part of `make test`; these development machines have no Docker.
 kind-e2e:
 	hack/kind-e2e.sh
+
+# The same walkthrough on a real single-node cluster on this machine (kubelet + containerd + runc,
+# images built by buildah from a local Debian base, no Docker, no registry). Needs root; installs its
+# Debian packages itself. CI runs it as the last step of `make test`.
+cluster-e2e: bootstrap
+	hack/cluster-e2e.sh

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kubectl from the Go modules of k8s.io/kubernetes, once per version,
-# into a cache outside the repository. Prints the bin directory on stdout.
+# Builds Kubernetes binaries from the Go modules of k8s.io/kubernetes, once per version, into a
+# cache outside the repository. Prints the bin directory on stdout.
+#
+#   hack/build-k8s.sh        kube-apiserver, kubectl                       -> $CACHE/k8s/$K8S/bin
+#   hack/build-k8s.sh node   kubelet, kube-controller-manager,
+#                            kube-scheduler, kube-proxy (make cluster-e2e)  -> $CACHE/k8s-node/$K8S/bin
 #
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and maps them with replace
 # directives that only apply inside its own repository, so `go install ...@vX` cannot work.
@@ -9,8 +13,14 @@ set -euo pipefail
 K8S=${K8S_VERSION:-1.34.4}
 MINOR=${K8S#1.}; MINOR=${MINOR%%.*}; PATCH=${K8S##*.}
 CACHE=${SHARDKEEPER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shardkeeper}
-W=$CACHE/k8s/$K8S
-if [ -x "$W/bin/kube-apiserver" ] && [ -x "$W/bin/kubectl" ]; then echo "$W/bin"; exit 0; fi
+case "${1:-control}" in
+  control) W=$CACHE/k8s/$K8S; CMDS="kube-apiserver kubectl" ;;
+  node) W=$CACHE/k8s-node/$K8S; CMDS="kubelet kube-controller-manager kube-scheduler kube-proxy" ;;
+  *) echo "usage: $0 [control|node]" >&2; exit 2 ;;
+esac
+done_=1
+for c in $CMDS; do [ -x "$W/bin/$c" ] || done_=0; done
+if [ $done_ = 1 ]; then echo "$W/bin"; exit 0; fi
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 mkdir -p "$W" && cd "$W"
 GOMOD=$(cd /tmp && go mod download -json "k8s.io/kubernetes@v$K8S" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
@@ -21,14 +31,17 @@ for m in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$GOMOD"); do
   go mod edit -replace="$m=$m@v0.$MINOR.$PATCH"
 done
 go mod edit -require="k8s.io/kubernetes@v$K8S"
-printf '//go:build tools\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' > tools.go
+{ printf '//go:build tools\npackage tools\n\nimport (\n'
+  for c in $CMDS; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+  printf ')\n'; } > tools.go
 go mod tidy >&2
 LD="-s -w"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   LD="$LD -X $p.gitVersion=v$K8S -X $p.gitMajor=1 -X $p.gitMinor=$MINOR -X $p.gitTreeState=clean"
 done
 mkdir -p bin.tmp
-go build -trimpath -ldflags "$LD" -o bin.tmp/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver >&2
-go build -trimpath -ldflags "$LD" -o bin.tmp/kubectl k8s.io/kubernetes/cmd/kubectl >&2
+for c in $CMDS; do
+  go build -trimpath -ldflags "$LD" -o "bin.tmp/$c" "k8s.io/kubernetes/cmd/$c" >&2
+done
 rm -rf bin && mv bin.tmp bin
 echo "$W/bin"

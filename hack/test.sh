@@ -17,3 +17,5 @@ step "promtool";      P=$(hack/build-prometheus.sh) && "$P/promtool" check rules
                       && "$P/promtool" test rules tests/rules/prometheus-rules.test.yaml
 [ "${1:-}" = lint ] && exit 0
 step "pytest";        $V/python -m pytest -p no:cacheprovider --durations=15 "$@"
+# The real node cluster last (make cluster-e2e); only in a full run, not with a pytest selection.
+if [ $# -eq 0 ]; then step "cluster-e2e"; hack/cluster-e2e.sh; fi
