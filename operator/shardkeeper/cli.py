@@ -108,7 +108,8 @@ def _backups_list(args: argparse.Namespace) -> int:
     from shardkeeper.storage import open_storage
     from shardkeeper.storage.catalog import list_backups
 
-    found = list_backups(open_storage(Backend(args.backend), path=args.path))
+    storage = open_storage(Backend(args.backend), path=args.path)
+    found = list_backups(storage)
     if args.output == "json":
         sys.stdout.write(json.dumps([d.wire() for d in found], indent=1) + "\n")
         return 0
@@ -125,7 +126,8 @@ def _backups_list(args: argparse.Namespace) -> int:
         }
         for d in found
     ]
-    sys.stdout.write(_table(rows) if rows else f"no backups at {args.backend}\n")
+    # Name where it looked: a mistyped path or bucket reads as an empty one.
+    sys.stdout.write(_table(rows) if rows else f"no backups at {storage.url()}\n")
     return 0
 
 
@@ -176,8 +178,17 @@ def _backups_copy(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shardkeeper", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
-    p.add_argument("--log-level", default=os.environ.get("SHARDKEEPER_LOG_LEVEL", "INFO"))
-    p.add_argument("--log-json", action="store_true", default=os.environ.get("SHARDKEEPER_LOG_JSON") == "1")
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("SHARDKEEPER_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (default: $SHARDKEEPER_LOG_LEVEL, else INFO)",
+    )
+    p.add_argument(
+        "--log-json",
+        action="store_true",
+        default=os.environ.get("SHARDKEEPER_LOG_JSON") == "1",
+        help="one JSON object per log line (default: $SHARDKEEPER_LOG_JSON=1)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     op = sub.add_parser(
@@ -189,17 +200,22 @@ def parser() -> argparse.ArgumentParser:
         "--liveness", default=os.environ.get("SHARDKEEPER_LIVENESS"), help="e.g. http://0.0.0.0:8080/healthz"
     )
     op.add_argument(
-        "--tick-seconds", type=float, default=float(os.environ.get("SHARDKEEPER_TICK_SECONDS", 2.0))
+        "--tick-seconds",
+        type=float,
+        default=float(os.environ.get("SHARDKEEPER_TICK_SECONDS", 2.0)),
+        help="how often a running operation is reconciled, in seconds (default 2)",
     )
     op.add_argument(
         "--reservation-seconds",
         type=float,
         default=float(os.environ.get("SHARDKEEPER_RESERVATION_SECONDS", 60.0)),
+        help="how long a prepared agent waits for the commit before it frees itself, in seconds (default 60)",
     )
     op.add_argument(
         "--agent-unreachable-seconds",
         type=float,
         default=float(os.environ.get("SHARDKEEPER_AGENT_UNREACHABLE_SECONDS", 60.0)),
+        help="an agent silent this long fails the operation, in seconds (default 60)",
     )
     op.add_argument(
         "--metrics-port",
@@ -212,7 +228,11 @@ def parser() -> argparse.ArgumentParser:
     ag = sub.add_parser("agent", help="run a node agent (a sidecar next to the database)")
     ag.add_argument("--node", help="node name; default $POD_NAME")
     ag.add_argument("--data-root", help="the database's data directory; default $SHARDKEEPER_DATA_ROOT")
-    ag.add_argument("--listen", default=os.environ.get("SHARDKEEPER_LISTEN", "0.0.0.0:8470"))
+    ag.add_argument(
+        "--listen",
+        default=os.environ.get("SHARDKEEPER_LISTEN", "0.0.0.0:8470"),
+        help="HOST:PORT to serve the agent API on (default: $SHARDKEEPER_LISTEN, else 0.0.0.0:8470)",
+    )
     ag.add_argument("--hook-url", help="workload hook base URL; default $SHARDKEEPER_HOOK_URL")
     ag.add_argument("--token-file", default=None, help="default: $SHARDKEEPER_AGENT_TOKEN_FILE")
     ag.set_defaults(func=_agent)
@@ -231,15 +251,19 @@ def parser() -> argparse.ArgumentParser:
     ds = bsub.add_parser("describe", help="a backup's global descriptor")
     ds.add_argument("id")
     ds.add_argument("--backend", required=True, choices=backends)
-    ds.add_argument("--path", type=storage_path)
+    ds.add_argument("--path", type=storage_path, help="the backend path (default: BACKUP_*_PATH)")
     ds.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     ds.set_defaults(func=_backups_describe)
     cp = bsub.add_parser("copy", help="copy a backup to another backend, verifying every chunk's checksum")
     cp.add_argument("id")
-    cp.add_argument("--from", dest="source", required=True, choices=backends)
-    cp.add_argument("--to", dest="target", required=True, choices=backends)
-    cp.add_argument("--from-path", type=storage_path)
-    cp.add_argument("--to-path", type=storage_path)
+    cp.add_argument("--from", dest="source", required=True, choices=backends, help="the backend it is in")
+    cp.add_argument("--to", dest="target", required=True, choices=backends, help="the backend to copy it to")
+    cp.add_argument(
+        "--from-path", type=storage_path, help="its path there (default: that backend's BACKUP_*_PATH)"
+    )
+    cp.add_argument(
+        "--to-path", type=storage_path, help="the path to write it under (default: BACKUP_*_PATH)"
+    )
     cp.set_defaults(func=_backups_copy)
     cli_backups.add_commands(bsub, sub, backends)
 

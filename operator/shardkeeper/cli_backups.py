@@ -12,11 +12,12 @@ import argparse
 import datetime as dt
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from shardkeeper.api.common import Backend, human_bytes
+from shardkeeper.api.common import Backend, error_text, human_bytes
 from shardkeeper.api.descriptors import GlobalDescriptor
 from shardkeeper.api.retention import Retention
 from shardkeeper.coordinator.retention import Item, Verdict, plan
@@ -46,7 +47,7 @@ def storage_path(value: str) -> str:
     try:
         checked: str = TypeAdapter(StoragePath).validate_python(value)
     except ValidationError as exc:
-        why = "; ".join(e["msg"] for e in exc.errors(include_url=False))
+        why = "; ".join(error_text(e) for e in exc.errors(include_url=False))
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a path inside the backend's root (relative, no '..'): {why}"
         ) from None
@@ -101,7 +102,7 @@ def _policy(args: argparse.Namespace) -> Retention:
         return Retention.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
         problems = "; ".join(
-            f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors(include_url=False)
+            f"--{str(e['loc'][0]).replace('_', '-')}: {error_text(e)}" for e in exc.errors(include_url=False)
         )
         raise SpecError(problems) from exc
 
@@ -210,17 +211,30 @@ def describe(obj: dict[str, Any]) -> str:
     return text
 
 
+#: Where a pod finds its own namespace (the ServiceAccount volume kubelet mounts).
+_SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
 def _describe_backup(args: argparse.Namespace) -> int:
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
 
     from shardkeeper import conventions as c
 
-    config.load_kube_config()  # type: ignore[no-untyped-call]
     namespace = args.namespace
-    if namespace is None:
-        _, active = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-        namespace = (active or {}).get("context", {}).get("namespace") or "default"
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        if namespace is None:
+            namespace = Path(_SA_NAMESPACE).read_text().strip()
+    except config.ConfigException:
+        try:
+            config.load_kube_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException as exc:
+            sys.stderr.write(f"error: no Kubernetes credentials (not in a pod, and no kubeconfig): {exc}\n")
+            return 2
+        if namespace is None:
+            _, active = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+            namespace = (active or {}).get("context", {}).get("namespace") or "default"
     try:
         obj: Any = client.CustomObjectsApi().get_namespaced_custom_object(
             c.GROUP, c.VERSION, namespace, c.BACKUP_PLURAL, args.name

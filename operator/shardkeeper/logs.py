@@ -58,3 +58,8 @@ def configure(*, level: str = "INFO", json: bool = False) -> None:
     # Chatty libraries: their debug output is noise and may carry request details.
     for noisy in ("aiohttp.access", "urllib3", "kubernetes", "botocore", "azure", "google"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kopf says "Timer ... succeeded" at INFO on every tick of every running operation and schedule
+    # (tens of thousands of lines a day per schedule); our own lines say what happened. Its warnings
+    # and errors (a handler's failure, with the object reference) still come through; DEBUG shows all.
+    if logging.getLevelName(level.upper()) != logging.DEBUG:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -102,6 +102,19 @@ def test_the_chart_refuses_invalid_values_naming_the_field(tmp_path: Path) -> No
         "/operator/logLevel": {"operator": {"logLevel": "LOUD"}},
         "/agent/token/value": {"agent": {"token": {"value": "short"}}},
         "/backups/s3/secrets": {"backups": {"s3": {"enabled": True, "secrets": {"AWS_SECRET": "x"}}}},
+        # A URL where a bucket name goes, and half a key pair.
+        "/backups/s3/envconfig/BACKUP_S3_BUCKET": {
+            "backups": {"s3": {"enabled": True, "envconfig": {"BACKUP_S3_BUCKET": "s3://bucket/path"}}}
+        },
+        "AWS_SECRET_ACCESS_KEY": {
+            "backups": {
+                "s3": {
+                    "enabled": True,
+                    "envconfig": {"BACKUP_S3_BUCKET": "b"},
+                    "secrets": {"AWS_ACCESS_KEY_ID": "a"},
+                }
+            }
+        },
     }
     for field, values in cases.items():
         with pytest.raises(HelmError) as refused:
@@ -300,6 +313,26 @@ def test_the_install_notes_apply_the_first_backup_where_the_database_runs(
     example = re.search(r"(\S*examples/statefulset-with-agent\.yaml)", notes)
     assert example and example.group(1).startswith("https://"), notes
     assert "helm show crds" in notes
+
+
+def test_the_install_notes_warn_about_what_the_user_must_still_do() -> None:
+    out = helm(
+        *("install", "sk", str(CHART), "-n", "shardkeeper-system", "--dry-run=client"),
+        *("--set", "backups.s3.enabled=true", "--set", "backups.s3.envconfig.BACKUP_S3_BUCKET=b"),
+        *(
+            "--set",
+            "backups.s3.secrets.AWS_ACCESS_KEY_ID=a",
+            "--set",
+            "backups.s3.secrets.AWS_SECRET_ACCESS_KEY=s",
+        ),
+        *("--set", "backups.agentCredentials=perNamespace"),
+        *("--set", "operator.watchNamespaces={db2}", "--set", "agent.namespaces={db1}"),
+    )
+    notes = out.stdout.split("NOTES:", 1)[1]
+    assert "create Secret shardkeeper-backup-s3 (keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)" in notes
+    assert "agent namespace db1 is not in operator.watchNamespaces" in notes
+    bare = helm("install", "sk", str(CHART), "-n", "shardkeeper-system", "--dry-run=client").stdout
+    assert "Enable a backend first" in bare and "backend: filesystem" not in bare
 
 
 def _write(tmp_path: Path, values: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from shardkeeper.agent.restore import RestoreJob, remove_tree
 from shardkeeper.agent.settings import AgentSettings
 from shardkeeper.agent.snapshot import local_collections, unnamable_directories
 from shardkeeper.api.agent import AbortRequest, ErrorBody, NodeInfo, NodePhase, Prepare, PrepareRestore
+from shardkeeper.api.common import error_text
 from shardkeeper.errors import InvalidRequest, ShardkeeperError, UnknownOperation
 from shardkeeper.storage import open_storage
 
@@ -80,7 +81,7 @@ async def _read(request: web.Request, adapter: TypeAdapter[T]) -> T:
         return adapter.validate_json(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {error_text(e)}"
             for e in exc.errors(include_url=False, include_input=False)[:10]
         )
         raise InvalidRequest(f"invalid request body: {problems}") from None

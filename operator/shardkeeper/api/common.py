@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -151,7 +152,7 @@ class Consistency(StrEnum):
 class Condition(Model):
     """A standard Kubernetes condition (the shape of metav1.Condition)."""
 
-    type: str = Field(description="Kind of condition, e.g. Finished, Succeeded, Failed, Ready.")
+    type: str = Field(description="Kind of condition, e.g. Finished, Complete, Failed, Ready.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(
         pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
@@ -163,6 +164,15 @@ class Condition(Model):
     observed_generation: int | None = Field(
         default=None, description="The metadata.generation this condition was computed from."
     )
+
+
+def error_text(error: Mapping[str, Any]) -> str:
+    """One pydantic error (an item of ``ValidationError.errors()``) as users should read it: without
+    pydantic's "Value error, " / "Assertion failed, " prefix for a validator's own message."""
+    text = str(error.get("msg", ""))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        text = text.removeprefix(prefix)
+    return text
 
 
 def utcnow() -> dt.datetime:

@@ -51,6 +51,8 @@ def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
             out[key] = {name: _resolve(prop, defs) for name, prop in value.items()}
         elif key == "default" and value is None:
             continue
+        elif key == "description" and isinstance(value, str):
+            out[key] = _paragraphs(value)
         else:
             out[key] = _resolve(value, defs)
     if "enum" in out and "type" not in out:
@@ -169,10 +171,15 @@ def schema_hash(crd_spec: Schema) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _paragraphs(text: str) -> str:
+    """Docstring text as kubectl explain should wrap it: blank-line-separated paragraphs, each one line."""
+    blocks = text.strip().split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in block.splitlines()) for block in blocks)
+
+
 def _doc(model: type[BaseModel]) -> str:
     """A model's docstring as one paragraph per blank-line-separated block."""
-    blocks = (model.__doc__ or "").strip().split("\n\n")
-    return "\n\n".join(" ".join(line.strip() for line in block.splitlines()) for block in blocks)
+    return _paragraphs(model.__doc__ or "")
 
 
 def _strip_defaults(node: Any) -> None:
@@ -240,6 +247,8 @@ def backupschedule_crd() -> Schema:
             {"name": "Last Success", "type": "date", "jsonPath": ".status.lastSuccessfulTime"},
             {"name": "Next Run", "type": "string", "jsonPath": ".status.nextScheduleTime"},
             {"name": "Kept", "type": "integer", "jsonPath": ".status.backups"},
+            {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+            {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
             {"name": "Time Zone", "type": "string", "jsonPath": ".spec.timeZone", "priority": 1},
             {"name": "Missed", "type": "integer", "jsonPath": ".status.missedRuns", "priority": 1},
@@ -247,6 +256,9 @@ def backupschedule_crd() -> Schema:
         mutable=None,
     )
     root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    template = root["properties"]["spec"]["properties"]["template"]["properties"]
+    template["id"]["description"] = "Must not be set: each Backup's id is its name (<schedule>-<slot>)."
+    template["cancel"]["description"] = "Must not be set: suspend the schedule (spec.suspend) instead."
     # Children are named "<schedule>-<slot>" and labelled with the schedule's name.
     root["x-kubernetes-validations"] = [
         {

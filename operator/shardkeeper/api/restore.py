@@ -29,7 +29,8 @@ class RestoreConfig(Model):
 
 
 class RestoreSpec(Model):
-    """A Restore brings a backup back onto a StatefulSet whose node names and count match it.
+    """A Restore brings a backup back onto a StatefulSet with as many nodes, named as in the backup or
+    renamed by nodeMapping; collections that already exist on a node are refused.
 
     The spec is immutable once created, except for setting cancel to true.
     """

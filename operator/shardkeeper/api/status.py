@@ -33,10 +33,11 @@ class NodeStatus(Model):
         default=None, description="Size of the agent's worker pool (from cpuPercentage)."
     )
     pause_ms: float | None = Field(
-        default=None, description="How long the workload was paused for the snapshot, in milliseconds."
+        default=None,
+        description="Backup: how long the workload was paused for the snapshot, in milliseconds.",
     )
     bytes_reused: int = Field(
-        default=0, description="Incremental: bytes referenced in earlier backups, not uploaded."
+        default=0, description="Incremental backup: bytes referenced in earlier backups, not uploaded."
     )
     warnings: list[str] = Field(
         default_factory=list, description="Entries left out of the backup on this node, and why."
@@ -63,7 +64,7 @@ class OperationStatusBase(Model):
     )
     duration: str | None = Field(
         default=None,
-        description="Time from startedAt to completedAt (or to now while running), e.g. '1m05s'.",
+        description="Time from startedAt to completedAt, e.g. '1m5s'; set once finished.",
     )
     bytes_done: int = Field(
         default=0, description="Bytes of file data transferred so far, all nodes (uncompressed)."
@@ -77,7 +78,7 @@ class OperationStatusBase(Model):
         default=None, description="Transfer rate of all nodes together, in bytes per second."
     )
     bytes_reused: int = Field(
-        default=0, description="Incremental: bytes referenced in earlier backups, not uploaded."
+        default=0, description="Incremental backup: bytes referenced in earlier backups, not uploaded."
     )
     throughput: str | None = Field(
         default=None, description="Transfer rate of all nodes together, e.g. '85.1 MiB/s'."
@@ -112,7 +113,9 @@ class OperationStatusBase(Model):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Finished (True on SUCCESS, FAILED or CANCELED: wait on this one), Succeeded, Failed.",
+        description="Finished: True once SUCCESS, FAILED or CANCELED (wait on this one). Complete: True on "
+        "SUCCESS only. Failed: True on FAILED or CANCELED, its reason says why. kstatus (Flux, Argo CD): "
+        "Ready (True on SUCCESS), Reconciling (True while running), Stalled (True on FAILED or CANCELED).",
     )
 
     def summarize(self) -> None:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from shardkeeper import conventions as c
 from shardkeeper.api.backup import BackupSpec, BackupStatus
-from shardkeeper.api.common import TERMINAL_PHASES, Phase, utcnow
+from shardkeeper.api.common import TERMINAL_PHASES, Phase, error_text, utcnow
 from shardkeeper.api.restore import RestoreSpec, RestoreStatus
 from shardkeeper.api.schedule import SCHEDULE_LABEL
 from shardkeeper.api.status import OperationStatusBase
@@ -78,7 +78,7 @@ def _parse(model: type[BaseModel], data: Any, where: str) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join([where, *(str(p) for p in first["loc"])])
-        raise Unparsable(f"{field}: {first['msg']}") from exc
+        raise Unparsable(f"{field}: {error_text(first)}") from exc
 
 
 def _object(

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from shardkeeper import conventions as c
 from shardkeeper.api.backup import BackupSpec
-from shardkeeper.api.common import Phase, utcnow
+from shardkeeper.api.common import Phase, error_text, utcnow
 from shardkeeper.api.schedule import (
     RETRY_OF_ANNOTATION,
     SCHEDULE_LABEL,
@@ -191,7 +191,7 @@ def _invalid(
     old: BackupScheduleStatus, error: ValidationError, generation: int | None, now: dt.datetime
 ) -> BackupScheduleStatus:
     problems = "; ".join(
-        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
+        f"spec.{'.'.join(str(p) for p in e['loc'])}: {error_text(e)}" for e in error.errors(include_url=False)
     )
     st = old.model_copy(deep=True)
     st.observed_generation, st.next_schedule_time = generation, None
