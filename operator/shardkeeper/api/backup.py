@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
@@ -176,4 +177,16 @@ class BackupStatus(OperationStatusBase):
 
     stored_bytes: int | None = Field(
         default=None, description="Bytes the finished backup occupies in the backend (after compression)."
+    )
+    consistent_at: dt.datetime | None = Field(
+        default=None,
+        description="consistency cluster: an instant inside every node's hold window (the first one); "
+        "the backup is the cluster's state at that instant.",
+    )
+    hold_overlap_ms: float | None = Field(
+        default=None, description="consistency cluster: how long every node's writes were held at once (ms)."
+    )
+    cut: str | None = Field(default=None, description="Which cut the backup is, in words (or why none).")
+    max_pause_ms: float | None = Field(
+        default=None, description="The longest write hold of any node (pauseMs), in milliseconds."
     )

@@ -180,7 +180,12 @@ def backup_crd() -> Schema:
         short_names=["skb"],
         spec_model=BackupSpec,
         status_model=BackupStatus,
-        columns=_COMMON_COLUMNS,
+        columns=[
+            *_COMMON_COLUMNS,
+            {"name": "Consistency", "type": "string", "jsonPath": ".spec.consistency", "priority": 1},
+            {"name": "Consistent At", "type": "string", "jsonPath": ".status.consistentAt", "priority": 1},
+            {"name": "Max Pause ms", "type": "number", "jsonPath": ".status.maxPauseMs", "priority": 1},
+        ],
         root_rules=BACKUP_ROOT_RULES,
     )
 
