@@ -143,7 +143,7 @@ class BankDriver:
 
     def _run(self, n: int, seed: int) -> None:
         rng, session, count = random.Random(seed), requests.Session(), 0
-        samples: list[tuple[float, float]] = []
+        samples = self.latency.samples  # appended live (atomic under the GIL), read while running
         try:
             while not self._stop.is_set():
                 src, dst = rng.sample(range(len(self.urls)), 2)
@@ -161,7 +161,6 @@ class BankDriver:
         finally:
             with self._lock:
                 self.transfers += count
-                self.latency.samples.extend(samples)
 
     def stop(self) -> None:
         self._stop.set()

@@ -17,7 +17,6 @@ from testbed.transfers import Audit, BankDriver, audit
 from tests.backup_reader import materialize, read_backup
 from tests.e2e.conftest import Env, backup_manifest
 
-
 SKEW_SECONDS = (0.0, 0.01, 0.03)
 
 
