@@ -56,6 +56,9 @@ def open_rocksdb(path: Path) -> rocksdict.Rdict:
     opts = rocksdict.Options(raw_mode=True)
     opts.create_if_missing(True)
     opts.set_write_buffer_size(4 << 20)
+    # Enough flush threads that a hold's flushes of every collection run at once, not one by one
+    # (RocksDB's default gives a process one flush thread: 10 collections took 13-22 ms, now 6-10).
+    opts.set_max_background_jobs(40)
     return rocksdict.Rdict(str(path), opts)
 
 

@@ -70,7 +70,7 @@ class SampleDb:
         self.hold_timeout = hold_timeout
         self.collections: dict[str, Collection] = {}
         self.holds: dict[str, Hold] = {}
-        self._pool = ThreadPoolExecutor(8, thread_name_prefix="flush")
+        self._pool = ThreadPoolExecutor(16, thread_name_prefix="flush")
         #: A release that overtakes its prepare (still running) must keep that prepare from holding.
         self.preparing: set[str] = set()
         self.released: set[str] = set()
