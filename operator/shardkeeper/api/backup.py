@@ -120,7 +120,9 @@ class BackupSpec(Model):
     consistency: Consistency = Field(
         default=Consistency.NODE,
         description="node: each node's snapshot is consistent on its own. cluster: all nodes hold writes "
-        "until every node has frozen its files, so the backup is one consistent cut of the cluster.",
+        "until every node has frozen its files, so the backup is one consistent cut of the cluster "
+        "(status.consistentAt); a backup without one (a node with no workload hook, a hold that ended by "
+        "itself) fails with reason NoConsistentCut.",
     )
     config: BackupConfig = Field(default_factory=BackupConfig, json_schema_extra={"default": {}})
     cancel: bool = Field(
