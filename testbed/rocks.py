@@ -16,6 +16,7 @@ import rocksdict
 
 IMMUTABLE_SUFFIXES = (".sst", ".blob")
 COPIED_PREFIXES = ("CURRENT", "MANIFEST-", "OPTIONS-", "IDENTITY", "rocksdict-config.json")
+WRITE_BUFFER_SIZE = 4 << 20
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Hold:
     held_until: int | None = None
     held_ms: float | None = None
     manifests: dict[str, tuple[str, int]] = field(default_factory=dict)
+    wals: dict[str, tuple[str, int]] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
     expired: bool = False
 
@@ -55,16 +57,19 @@ class Hold:
 def open_rocksdb(path: Path) -> rocksdict.Rdict:
     opts = rocksdict.Options(raw_mode=True)
     opts.create_if_missing(True)
-    opts.set_write_buffer_size(4 << 20)
-    # Enough flush threads that a hold's flushes of every collection run at once, not one by one
-    # (RocksDB's default gives a process one flush thread: 10 collections took 13-22 ms, now 6-10).
+    opts.set_write_buffer_size(WRITE_BUFFER_SIZE)
+    # Enough flush threads that the flushes before a hold run at once, not one by one.
     opts.set_max_background_jobs(40)
+    opts.set_max_open_files(1000)  # 50,000 tables on a node must not need 50,000 descriptors
     return rocksdict.Rdict(str(path), opts)
 
 
 def hold_writes(cols: list[Collection], pool: ThreadPoolExecutor, resume: bool) -> Hold:
-    """Holds writes to ``cols`` while their memtables are flushed and each MANIFEST's length is
-    read (O(collections), never O(files)); with ``resume``, writes resume at once after."""
+    """Holds writes to ``cols`` while each one's file set is fixed: the length of its current WAL
+    and of its MANIFEST (both append-only), a few system calls per collection, never O(files) and
+    no flush, so no fsync waits in the hold. A collection with a memtable still being flushed (an
+    older WAL still needed) is flushed inside the hold instead. With ``resume``, writes resume at
+    once after."""
     held = Hold(cols)
     for n, col in enumerate(cols):
         col.lock.acquire()
@@ -72,10 +77,14 @@ def hold_writes(cols: list[Collection], pool: ThreadPoolExecutor, resume: bool) 
             held.began = time.perf_counter()  # writes to this one are held from here on
     held.held_from = time.time_ns()  # every collection held: the node's state is fixed from here
     try:
-        list(pool.map(lambda c: c.db.flush(), cols))
+        busy = [c for c in cols if c.db.property_int_value("rocksdb.num-immutable-mem-table")]
+        list(pool.map(lambda c: c.db.flush(), busy))
         for col in cols:
+            # One column family, no memtable waiting for a flush: the only live WAL is this one.
+            wal = f"{col.db.property_int_value('rocksdb.min-log-number-to-keep'):06d}.log"
             manifest = (col.path / "CURRENT").read_text().strip()
             held.manifests[col.name] = (manifest, (col.path / manifest).stat().st_size)
+            held.wals[col.name] = (wal, (col.path / wal).stat().st_size)
     except BaseException:
         resume_writes(held)
         raise
@@ -102,6 +111,7 @@ def list_files(held: Hold) -> list[dict[str, Any]]:
     files: list[dict[str, Any]] = []
     for col in held.cols:
         manifest, manifest_size = held.manifests[col.name]
+        wal, wal_size = held.wals[col.name]
         with os.scandir(col.path) as it:
             for entry in sorted(it, key=lambda e: e.name):
                 name, path = entry.name, f"{col.name}/{entry.name}"
@@ -110,19 +120,28 @@ def list_files(held: Hold) -> list[dict[str, Any]]:
                         files.append({"path": path, "immutable": True})
                 elif name == manifest:
                     files.append({"path": path, "immutable": False, "size": manifest_size})
+                elif name == wal:
+                    files.append({"path": path, "immutable": False, "size": wal_size})
                 elif name.startswith(COPIED_PREFIXES) and not name.startswith("MANIFEST-"):
                     files.append({"path": path, "immutable": False})
     return files
 
 
+#: While a snapshot's files are staged: no compaction (it deletes tables), and no flush (it ends the
+#: WAL the snapshot lists a prefix of, and RocksDB then deletes it); ``RUNNING`` comes back at release.
+FROZEN = {"disable_auto_compactions": "true", "write_buffer_size": str(1 << 30)}
+RUNNING = {"disable_auto_compactions": "false", "write_buffer_size": str(WRITE_BUFFER_SIZE)}
+
+
 def pause_compaction(cols: list[Collection], pool: ThreadPoolExecutor) -> None:
-    """Pauses compaction (nothing listed is deleted until the release) and waits for a running one."""
+    """Pauses compaction and flushes (nothing listed is deleted until the release) and waits for a
+    running compaction."""
     for col in cols:
-        col.db.set_options({"disable_auto_compactions": "true"})
+        col.db.set_options(FROZEN)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(
         c.db.property_int_value("rocksdb.num-running-compactions") for c in cols
     ):
         time.sleep(0.005)
-    # Flush once before holding writes, so that the flush inside the hold has little to do.
+    # Flush once before holding writes, so that the WAL the snapshot holds a prefix of is short.
     list(pool.map(lambda c: c.db.flush(), cols))

@@ -6,13 +6,13 @@ check any restored collection is exactly a prefix of what was written, value for
 
 It implements the shardkeeper workload hook (``shardkeeper.api.hook``):
 
-* ``prepare``: pause compaction (and wait for a running one) and flush, then hold writes only while
-  the memtables are flushed again and each MANIFEST's length is read, O(collections) whatever the
-  number of files; with ``resumeWritesAfterListing`` writes resume right there (else at release).
-  The files are listed after that: SSTs written before writes resumed (immutable, linked), the
-  MANIFEST up to its length at the hold, CURRENT, OPTIONS and IDENTITY (copied). WAL files are left
-  out: after the flush, with writes held, everything they hold is in SSTs. The answer says when
-  writes were held (``heldFrom``/``heldUntil``/``heldMs``).
+* ``prepare``: pause compaction and flushes (and wait for a running compaction), flush, then hold
+  writes only while the length of each collection's WAL and MANIFEST (both append-only) is read:
+  a few system calls per collection, whatever the number of files, and no fsync. With
+  ``resumeWritesAfterListing`` writes resume right there (else at release). The files are listed
+  after that: SSTs written before writes resumed (immutable, linked), the WAL and the MANIFEST up
+  to their length at the hold (as RocksDB's checkpoints copy them), CURRENT, OPTIONS and IDENTITY
+  (copied). The answer says when writes were held (``heldFrom``/``heldUntil``/``heldMs``).
 * ``release``: resume compaction (and writes, if still held). A hold that is never released ends by
   itself after ``--hold-timeout`` seconds, so a crashed agent cannot wedge the database; the late
   release then answers ``expired``.
@@ -39,6 +39,7 @@ from aiohttp import web
 
 from testbed import transfers
 from testbed.rocks import (
+    RUNNING,
     Collection,
     Hold,
     hold_writes,
@@ -179,7 +180,7 @@ class SampleDb:
             resume_writes(held)
             self.pauses_ms.append(held.held_ms or 0.0)
         for col in cols:
-            col.db.set_options({"disable_auto_compactions": "false"})
+            col.db.set_options(RUNNING)
 
     def release(self, op_id: str, *, expired: bool = False) -> dict[str, Any]:
         if op_id in self.preparing:
