@@ -105,8 +105,10 @@ def resume_writes(held: Hold) -> None:
 
 def list_files(held: Hold) -> list[dict[str, Any]]:
     """The files of the snapshot, listed after the hold: compaction is paused (no table is deleted),
-    and a table written after the writes resumed (later mtime) is not part of it; the MANIFEST
-    (append-only) counts up to its length at the hold, as RocksDB's GetLiveFiles reports it."""
+    and a table written after the writes resumed (later mtime) is not part of it; the WAL and the
+    MANIFEST (append-only) count up to their length at the hold, as a RocksDB checkpoint copies
+    them. (A table written within a clock tick after the hold may be listed too: RocksDB deletes a
+    table its MANIFEST does not name when it opens a restored copy.)"""
     until = held.held_until
     files: list[dict[str, Any]] = []
     for col in held.cols:
