@@ -90,5 +90,5 @@ printf '[global]\nconstraint = /etc/pip-constraints.txt\n' > "$T/pip.conf"
 .venv/bin/python -m pip freeze --exclude-editable | grep -v -i -E '^(pip|setuptools|wheel)==' > "$T/venv.txt"
 : > "$T/none.txt"
 build shardkeeper docker.io/library/shardkeeper:dev Dockerfile "$T/venv.txt" pyproject.toml README.md operator
-build sampledb docker.io/library/shardkeeper-sampledb:dev deploy/kind/Dockerfile.sampledb "$T/none.txt" testbed/__init__.py testbed/sampledb.py
+build sampledb docker.io/library/shardkeeper-sampledb:dev deploy/kind/Dockerfile.sampledb "$T/none.txt" testbed/__init__.py testbed/sampledb.py testbed/rocks.py testbed/transfers.py
 echo "$OUT"

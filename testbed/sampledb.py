@@ -6,12 +6,20 @@ check any restored collection is exactly a prefix of what was written, value for
 
 It implements the shardkeeper workload hook (``shardkeeper.api.hook``):
 
-* ``prepare``: hold writes to the collections, pause compaction (and wait for a running one),
-  flush memtables, and list the files: SSTs are immutable; CURRENT, MANIFEST, OPTIONS are copied.
-  WAL files are left out: after the flush, with writes held, everything they hold is in SSTs.
-* ``release``: resume compaction and writes. A hold that is never released ends by itself after
-  ``--hold-timeout`` seconds, so a crashed agent cannot wedge the database.
+* ``prepare``: pause compaction and flushes (and wait for a running compaction), flush, then hold
+  writes only while the length of each collection's WAL and MANIFEST (both append-only) is read:
+  a few system calls per collection, whatever the number of files, and no fsync. With
+  ``resumeWritesAfterListing`` writes resume right there (else at release). The files are listed
+  after that: SSTs written before writes resumed (immutable, linked), the WAL and the MANIFEST up
+  to their length at the hold (as RocksDB's checkpoints copy them), CURRENT, OPTIONS and IDENTITY
+  (copied). The answer says when writes were held (``heldFrom``/``heldUntil``/``heldMs``).
+* ``release``: resume compaction (and writes, if still held). A hold that is never released ends by
+  itself after ``--hold-timeout`` seconds, so a crashed agent cannot wedge the database; the late
+  release then answers ``expired``.
 * ``restored``: open the collections that were just moved into place.
+
+The bank (``testbed.transfers``) is a cross-shard workload on top: accounts on every node, and
+transfers that debit one node and credit another, each applied atomically on its own node.
 
 Run: ``python -m testbed.sampledb --node N --data-root D --listen 127.0.0.2:8480``.
 """
@@ -22,20 +30,26 @@ import argparse
 import asyncio
 import hashlib
 import logging
-import os
 import threading
-import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import rocksdict
 from aiohttp import web
 
-log = logging.getLogger("sampledb")
+from testbed import transfers
+from testbed.rocks import (
+    RUNNING,
+    Collection,
+    Hold,
+    hold_writes,
+    list_files,
+    open_rocksdb,
+    pause_compaction,
+    resume_writes,
+)
 
-IMMUTABLE_SUFFIXES = (".sst", ".blob")
-COPIED_PREFIXES = ("CURRENT", "MANIFEST-", "OPTIONS-", "IDENTITY", "rocksdict-config.json")
+log = logging.getLogger("sampledb")
 
 
 def value_for(collection: str, node: str, seq: int, size: int) -> bytes:
@@ -49,24 +63,6 @@ def seq_key(seq: int) -> str:
     return f"s{seq:012d}"
 
 
-@dataclass
-class Collection:
-    name: str
-    path: Path
-    db: rocksdict.Rdict
-    #: Held by writers for each put, and by a hook prepare for the whole hold.
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    next_seq: int = 0
-    acked: int = 0
-
-
-def _open(path: Path) -> rocksdict.Rdict:
-    opts = rocksdict.Options(raw_mode=True)
-    opts.create_if_missing(True)
-    opts.set_write_buffer_size(4 << 20)
-    return rocksdict.Rdict(str(path), opts)
-
-
 class SampleDb:
     def __init__(self, node: str, root: Path, *, value_size: int, hold_timeout: float) -> None:
         self.node = node
@@ -74,7 +70,8 @@ class SampleDb:
         self.value_size = value_size
         self.hold_timeout = hold_timeout
         self.collections: dict[str, Collection] = {}
-        self.holds: dict[str, tuple[list[str], asyncio.TimerHandle]] = {}
+        self.holds: dict[str, Hold] = {}
+        self._pool = ThreadPoolExecutor(16, thread_name_prefix="flush")
         #: A release that overtakes its prepare (still running) must keep that prepare from holding.
         self.preparing: set[str] = set()
         self.released: set[str] = set()
@@ -87,20 +84,20 @@ class SampleDb:
         self.pauses_ms: list[float] = []
         #: What each prepare listed (path -> size), so tests can check the backup holds exactly that.
         self.prepared: dict[str, dict[str, int]] = {}
-        self._hold_started: dict[str, float] = {}
         for entry in sorted(root.iterdir()):
             if entry.is_dir() and not entry.name.startswith("."):
                 self.open(entry.name)
 
     def open(self, name: str) -> Collection:
         if name not in self.collections:
-            db = _open(self.root / name)
+            db = open_rocksdb(self.root / name)
             col = Collection(name, self.root / name, db)
             last = None
             for key in db.keys(backwards=True):
                 last = key
                 break
-            col.next_seq = col.acked = int(last[1:].decode()) + 1 if last else 0
+            seqs = last is not None and last.startswith(b"s")  # a bank (testbed.transfers) has none
+            col.next_seq = col.acked = int(last[1:].decode()) + 1 if seqs and last else 0
             self.collections[name] = col
         return self.collections[name]
 
@@ -142,21 +139,9 @@ class SampleDb:
 
     # --- hook ----------------------------------------------------------------------------------
 
-    def _freeze(self, col: Collection) -> list[dict[str, Any]]:
-        col.db.set_options({"disable_auto_compactions": "true"})
-        deadline = time.monotonic() + 30
-        while col.db.property_int_value("rocksdb.num-running-compactions") and time.monotonic() < deadline:
-            time.sleep(0.005)
-        col.db.flush()
-        files = []
-        for name in sorted(os.listdir(col.path)):
-            if name.endswith(IMMUTABLE_SUFFIXES):
-                files.append({"path": f"{col.name}/{name}", "immutable": True})
-            elif name.startswith(COPIED_PREFIXES):
-                files.append({"path": f"{col.name}/{name}", "immutable": False})
-        return files
-
-    async def prepare(self, op_id: str, names: list[str], hold_timeout: float) -> list[dict[str, Any]]:
+    async def prepare(
+        self, op_id: str, names: list[str], hold_timeout: float, resume: bool = False
+    ) -> dict[str, Any]:
         if self.prepare_delay:
             await asyncio.sleep(self.prepare_delay)
         if self.fail_next_prepare:
@@ -167,53 +152,57 @@ class SampleDb:
         self.preparing.add(op_id)
         self.released.discard(op_id)
         cols = [self.open(n) for n in names if (self.root / n).is_dir()]
-        # Flush once before holding writes, so that the flush inside the hold has little to do.
-        for col in cols:
-            await asyncio.to_thread(col.db.flush)
-        self._hold_started[op_id] = time.perf_counter()
-        for col in cols:
-            await asyncio.to_thread(col.lock.acquire)
-        files: list[dict[str, Any]] = []
+        held: Hold | None = None
         try:
-            for col in cols:
-                files.extend(await asyncio.to_thread(self._freeze, col))
+            await asyncio.to_thread(pause_compaction, cols, self._pool)
+            held = await asyncio.to_thread(hold_writes, cols, self._pool, resume)
+            files = await asyncio.to_thread(list_files, held)
         except Exception:
-            self._unhold([c.name for c in cols])
+            self._unhold(held, cols)
             raise
         finally:
             self.preparing.discard(op_id)
         if op_id in self.released:  # the release overtook this prepare: do not hold at all
-            self._unhold([c.name for c in cols])
+            self._unhold(held, cols)
             raise web.HTTPConflict(text=f"{op_id} was released while it was being prepared")
-        self.prepared[op_id] = {f["path"]: (self.root / f["path"]).stat().st_size for f in files}
+        self.prepared[op_id] = {
+            f["path"]: f.get("size", (self.root / f["path"]).stat().st_size) for f in files
+        }
         timeout = min(self.hold_timeout, hold_timeout + 5)
-        timer = asyncio.get_running_loop().call_later(timeout, self._expire, op_id)
-        self.holds[op_id] = ([c.name for c in cols], timer)
-        return files
+        if held.held_until is not None:
+            self.pauses_ms.append(held.held_ms or 0.0)
+        held.timer = asyncio.get_running_loop().call_later(timeout, self._expire, op_id)
+        self.holds[op_id] = held
+        return {"files": files, **held.report()}
 
-    def _unhold(self, names: list[str]) -> None:
-        for name in names:
-            col = self.collections[name]
-            col.db.set_options({"disable_auto_compactions": "false"})
-            if col.lock.locked():
-                col.lock.release()
+    def _unhold(self, held: Hold | None, cols: list[Collection]) -> None:
+        if held is not None and held.held_until is None:
+            resume_writes(held)
+            self.pauses_ms.append(held.held_ms or 0.0)
+        for col in cols:
+            col.db.set_options(RUNNING)
 
-    def release(self, op_id: str) -> None:
+    def release(self, op_id: str, *, expired: bool = False) -> dict[str, Any]:
         if op_id in self.preparing:
             self.released.add(op_id)
-        held = self.holds.pop(op_id, None)
+        held = self.holds.get(op_id)
         if held is None:
-            return
-        names, timer = held
-        timer.cancel()
-        self._unhold(names)
-        started = self._hold_started.pop(op_id, None)
-        if started is not None:
-            self.pauses_ms.append((time.perf_counter() - started) * 1000)
+            return {}
+        if held.expired:  # it ended by itself before this release: say so
+            del self.holds[op_id]
+            return {**held.report(), "expired": True}
+        if held.timer is not None:
+            held.timer.cancel()
+        if expired:
+            held.expired = True  # kept, so that the late release learns it
+        else:
+            del self.holds[op_id]
+        self._unhold(held, held.cols)
+        return held.report()
 
     def _expire(self, op_id: str) -> None:
         log.warning("hold for %s was never released; releasing after %ss", op_id, self.hold_timeout)
-        self.release(op_id)
+        self.release(op_id, expired=True)
 
     def restored(self, names: list[str]) -> None:
         for name in names:
@@ -300,7 +289,7 @@ def make_app(db: SampleDb) -> web.Application:
                 "acked": {n: c.acked for n, c in db.collections.items()},
                 "pausesMs": db.pauses_ms,
                 "prepared": db.prepared,
-                "holding": sorted(db.holds),
+                "holding": sorted(k for k, h in db.holds.items() if not h.expired),
             }
         )
 
@@ -325,13 +314,15 @@ def make_app(db: SampleDb) -> web.Application:
     @routes.post("/hook/prepare")
     async def hook_prepare(request: web.Request) -> web.Response:
         body = await request.json()
-        files = await db.prepare(body["id"], list(body["collections"]), float(body["holdTimeoutSeconds"]))
-        return web.json_response({"files": files})
+        resume = bool(body.get("resumeWritesAfterListing", False))
+        answer = await db.prepare(
+            body["id"], list(body["collections"]), float(body["holdTimeoutSeconds"]), resume
+        )
+        return web.json_response(answer)
 
     @routes.post("/hook/release")
     async def hook_release(request: web.Request) -> web.Response:
-        db.release((await request.json())["id"])
-        return web.json_response({"ok": True})
+        return web.json_response(db.release((await request.json())["id"]))
 
     @routes.post("/debug/restored-delay")
     async def restored_delay(request: web.Request) -> web.Response:
@@ -347,6 +338,7 @@ def make_app(db: SampleDb) -> web.Application:
         return web.json_response({"ok": True})
 
     app.add_routes(routes)
+    transfers.add_routes(app, db)
     app.on_cleanup.append(lambda _app: asyncio.to_thread(db.close))
     return app
 

@@ -180,7 +180,16 @@ def describe(obj: dict[str, Any]) -> str:
         f"Started:      {st.get('startedAt', '')}",
         f"Completed:    {st.get('completedAt', '')}",
         f"Policy:       deletionPolicy {spec.get('deletionPolicy', 'Retain')}",
+        f"Consistency:  {spec.get('consistency', 'node')}",
     ]
+    if st.get("cut"):
+        lines.append(f"Cut:          {st['cut']}")
+    if st.get("consistentAt"):
+        overlap = st.get("holdOverlapMs")
+        lines.append(
+            f"ConsistentAt: {st['consistentAt']}"
+            + (f" (every hold overlapped {overlap:.1f} ms)" if isinstance(overlap, int | float) else "")
+        )
     if st.get("error"):
         lines.append(f"Error:        {st['error']}")
     conditions = [
@@ -201,7 +210,8 @@ def describe(obj: dict[str, Any]) -> str:
                 "BYTES": f"{done}/{total}",
                 "FILES": f"{n.get('filesDone', 0)}/{n.get('filesTotal', 0)}",
                 "THROUGHPUT": f"{human_bytes(int(rate))}/s" if rate else "",
-                "PAUSE": f"{pause:.0f} ms" if isinstance(pause, int | float) else "",
+                "PAUSE": f"{pause:.1f} ms" if isinstance(pause, int | float) else "",
+                "HELD": _held(n.get("hold")),
                 "ERROR": str(n.get("error") or ""),
             }
         )
@@ -213,6 +223,20 @@ def describe(obj: dict[str, Any]) -> str:
 
 #: Where a pod finds its own namespace (the ServiceAccount volume kubelet mounts).
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _held(hold: Any) -> str:
+    """A node's hold window, as ``from .. until`` (times of day, UTC), from its status."""
+    if not isinstance(hold, dict) or not hold.get("heldFrom"):
+        return ""
+    until = _clock(hold["heldUntil"]) if hold.get("heldUntil") else "(held)"
+    note = " ended by itself" if hold.get("endedByItself") else ""
+    return f"{_clock(hold['heldFrom'])}..{until}{note}"
+
+
+def _clock(t: object) -> str:
+    """The time of day of an RFC 3339 timestamp (the whole text if it has none)."""
+    return str(t).partition("T")[2].removesuffix("Z").removesuffix("+00:00") or str(t)
 
 
 def _describe_backup(args: argparse.Namespace) -> int:

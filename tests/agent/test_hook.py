@@ -129,3 +129,62 @@ async def test_node_consistency_releases_right_after_freezing(  # type: ignore[n
     assert released and all("node=n0" in line for line in released)
     phases = [line for line in lines if "operation.phase" in line]
     assert phases and not [line for line in phases if "error=None" in line]
+
+
+async def test_a_workload_that_reports_its_hold_is_believed_and_a_prefix_is_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node consistency asks the workload to resume writes after listing; it answers when it held
+    them, and lists an append-only file by the length that belongs to the snapshot."""
+    data = tmp_path / "data"
+    (data / "col").mkdir(parents=True)
+    (data / "col" / "1.sst").write_bytes(b"x" * 1000)
+    (data / "col" / "MANIFEST-1").write_bytes(b"m" * 300 + b"written after the hold")
+    monkeypatch.setenv("BACKUP_FILESYSTEM_PATH", str(tmp_path / "store"))
+    (tmp_path / "store").mkdir()
+    asked: list[dict[str, Any]] = []
+    held = {"heldFrom": "2026-11-30T08:00:00.001Z", "heldUntil": "2026-11-30T08:00:00.005Z", "heldMs": 3.875}
+
+    async def prepare(request: web.Request) -> web.Response:
+        asked.append(await request.json())
+        files = [
+            {"path": "col/1.sst", "immutable": True},
+            {"path": "col/MANIFEST-1", "immutable": False, "size": 300},
+        ]
+        return web.json_response({"files": files, **held})
+
+    async def release(_: web.Request) -> web.Response:
+        return web.json_response(held)
+
+    app = web.Application()
+    app.router.add_post("/prepare", prepare)
+    app.router.add_post("/release", release)
+    hook_server = TestServer(app)
+    await hook_server.start_server()
+    settings = AgentSettings(
+        node="n0", data_root=data, token=SecretStr("tok"), hook_url=str(hook_server.make_url(""))
+    )
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    try:
+        await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
+        for _ in range(100):
+            status = await (await client.get("/v1/operations/b1", headers=AUTH)).json()
+            if status["phase"] == "PREPARED":
+                break
+            await asyncio.sleep(0.02)
+        assert asked[0]["resumeWritesAfterListing"] is True
+        assert status["pauseMs"] == 3.875 and status["held"] is False
+        assert status["hold"] == {
+            "heldFrom": "2026-11-30T08:00:00.001000Z",
+            "heldUntil": "2026-11-30T08:00:00.005000Z",
+            "measuredBy": "workload",
+            "endedByItself": False,
+        }
+        staged = data / ".shardkeeper" / "staging" / "b1" / "col" / "MANIFEST-1"
+        assert staged.read_bytes() == b"m" * 300
+        assert status["bytesTotal"] == 1300
+        await client.post("/v1/operations/b1/abort", json={}, headers=AUTH)
+    finally:
+        await client.close()
+        await hook_server.close()

@@ -118,13 +118,26 @@ def test_describe_shows_a_row_per_node() -> None:
             "labels": {"shardkeeper.io/schedule": "nightly"},
             "annotations": {"shardkeeper.io/scheduled-at": "2026-11-30T01:30:00Z"},
         },
-        "spec": {"cluster": "db", "backend": "s3"},
+        "spec": {"cluster": "db", "backend": "s3", "consistency": "cluster"},
         "status": {
             "phase": "SUCCESS",
+            "consistentAt": "2026-11-30T01:30:02.125Z",
+            "holdOverlapMs": 48.5,
+            "cut": "every node's writes were held at once for 48.5 ms",
             "bytesTotal": 3 << 20,
             "size": "3.0 MiB",
             "nodes": {
-                "db-1": {"phase": "SUCCESS", "bytesDone": 1 << 20, "bytesTotal": 1 << 20, "pauseMs": 61.2},
+                "db-1": {
+                    "phase": "SUCCESS",
+                    "bytesDone": 1 << 20,
+                    "bytesTotal": 1 << 20,
+                    "pauseMs": 61.2,
+                    "hold": {
+                        "heldFrom": "2026-11-30T01:30:02.125Z",
+                        "heldUntil": "2026-11-30T01:30:02.186Z",
+                        "measuredBy": "workload",
+                    },
+                },
                 "db-0": {
                     "phase": "FAILED",
                     "bytesDone": 0,
@@ -140,7 +153,11 @@ def test_describe_shows_a_row_per_node() -> None:
     assert "Schedule:     nightly (slot 2026-11-30T01:30:00Z)" in text
     assert "Conditions:   Ready=True (Succeeded)" in text
     table = text.split("\n\n")[1].splitlines()
-    assert table[0].split() == ["NODE", "PHASE", "BYTES", "FILES", "THROUGHPUT", "PAUSE", "ERROR"]
+    assert "Consistency:  cluster" in text
+    assert "ConsistentAt: 2026-11-30T01:30:02.125Z (every hold overlapped 48.5 ms)" in text
+    assert "Cut:          every node's writes were held at once for 48.5 ms" in text
+    assert table[0].split() == ["NODE", "PHASE", "BYTES", "FILES", "THROUGHPUT", "PAUSE", "HELD", "ERROR"]
     assert table[1].split()[:2] == ["db-0", "FAILED"] and table[1].endswith("disk full")
     assert "512 B/s" in table[1]
-    assert table[2].split()[:2] == ["db-1", "SUCCESS"] and "61 ms" in table[2]
+    assert table[2].split()[:2] == ["db-1", "SUCCESS"] and "61.2 ms" in table[2]
+    assert "01:30:02.125..01:30:02.186" in table[2]

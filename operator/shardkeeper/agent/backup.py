@@ -86,11 +86,16 @@ class BackupJob:
             hook=self.hook,
             immutable_patterns=self.settings.immutable_patterns,
             hold_timeout=self.reservation,
+            # Node consistency: writes need no hold beyond the workload's flush and listing.
+            resume_writes=req.consistency is Consistency.NODE,
         )
         op.bytes_total, op.files_total = self.frozen.bytes, self.frozen.count
         op.warnings = [f"{shown(p)}: {why}" for p, why in self.frozen.skipped[:SKIPPED_LISTED]]
         op.workers = worker_count(self.settings.cores, req.cpu_percentage)
-        if req.consistency is Consistency.CLUSTER and self.frozen.hold_started is not None:
+        hold = self.frozen.hold
+        if hold is not None:
+            op.hold = hold.window()
+        if req.consistency is Consistency.CLUSTER and hold is not None and not hold.writes_resumed:
             op.held = True  # until the coordinator sees every node frozen and calls /release
         else:
             await self.release(op)
@@ -99,11 +104,16 @@ class BackupJob:
     async def release(self, op: Operation) -> None:
         if self.frozen is None:
             return
-        pause_ms = await release(self.frozen, self.hook, op.id, op.node)
+        try:
+            hold = await release(self.frozen, self.hook, op.id, op.node)
+        finally:
+            op.held = False
+            if self.frozen.hold is not None:
+                op.hold = self.frozen.hold.window()
+        pause_ms = hold.pause_ms() if hold is not None else None
         if pause_ms is not None:
             op.pause_ms = pause_ms
             metrics.WRITE_PAUSE.labels(op.node).observe(pause_ms / 1000)
-        op.held = False
 
     def _read_base(self, base_id: str) -> Reuse | None:
         base = BackupRepository(self.storage).node_descriptor(base_id, self.request.node)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from shardkeeper.api.hook import HookFile, HookFileList, HookPrepare, HookRelease, HookRestored
+from shardkeeper.api.hook import HeldWrites, HookFileList, HookPrepare, HookRelease, HookRestored
 from shardkeeper.errors import ShardkeeperError
 
 
@@ -35,16 +35,29 @@ class WorkloadHook:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise HookError(f"workload hook {name} at {url} failed: {exc!r}") from exc
 
-    async def prepare(self, op_id: str, collections: list[str], *, hold_timeout: float) -> list[HookFile]:
-        request = HookPrepare(id=op_id, collections=collections, hold_timeout_seconds=hold_timeout)
+    async def prepare(
+        self, op_id: str, collections: list[str], *, hold_timeout: float, resume_writes: bool = False
+    ) -> HookFileList:
+        """The file list and, if the workload says, when it held writes. Raises ``HookError``."""
+        request = HookPrepare(
+            id=op_id,
+            collections=collections,
+            hold_timeout_seconds=hold_timeout,
+            resume_writes_after_listing=resume_writes,
+        )
         data = await self._post("prepare", request)
         try:
-            return HookFileList.model_validate(data).files
+            return HookFileList.model_validate(data)
         except ValidationError as exc:
             raise HookError(f"workload hook prepare answered an invalid file list: {exc}") from exc
 
-    async def release(self, op_id: str) -> None:
-        await self._post("release", HookRelease(id=op_id))
+    async def release(self, op_id: str) -> HeldWrites:
+        """Ends the hold; what the workload says about it (all fields None if it says nothing)."""
+        data = await self._post("release", HookRelease(id=op_id))
+        try:
+            return HeldWrites.model_validate(data) if data else HeldWrites()
+        except ValidationError as exc:
+            raise HookError(f"workload hook release answered an invalid body: {exc}") from exc
 
     async def restored(self, op_id: str, collections: list[str]) -> None:
         await self._post("restored", HookRestored(id=op_id, collections=collections))

@@ -21,6 +21,7 @@ import structlog
 from shardkeeper.agent import metrics
 from shardkeeper.api.agent import NodePhase, OperationStatus
 from shardkeeper.api.common import utcnow
+from shardkeeper.api.status import HoldWindow
 from shardkeeper.errors import ShardkeeperError, UnknownOperation
 
 log = structlog.get_logger(__name__)
@@ -54,6 +55,7 @@ class Operation:
         self.bytes_total = self.files_total = 0
         self.pause_ms: float | None = None
         self.held = False
+        self.hold: HoldWindow | None = None
         self.warnings: list[str] = []
         self.bytes_reused = 0
         self.workers: int | None = None
@@ -123,6 +125,7 @@ class Operation:
             files_total=self.files_total,
             pause_ms=self.pause_ms,
             held=self.held,
+            hold=self.hold,
             warnings=self.warnings,
             workers=self.workers,
             bytes_per_second=rate,

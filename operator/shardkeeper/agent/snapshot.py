@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fnmatch
 import os
 import stat
@@ -33,12 +32,13 @@ from pathlib import Path
 
 import structlog
 
+from shardkeeper.agent.filecopy import copy_file, copy_prefix
+from shardkeeper.agent.hold import Hold
 from shardkeeper.agent.hook import HookError, WorkloadHook
-from shardkeeper.api.common import collection_name_problem
+from shardkeeper.api.common import collection_name_problem, utcnow
 from shardkeeper.api.descriptors import EntryType
-from shardkeeper.api.hook import HookFile
+from shardkeeper.api.hook import HeldWrites, HookFile
 from shardkeeper.archive.pack import SourceEntry
-from shardkeeper.archive.sparse import data_segments
 from shardkeeper.archive.tree import MODE_MASK, check_path, check_tree, shown
 from shardkeeper.errors import ShardkeeperError, UnsafeArchiveEntry
 
@@ -69,8 +69,9 @@ class Frozen:
     entries: dict[str, list[SourceEntry]]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """(path, why) of what was left out: sockets, FIFOs, devices, files gone before they were frozen."""
-    hold_started: float | None = None
-    """perf_counter() when the workload was asked to hold; None once released (or without a hook)."""
+    hold: Hold | None = None
+    """The workload's hold (without a hook: None); ``released`` once the release was sent."""
+    released: bool = False
 
     @property
     def bytes(self) -> int:
@@ -112,40 +113,6 @@ def unnamable_directories(data_root: Path) -> list[str]:
 
 def _fingerprint(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
-def copy_file(src: str, dst: str, st: os.stat_result) -> None:
-    """Copies a regular file, keeping its holes (only the data segments are copied, in the kernel
-    where it can), and never following a link."""
-    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            segments = data_segments(fin, st.st_size, st.st_blocks)
-            if segments is None:  # dense; [] is a file that is all holes
-                segments = [(0, st.st_size)]
-            for offset, length in segments:
-                _copy_range(fin, fout, offset, length)
-            os.ftruncate(fout, st.st_size)
-        finally:
-            os.close(fout)
-    finally:
-        os.close(fin)
-
-
-def _copy_range(fin: int, fout: int, offset: int, length: int) -> None:
-    end = offset + length
-    while offset < end:
-        try:
-            n = os.copy_file_range(fin, fout, end - offset, offset, offset)
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            data = os.pread(fin, min(end - offset, 1 << 20), offset)
-            n = os.pwrite(fout, data, offset) if data else 0
-        if n == 0:
-            return  # the file shrank: the caller's fingerprint check sees it
-        offset += n
 
 
 class _Stager:
@@ -193,9 +160,15 @@ class _Stager:
         self.skipped.append((name, why))
         log.warning("snapshot.skipped", path=shown(name), why=why)
 
-    def add(self, collection: str, name: str, st: os.stat_result, *, immutable: bool) -> None:
-        """Records one entry (and freezes it if it is a regular file)."""
+    def add(
+        self, collection: str, name: str, st: os.stat_result, *, immutable: bool, prefix: int | None = None
+    ) -> None:
+        """Records one entry (and freezes it if it is a regular file). ``prefix``: an append-only
+        file of which only the first ``prefix`` bytes belong to the snapshot."""
         mode = st.st_mode
+        if prefix is not None and stat.S_ISREG(mode):
+            self._prefix(collection, name, st, prefix)
+            return
         if stat.S_ISDIR(mode):
             self._record(collection, name, EntryType.DIR, st)
         elif stat.S_ISLNK(mode):
@@ -227,6 +200,16 @@ class _Stager:
             self._record(collection, name, EntryType.FILE, st, size=st.st_size, ino=st.st_ino)
         if st.st_nlink > 1:
             self._inodes[key] = name
+
+    def _prefix(self, collection: str, name: str, st: os.stat_result, size: int) -> None:
+        if st.st_size < size:
+            raise SnapshotError(
+                f'workload hook listed "{shown(name)}" with {size} bytes, but it holds {st.st_size}'
+            )
+        dst = f"{self._dst}/{name}"
+        os.makedirs(dst.rpartition("/")[0], exist_ok=True)
+        copy_prefix(f"{self._src}/{name}", dst, size)
+        self._record(collection, name, EntryType.FILE, st, size=size, ino=st.st_ino)
 
     def _copy(self, name: str, src: str, dst: str, st: os.stat_result) -> os.stat_result:
         attempts = _HOOKLESS_ATTEMPTS if self.hookless else 1
@@ -293,7 +276,7 @@ class _Stager:
                 st = os.lstat(f"{self._src}/{name}")
             except FileNotFoundError:
                 raise SnapshotError(f'workload hook listed "{shown(name)}", which does not exist') from None
-            self.add(collection, name, st, immutable=f.immutable)
+            self.add(collection, name, st, immutable=f.immutable, prefix=f.size)
 
     # --- without a hook: the agent's own walk ------------------------------------------------------
 
@@ -354,10 +337,12 @@ async def freeze(
     hook: WorkloadHook | None,
     immutable_patterns: tuple[str, ...],
     hold_timeout: float,
+    resume_writes: bool = False,
 ) -> Frozen:
-    """Freezes the trees into ``staging``. With a hook, the workload is still holding writes when
-    this returns: the caller ends the hold with ``release`` (at once, or when the whole cluster has
-    frozen). Raises ``SnapshotError`` or ``UnsafeArchiveEntry`` naming the path."""
+    """Freezes the trees into ``staging``. With a hook, the workload still holds compaction (and,
+    unless ``resume_writes`` and it resumed them, writes) when this returns: the caller ends the hold
+    with ``release`` (at once, or when the whole cluster has frozen). Raises ``SnapshotError`` or
+    ``UnsafeArchiveEntry`` naming the path."""
     await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=False)
     if hook is None:
         try:
@@ -367,11 +352,14 @@ async def freeze(
         except OSError as exc:
             raise SnapshotError(f"could not freeze the file set: {exc}") from exc
 
-    started = time.perf_counter()
-    prepare = asyncio.ensure_future(hook.prepare(op_id, collections, hold_timeout=hold_timeout))
+    asked_at, asked_mono = utcnow(), time.perf_counter()
+    prepare = asyncio.ensure_future(
+        hook.prepare(op_id, collections, hold_timeout=hold_timeout, resume_writes=resume_writes)
+    )
     try:
         listed = await asyncio.shield(prepare)
-        frozen = await asyncio.to_thread(_freeze_listed, data_root, staging, listed, collections)
+        hold = Hold(listed=listed, asked_at=asked_at, asked_mono=asked_mono)
+        frozen = await asyncio.to_thread(_freeze_listed, data_root, staging, listed.files, collections)
     except BaseException as exc:
         # The workload may be holding writes already; it must not stay paused because of us. If we
         # were interrupted (an abort), its prepare may still be running: a release sent now would
@@ -383,18 +371,31 @@ async def freeze(
         if isinstance(exc, (OSError, HookError)):
             raise SnapshotError(f"could not freeze the file set: {exc}") from exc
         raise
-    frozen.hold_started = started
+    frozen.hold = hold
     return frozen
 
 
-async def release(frozen: Frozen, hook: WorkloadHook | None, op_id: str, node: str) -> float | None:
-    """Ends the workload's hold, once; returns how long it lasted in milliseconds."""
-    if frozen.hold_started is None or hook is None:
+async def release(frozen: Frozen, hook: WorkloadHook | None, op_id: str, node: str) -> Hold | None:
+    """Ends the workload's hold, once; returns it, complete (None without a hook, or if it was
+    released already)."""
+    hold = frozen.hold
+    if hold is None or hook is None or frozen.released:
         return None
-    started, frozen.hold_started = frozen.hold_started, None
+    frozen.released = True
+    sent_at = utcnow()
     try:
-        await hook.release(op_id)
+        hold.released(await hook.release(op_id), sent_at)
+    except HookError:
+        hold.released(HeldWrites(), sent_at)
+        raise
     finally:
-        pause_ms = (time.perf_counter() - started) * 1000
-        log.info("snapshot.released", id=op_id, node=node, files=frozen.count, pause_ms=round(pause_ms, 2))
-    return pause_ms
+        pause_ms = hold.pause_ms()
+        log.info(
+            "snapshot.released",
+            id=op_id,
+            node=node,
+            files=frozen.count,
+            pause_ms=round(pause_ms, 2) if pause_ms is not None else None,
+            measured_by=hold.window().measured_by,
+        )
+    return hold

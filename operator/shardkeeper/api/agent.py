@@ -37,6 +37,7 @@ from shardkeeper.api.common import (
     Consistency,
     Model,
 )
+from shardkeeper.api.status import HoldWindow
 
 #: Bounds shared with the CR (``api.backup``): a token holder can ask no more than a Backup can.
 #: A top-level directory of a node's data root, as agents list them: one path segment, not hidden.
@@ -135,6 +136,7 @@ class OperationStatus(Model):
     files_total: int = 0
     pause_ms: float | None = None
     held: bool = Field(default=False, description="The workload is holding writes for this operation.")
+    hold: HoldWindow | None = Field(default=None, description="When the workload held writes.")
     warnings: list[str] = Field(
         default_factory=list, description="Entries left out of a backup and why (sockets, files gone)."
     )

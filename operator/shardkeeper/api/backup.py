@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
@@ -121,7 +122,9 @@ class BackupSpec(Model):
     consistency: Consistency = Field(
         default=Consistency.NODE,
         description="node: each node's snapshot is consistent on its own. cluster: all nodes hold writes "
-        "until every node has frozen its files, so the backup is one consistent cut of the cluster.",
+        "until every node has frozen its files, so the backup is one consistent cut of the cluster "
+        "(status.consistentAt); a backup without one (a node with no workload hook, a hold that ended by "
+        "itself) fails with reason NoConsistentCut.",
     )
     config: BackupConfig = Field(
         default_factory=BackupConfig,
@@ -182,4 +185,17 @@ class BackupStatus(OperationStatusBase):
 
     stored_bytes: int | None = Field(
         default=None, description="Bytes the finished backup occupies in the backend (after compression)."
+    )
+    consistent_at: dt.datetime | None = Field(
+        default=None,
+        description="consistency cluster: an instant inside every node's hold window (the first one); "
+        "the backup is the cluster's state at that instant (RFC 3339).",
+    )
+    hold_overlap_ms: float | None = Field(
+        default=None,
+        description="consistency cluster: how long every node's writes were held at once, in milliseconds.",
+    )
+    cut: str | None = Field(default=None, description="Which cut the backup is, in words (or why none).")
+    max_pause_ms: float | None = Field(
+        default=None, description="The longest write hold of any node (pauseMs), in milliseconds."
     )

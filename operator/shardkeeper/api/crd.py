@@ -192,7 +192,7 @@ def _strip_defaults(node: Any) -> None:
             _strip_defaults(item)
 
 
-def _columns(*first: Schema) -> list[Schema]:
+def _columns(*first: Schema, extra: list[Schema] | None = None) -> list[Schema]:
     """``kubectl get`` columns: what the operation is on, how far it got, and why it failed."""
     return [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
@@ -207,6 +207,7 @@ def _columns(*first: Schema) -> list[Schema]:
         {"name": "Error", "type": "string", "jsonPath": ".status.error"},
         {"name": "Path", "type": "string", "jsonPath": ".status.path", "priority": 1},
         {"name": "Throughput", "type": "string", "jsonPath": ".status.throughput", "priority": 1},
+        *(extra or []),
     ]
 
 
@@ -217,7 +218,18 @@ def backup_crd() -> Schema:
         short_names=["skb"],
         spec_model=BackupSpec,
         status_model=BackupStatus,
-        columns=_columns(),
+        columns=_columns(
+            extra=[
+                {"name": "Consistency", "type": "string", "jsonPath": ".spec.consistency", "priority": 1},
+                {
+                    "name": "Consistent At",
+                    "type": "string",
+                    "jsonPath": ".status.consistentAt",
+                    "priority": 1,
+                },
+                {"name": "Max Pause ms", "type": "number", "jsonPath": ".status.maxPauseMs", "priority": 1},
+            ]
+        ),
         root_rules=BACKUP_ROOT_RULES,
     )
 

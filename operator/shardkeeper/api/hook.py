@@ -8,10 +8,23 @@ The workload serves three endpoints next to the agent (usually on localhost in t
     POST {hook}/restored  HookRestored                  collections were moved into place: load them
 
 Between ``prepare`` and ``release`` the agent hard-links the immutable files into its staging
-area and copies the mutable ones, so the workload is paused for milliseconds.
+area and copies the mutable ones.
+
+Two holds, two lengths. *Compaction* (anything that deletes or rewrites listed files) stays paused
+from ``prepare`` to ``release``. *Writes* need to be held only while the workload flushes and fixes
+its file set: with ``resumeWritesAfterListing`` (node consistency) a workload may resume writes before
+it answers, provided every listed file stays as listed until ``release`` (immutable ones are not
+deleted; an append-only file gives ``size``, the length that belongs to the snapshot, as RocksDB's
+``GetLiveFiles`` does for its MANIFEST). Without it (cluster consistency) writes stay held until
+``release``. A workload that ignores the flag holds writes until ``release``: slower, still correct.
+
+A workload reports when writes were actually held (``heldFrom``/``heldUntil``, its wall clock, and
+``heldMs``, measured on a monotonic clock); the agent otherwise records its own conservative bounds.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from pydantic import Field
 
@@ -24,14 +37,40 @@ class HookPrepare(Model):
     hold_timeout_seconds: float = Field(
         description="If no release arrives within this time, the workload must release by itself."
     )
+    resume_writes_after_listing: bool = Field(
+        default=False,
+        description="The workload may resume writes once its file set is fixed (compaction stays paused "
+        "until release); false: hold writes until release.",
+    )
+
+
+class HeldWrites(Model):
+    """When the workload held writes, by its own clocks; every field optional (older workloads)."""
+
+    held_from: dt.datetime | None = Field(default=None, description="When writes were held (UTC).")
+    held_until: dt.datetime | None = Field(
+        default=None, description="When writes resumed (UTC); absent while they are still held."
+    )
+    held_ms: float | None = Field(
+        default=None, ge=0, description="How long writes were held, in milliseconds (monotonic clock)."
+    )
+    expired: bool = Field(
+        default=False, description="Release: the hold had already ended by itself (holdTimeoutSeconds)."
+    )
 
 
 class HookFile(Model):
     path: str = Field(description="Relative to the data root; the first segment is the collection.")
     immutable: bool = Field(description="True if the workload will never modify this file in place.")
+    size: int | None = Field(
+        default=None,
+        ge=0,
+        description="An append-only file: only its first size bytes belong to the snapshot (copied, "
+        "not linked). Absent: the whole file.",
+    )
 
 
-class HookFileList(Model):
+class HookFileList(HeldWrites):
     files: list[HookFile]
 
 

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from pydantic import Field
 
 from shardkeeper.api.common import Condition, Model, Phase
+
+
+class HoldWindow(Model):
+    """When a node's workload actually held writes for the snapshot (not when it was asked to)."""
+
+    held_from: dt.datetime = Field(description="When writes were held (RFC 3339).")
+    held_until: dt.datetime | None = Field(
+        default=None, description="When writes resumed (RFC 3339); absent while held."
+    )
+    measured_by: Literal["workload", "agent"] = Field(
+        description="workload: the workload's own report. agent: bounds the agent vouches for (writes "
+        "were surely held from the prepare's answer until the release was sent)."
+    )
+    ended_by_itself: bool = Field(
+        default=False, description="The workload ended the hold itself (its hold timeout), not the release."
+    )
 
 
 class NodeStatus(Model):
@@ -34,8 +51,11 @@ class NodeStatus(Model):
     )
     pause_ms: float | None = Field(
         default=None,
-        description="Backup: how long the workload was paused for the snapshot, in milliseconds.",
+        description="Backup: how long the workload actually held writes for the snapshot, in milliseconds "
+        "(as the workload measured it, if it reports it; else from the prepare request to the release "
+        "answer).",
     )
+    hold: HoldWindow | None = Field(default=None, description="When this node's writes were held.")
     bytes_reused: int = Field(
         default=0, description="Incremental backup: bytes referenced in earlier backups, not uploaded."
     )

@@ -16,6 +16,7 @@ from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
 from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION
 from shardkeeper.coordinator import selection
 from shardkeeper.coordinator.agents import NodeEndpoint
+from shardkeeper.coordinator.cut import record_cut
 from shardkeeper.coordinator.objects import OperationObject, Outcome, Stop, in_thread
 from shardkeeper.coordinator.operation import OperationReconciler
 from shardkeeper.coordinator.twophase import Decision, NodeView, Step, decide
@@ -228,6 +229,12 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         if self.spec.consistency is Consistency.CLUSTER:
             # Every node has frozen its files while holding writes: that instant is the cut.
             await self._each(self.status.nodes, endpoints, lambda ep: self._step_one(ep, "release"))
+        cut = record_cut(self.status, self.spec.consistency, dt.datetime.now(dt.UTC))
+        if cut.problem is not None:  # promised one cut of the cluster, and there is none: never commit
+            self._finish(Phase.FAILED, cut.problem, reason="NoConsistentCut")
+            await self._publish()
+            await self._abort_all(f"aborted: {cut.problem}", endpoints.values())
+            raise Stop
 
     async def _act_more(self, decision: Decision, endpoints: dict[str, NodeEndpoint]) -> None:
         st = self.status

@@ -14,6 +14,7 @@ def mirror(node: NodeStatus, answer: OperationStatus) -> None:
     node.bytes_done, node.bytes_total = answer.bytes_done, answer.bytes_total
     node.files_done, node.files_total = answer.files_done, answer.files_total
     node.pause_ms = round(answer.pause_ms, 3) if answer.pause_ms is not None else None
+    node.hold = answer.hold or node.hold
     node.workers = answer.workers
     node.bytes_per_second = answer.bytes_per_second
     node.warnings = answer.warnings
