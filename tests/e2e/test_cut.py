@@ -20,7 +20,11 @@ from tests.e2e.conftest import Env, backup_manifest
 SKEW_SECONDS = (0.0, 0.01, 0.03)
 
 
-def _backups_under_transfers(env: Env, tmp_path: Path, consistency: str, runs: int) -> list[Audit]:
+def _backups_under_transfers(
+    env: Env, tmp_path: Path, consistency: str, runs: int, *, until_violation: bool = False
+) -> list[Audit]:
+    """Up to ``runs`` backups, each audited; with ``until_violation``, it stops after the first
+    backup that shows a violation (once 5 have run)."""
     cluster = env.make_cluster(replicas=3)
     # Nodes reach their freeze at different moments, as busy nodes do: 0, 10 and 30 ms after being
     # asked. (Identical idle nodes freeze within a millisecond or two of each other, and then even
@@ -56,6 +60,8 @@ def _backups_under_transfers(env: Env, tmp_path: Path, consistency: str, runs: i
                 materialize(node, scratch / node_name)
             audits.append(audit({n: scratch / n / "bank" for n in nodes}))
             shutil.rmtree(scratch)
+            if until_violation and len(audits) >= 5 and any(a.violations for a in audits):
+                break
     finally:
         bank.stop()
     assert bank.transfers > 0
@@ -64,7 +70,7 @@ def _backups_under_transfers(env: Env, tmp_path: Path, consistency: str, runs: i
     if consistency == "cluster":
         assert "Consistent At:" in text and "Hold Overlap Ms:" in text
     print(
-        f"{consistency}: {runs} backups under {bank.transfers} transfers; backups with violations: "
+        f"{consistency}: {len(audits)} backups under {bank.transfers} transfers; backups with violations: "
         f"{sum(1 for a in audits if a.violations)}; violations: {[a.violations for a in audits]}"
     )
     return audits
@@ -82,9 +88,16 @@ def _check(audits: list[Audit], consistency: str) -> None:
         assert any(a.violations for a in audits), "the workload cannot tell a cut from no cut"
 
 
-@pytest.mark.parametrize("consistency", ["cluster", "node"])
-def test_ten_backups_under_cross_shard_transfers(env: Env, tmp_path: Path, consistency: str) -> None:
-    _check(_backups_under_transfers(env, tmp_path, consistency, 10), consistency)
+def test_ten_cluster_backups_under_cross_shard_transfers_are_consistent_cuts(
+    env: Env, tmp_path: Path
+) -> None:
+    _check(_backups_under_transfers(env, tmp_path, "cluster", 10), "cluster")
+
+
+def test_node_backups_under_cross_shard_transfers_show_violations(env: Env, tmp_path: Path) -> None:
+    # About 4 in 10 per-node backups split a transfer here (41 of 100 in the slow run): 5 to 25 runs,
+    # until one does, leave a chance of about 2e-6 that none would, where 10 left 0.5 %.
+    _check(_backups_under_transfers(env, tmp_path, "node", 25, until_violation=True), "node")
 
 
 @pytest.mark.slow
