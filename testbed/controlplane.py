@@ -156,7 +156,15 @@ class ControlPlane:
         return self.workdir / "admin.kubeconfig"
 
     def start(self, *, timeout: float = 120.0, crds: bool = True) -> ControlPlane:
-        """Starts etcd and kube-apiserver and, unless ``crds`` is false, applies our CRDs."""
+        """Starts etcd and kube-apiserver and, unless ``crds`` is false, applies our CRDs. If any
+        step fails, what was started is stopped before the error propagates (no orphans)."""
+        try:
+            return self._start(timeout=timeout, crds=crds)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, *, timeout: float, crds: bool) -> ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pki.mkdir(exist_ok=True)
         _write_pki(self.pki)
