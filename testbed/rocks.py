@@ -80,17 +80,30 @@ def hold_writes(cols: list[Collection], pool: ThreadPoolExecutor, resume: bool) 
         busy = [c for c in cols if c.db.property_int_value("rocksdb.num-immutable-mem-table")]
         list(pool.map(lambda c: c.db.flush(), busy))
         for col in cols:
-            # One column family, no memtable waiting for a flush: the only live WAL is this one.
-            wal = f"{col.db.property_int_value('rocksdb.min-log-number-to-keep'):06d}.log"
             manifest = (col.path / "CURRENT").read_text().strip()
             held.manifests[col.name] = (manifest, (col.path / manifest).stat().st_size)
-            held.wals[col.name] = (wal, (col.path / wal).stat().st_size)
+            held.wals[col.name] = _live_wal(col)
     except BaseException:
         resume_writes(held)
         raise
     if resume:
         resume_writes(held)
     return held
+
+
+def _live_wal(col: Collection) -> tuple[str, int]:
+    """The WAL new writes go to, and its length: one column family and no memtable waiting for a
+    flush, so it is the newest ``*.log`` numbered at or above ``min-log-number-to-keep``. That
+    number names no file after a reopen (RocksDB then starts a newer log), so the file is looked
+    up, not derived. ("", 0) when there is none: nothing unflushed to keep."""
+    keep = col.db.property_int_value("rocksdb.min-log-number-to-keep") or 0
+    live = sorted(
+        (int(p.stem), p) for p in col.path.glob("*.log") if p.stem.isdigit() and int(p.stem) >= keep
+    )
+    if not live:
+        return "", 0
+    path = live[-1][1]
+    return path.name, path.stat().st_size
 
 
 def resume_writes(held: Hold) -> None:
