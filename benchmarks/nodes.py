@@ -1,0 +1,180 @@
+"""Scale in nodes: the same tiny Backup on a 3-node and a 30-node sample cluster, through the real
+operator on the real control plane.
+
+Per run: seconds from ``kubectl apply`` to SUCCESS, the writes to the Backup object (every
+ADDED/MODIFIED event a watch on it sees: the operator's status patches and kopf's annotation and
+finalizer patches), the Events posted about it, and the CPU seconds the operator and the agents
+spent during the run (from /proc: utime + stime), per node. Medians of ``--repeat`` runs.
+
+``python -m benchmarks.nodes --nodes 3 30 --repeat 3``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from benchmarks.common import load, table
+from testbed.cluster import SampleCluster
+from testbed.controlplane import ControlPlane
+from testbed.operator import OperatorProcess
+
+NAMESPACE = "bench"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process, in seconds (0 if it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class _WriteCounter:
+    """Counts the writes to one Backup: every event a watch on it delivers but DELETED."""
+
+    def __init__(self, api: client.ApiClient, name: str) -> None:
+        self.count = 0
+        self._stopping = False
+        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
+        self._objects = client.CustomObjectsApi(api)
+        self._name = name
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        stream = self._watch.stream(  # type: ignore[no-untyped-call]
+            self._objects.list_namespaced_custom_object,
+            "shardkeeper.io",
+            "v1alpha1",
+            NAMESPACE,
+            "backups",
+            field_selector=f"metadata.name={self._name}",
+            timeout_seconds=600,
+        )
+        try:
+            for event in stream:
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    self.count += 1
+        except Exception:  # noqa: BLE001 - the stream cut by stop()
+            if not self._stopping:
+                raise
+
+    def stop(self) -> int:
+        time.sleep(1.0)  # the last patches of the tick that ended it
+        self._stopping = True
+        self._watch.stop()  # type: ignore[no-untyped-call]
+        return self.count
+
+
+def _run(cp: ControlPlane, cluster: SampleCluster, operator: OperatorProcess, name: str) -> dict[str, Any]:
+    api = config.new_client_from_config(str(cp.kubeconfig))
+    counter = _WriteCounter(api, name)
+    time.sleep(0.5)  # the watch is open before the object exists
+    agents = [n.agent.pid if n.agent else None for n in cluster.nodes]
+    op_pid = getattr(operator.proc, "pid", None)
+    cpu_agents, cpu_operator = sum(_cpu_seconds(p) for p in agents), _cpu_seconds(op_pid)
+    manifest = {
+        "apiVersion": "shardkeeper.io/v1alpha1",
+        "kind": "Backup",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"backend": "filesystem", "cluster": cluster.name},
+    }
+    started = time.monotonic()
+    cp.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    objects = client.CustomObjectsApi(api)
+    while True:
+        obj = objects.get_namespaced_custom_object("shardkeeper.io", "v1alpha1", NAMESPACE, "backups", name)
+        phase = obj.get("status", {}).get("phase")
+        if phase in ("SUCCESS", "FAILED", "CANCELED"):
+            break
+        if time.monotonic() - started > 600:
+            raise TimeoutError(f"{name} still {phase} after 600 s")
+        time.sleep(0.05)
+    seconds = time.monotonic() - started
+    if phase != "SUCCESS":
+        raise RuntimeError(f"{name} ended {phase}: {obj['status'].get('error')}")
+    writes = counter.stop()
+    events = client.CoreV1Api(api).list_namespaced_event(
+        NAMESPACE, field_selector=f"involvedObject.name={name}"
+    )
+    nodes = len(cluster.nodes)
+    return {
+        "seconds": seconds,
+        "writes": writes,
+        "events": len(events.items),
+        "agent_cpu_per_node": (sum(_cpu_seconds(p) for p in agents) - cpu_agents) / nodes,
+        "operator_cpu": _cpu_seconds(op_pid) - cpu_operator,
+    }
+
+
+def measure(nodes: int, repeat: int, work: Path) -> dict[str, Any]:
+    token = work / "agent-token"
+    token.write_text(secrets.token_hex(24))
+    backups = work / "backups"
+    backups.mkdir()
+    backend = {"BACKUP_FILESYSTEM_PATH": str(backups)}
+    cp = ControlPlane(work / "control-plane").start()
+    cluster = SampleCluster(
+        cp, namespace=NAMESPACE, root=work / "nodes", token_file=token, agent_env=backend, replicas=nodes
+    )
+    operator: OperatorProcess | None = None
+    try:
+        cluster.create()
+        cluster.fill({"tiny": list(range(nodes))}, keys=50)
+        operator = OperatorProcess(cp, work / "operator", token, [NAMESPACE], env=backend).start()
+        runs = [_run(cp, cluster, operator, f"n{nodes}-{i}") for i in range(repeat)]
+    finally:
+        if operator is not None:
+            operator.stop()
+        cluster.stop()
+        cp.stop()
+    row: dict[str, Any] = {"nodes": nodes}
+    for key in runs[0]:
+        row[key] = statistics.median(r[key] for r in runs)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--nodes", type=int, nargs="+", default=[3, 30])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rows = []
+    for nodes in args.nodes:
+        work = Path(tempfile.mkdtemp(prefix=f"shardkeeper-nodes-{nodes}-"))
+        try:
+            rows.append(measure(nodes, args.repeat, work))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"{nodes} nodes done ({load()})", flush=True)
+    base_seconds = rows[0]["seconds"]
+    for row in rows:
+        row["vs_first"] = f"{row['seconds'] / base_seconds:.2f}"
+        row["writes_per_node"] = f"{row['writes'] / row['nodes']:.1f}"
+        for key in ("seconds", "agent_cpu_per_node", "operator_cpu"):
+            row[key] = f"{row[key]:.2f}"
+    columns = ["nodes", "seconds", "vs_first", "writes", "writes_per_node", "events"]
+    columns += ["agent_cpu_per_node", "operator_cpu"]
+    print(table(rows, columns))
+    print(load())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
