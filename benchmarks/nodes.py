@@ -71,7 +71,7 @@ class _WriteCounter:
             for event in stream:
                 if event["type"] in ("ADDED", "MODIFIED"):
                     self.count += 1
-        except Exception:  # noqa: BLE001 - the stream cut by stop()
+        except Exception:  # the stream cut by stop()
             if not self._stopping:
                 raise
 
