@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import os
 import socket
 from collections.abc import Mapping
@@ -93,8 +94,14 @@ def event_body(
     }
 
 
+@functools.cache
+def _api() -> client.EventsV1Api:
+    """One client for every event: its connection pool is reused (one per call would reconnect)."""
+    return client.EventsV1Api()
+
+
 def _create(body: dict[str, Any]) -> None:
-    api = client.EventsV1Api()
+    api = _api()
     # The client sends a dict as it is; its model would only be converted back.
     api.create_namespaced_event(body["metadata"]["namespace"], body, _request_timeout=10)  # type: ignore[arg-type]
 
