@@ -4,9 +4,10 @@
   collection, backed up by a real agent process (static hook, filesystem backend): seconds, files/s,
   the agent's peak RSS (VmHWM from /proc), the pause, the node descriptor's size.
 * ``--collections N``: N collections of one ~100 KB file each on one agent: seconds, peak RSS.
-* ``--status N``: the JSON size of a Backup object whose status holds N collections on ``--nodes``
-  nodes, built from the same pydantic models the operator writes (every node with its counters and
-  a warning), so its growth with N is measured without a control plane.
+* ``--status N``: the JSON size of a Backup object's status for N/10, N and 10N collections on
+  ``--nodes`` nodes, built by the operator's own code (``list_collections``, agents' answers folded
+  in by ``mirror``): typical answers, and the worst an agent's HTTP body may hold, for ``--nodes``
+  and 30 nodes. Measured without a control plane.
 
 Each prints one table row. Run ``python -m benchmarks.scale --files 100000 --collections 3334
 --status 10000``.
@@ -65,31 +66,48 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def status_size(collections: int, nodes: int) -> dict[str, Any]:
+def status_size(collections: int, nodes: int, *, worst: bool = False) -> dict[str, Any]:
+    import datetime as dt
+
+    from shardkeeper.api.agent import OperationStatus
     from shardkeeper.api.backup import BackupStatus
     from shardkeeper.api.status import NodeStatus
+    from shardkeeper.coordinator.observe import mirror
 
     names = [f"collection-{i:05d}" for i in range(collections)]
-    status = BackupStatus(
-        phase="SUCCESS",
-        backup_id="nightly-20261130-000000",
-        collections=names,
-        nodes={
-            f"sampledb-{i}": NodeStatus(
-                phase="SUCCESS",
-                bytes_done=10**9,
-                bytes_total=10**9,
-                files_done=collections,
-                files_total=collections,
-                workers=1,
-                pause_ms=12.5,
-                warnings=["some/path: a socket"],
-            )
-            for i in range(nodes)
-        },
-    )
+    status = BackupStatus(phase="SUCCESS", backup_id="nightly-20261130-000000")
+    status.list_collections(names)
+    now = dt.datetime.now(dt.UTC)
+    for i in range(nodes):
+        # What an agent may answer: typical (one short warning), or the worst an HTTP body can
+        # hold (a 1 MB error, 10,000 warnings of 4 KiB), folded in as the operator folds it.
+        answer = OperationStatus(
+            id="nightly",
+            uid="u",
+            kind="backup",
+            node=f"sampledb-{i}",
+            phase="FAILED" if worst else "SUCCESS",
+            error="e" * 1_000_000 if worst else None,
+            collections=names,
+            bytes_done=10**9,
+            bytes_total=10**9,
+            files_done=collections,
+            files_total=collections,
+            workers=1,
+            pause_ms=12.5,
+            warnings=["w" * 4096] * 10_000 if worst else ["some/path: a socket"],
+            started_at=now,
+            updated_at=now,
+        )
+        node = status.nodes[answer.node] = NodeStatus()
+        mirror(node, answer)
     body = {"status": status.wire()}
-    return {"collections": collections, "nodes": nodes, "status KiB": len(json.dumps(body)) / 1024}
+    return {
+        "collections": collections,
+        "nodes": nodes,
+        "agent answers": "worst case" if worst else "typical",
+        "status KiB": len(json.dumps(body)) / 1024,
+    }
 
 
 def main() -> int:
@@ -128,7 +146,9 @@ def main() -> int:
         row = {"collections": args.collections, **row}
         print(table([_fmt(row)], list(row)), flush=True)
     if args.status:
-        rows = [_fmt(status_size(n, args.nodes)) for n in (args.status // 10, args.status)]
+        sizes = (args.status // 10, args.status, args.status * 10)
+        rows = [_fmt(status_size(n, args.nodes)) for n in sizes]
+        rows += [_fmt(status_size(args.status, nodes, worst=True)) for nodes in (args.nodes, 30)]
         print(table(rows, list(rows[0])))
     reset(work / "scale-store")
     print(load())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shardkeeper.api.agent import NodePhase, OperationStatus
 from shardkeeper.api.backup import BackupStatus
-from shardkeeper.api.status import NodeStatus
+from shardkeeper.api.status import MESSAGE_MAX_BYTES, WARNING_MAX_BYTES, WARNINGS_LISTED, NodeStatus
 from shardkeeper.coordinator.observe import mirror, sum_progress
 
 
@@ -60,3 +60,13 @@ def test_no_moving_node_leaves_the_last_rate_in_place() -> None:
     st = BackupStatus(bytes_per_second=42, throughput="42 B/s", nodes={"a": NodeStatus()})
     sum_progress(st)
     assert (st.bytes_per_second, st.throughput) == (42, "42 B/s")
+
+
+def test_an_answer_cannot_grow_the_status_past_its_bounds() -> None:
+    """An agent's answer is an HTTP body: a 2 MB error or 10,000 warnings stay out of the status."""
+    node = NodeStatus()
+    mirror(node, _answer(phase="FAILED", error="x" * 2_000_000, warnings=["w" * 10_000] * 10_000))
+    assert node.error is not None and len(node.error.encode()) <= MESSAGE_MAX_BYTES
+    assert node.error.startswith("xxx") and node.error.endswith("xxx")
+    assert len(node.warnings) == WARNINGS_LISTED + 1 and node.warnings[-1] == "... and 9990 more"
+    assert all(len(w.encode()) <= WARNING_MAX_BYTES for w in node.warnings)

@@ -68,3 +68,13 @@ def test_only_star_and_question_mark_are_wildcards() -> None:
 @given(st.text(min_size=1, max_size=30).filter(lambda s: "*" not in s and "?" not in s))
 def test_a_name_without_wildcards_selects_exactly_itself(name: str) -> None:
     assert resolve([name, name + "x", "x" + name], include=[name], exclude=None) == [name]
+
+
+@pytest.mark.parametrize(("include", "exclude"), [(["ghost"], None), (None, ["*"])])
+def test_a_mistake_among_many_collections_names_the_first_few_and_counts_the_rest(
+    include: list[str] | None, exclude: list[str] | None
+) -> None:
+    many = [f"c{i:05d}" for i in range(20_000)]
+    with pytest.raises(SpecError) as err:
+        resolve(many, include=include, exclude=exclude)
+    assert str(err.value).endswith("'c00009', ... and 19990 more]") and len(str(err.value)) < 300

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
 from shardkeeper.api.backup import BackupStatus
-from shardkeeper.api.common import Phase
-from shardkeeper.api.status import format_duration
+from shardkeeper.api.common import Phase, listed
+from shardkeeper.api.status import COLLECTIONS_LISTED, format_duration
 
 T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
 
@@ -65,5 +66,52 @@ def test_a_failed_operation_keeps_the_progress_it_reached() -> None:
 def test_summaries_follow_later_changes() -> None:
     st = BackupStatus(phase=Phase.TRANSFERRING, collections=["a"], bytes_done=1, bytes_total=2)
     assert st.wire()["progress"] == "50%"
-    st.bytes_done, st.collections = 2, ["a", "b"]
+    st.bytes_done = 2
+    st.list_collections(["a", "b"])
     assert (st.wire()["progress"], st.wire()["collectionCount"]) == ("100%", 2)
+
+
+def test_a_status_lists_the_first_collections_and_counts_them_all() -> None:
+    names = [f"c{i:06d}" for i in range(250_000)]
+    st = BackupStatus(phase=Phase.TRANSFERRING)
+    st.list_collections(names)
+    wire = st.wire()
+    assert wire["collections"] == names[:COLLECTIONS_LISTED] and wire["collectionCount"] == 250_000
+    assert len(json.dumps(wire)) < 4096  # the same size at any count
+    assert not st.collections_complete()
+    assert st.describe_collections() == (
+        "250000 collections ['c000000', 'c000001', 'c000002', 'c000003', 'c000004', 'c000005', "
+        "'c000006', 'c000007', 'c000008', 'c000009', ... and 249990 more]"
+    )
+    # Read back from the object (the next tick): still incomplete, still the same count.
+    again = BackupStatus.model_validate(wire)
+    assert (again.collection_count, again.collections_complete()) == (250_000, False)
+
+
+def test_a_short_list_is_complete_and_named_whole() -> None:
+    st = BackupStatus()
+    st.list_collections(["a"])
+    assert st.collections_complete() and st.describe_collections() == "1 collection ['a']"
+    st.list_collections([])
+    assert (st.collections, st.collection_count, st.collections_complete()) == ([], None, True)
+
+
+def test_a_status_written_before_the_count_gets_one() -> None:
+    st = BackupStatus.model_validate({"collections": ["a", "b"]})
+    assert st.wire()["collectionCount"] == 2 and st.collections_complete()
+
+
+@pytest.mark.parametrize(
+    ("names", "total", "shown"),
+    [
+        ([], None, "[]"),
+        (["a"], None, "['a']"),
+        ([f"n{i}" for i in range(10)], None, str([f"n{i}" for i in range(10)])),
+        ([f"n{i}" for i in range(11)], None, str([f"n{i}" for i in range(10)])[:-1] + ", ... and 1 more]"),
+        (["a", "b"], 5, "['a', 'b', ... and 3 more]"),
+    ],
+)
+def test_listed_names_read_like_a_list_and_stop_at_ten(
+    names: list[str], total: int | None, shown: str
+) -> None:
+    assert listed(names, total=total) == shown

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -195,3 +195,19 @@ class Codec(StrEnum):
     GZIP = "gzip"
     ZSTD = "zstd"
     NONE = "none"
+
+
+NAMES_IN_MESSAGES = 10
+"""How many names a message, Event or error lists before '... and N more'."""
+
+
+def listed(names: Sequence[str], limit: int = NAMES_IN_MESSAGES, *, total: int | None = None) -> str:
+    """``names`` for a message, at most ``limit`` of them, as Python shows a list: "['a', 'b']", or
+    "['a', 'b', ... and 9998 more]". Messages land in a status (one etcd object) and in Events (a
+    1 KiB note), so a list as long as the data never goes into one whole. ``total``: how many
+    there are, when ``names`` holds only the first of them."""
+    count = len(names) if total is None else max(total, len(names))
+    shown = names[:limit]
+    more = f", ... and {count - len(shown)} more" if count > len(shown) else ""
+    shown_text = ", ".join(repr(name) for name in shown)
+    return f"[{shown_text}{more}]"

@@ -7,7 +7,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from shardkeeper.api.common import Condition, Model, Phase
+from shardkeeper.api.common import Condition, Model, Phase, listed
+
+COLLECTIONS_LISTED = 100
+"""How many collection names a status lists (``collections``); ``collectionCount`` counts them all."""
+WARNINGS_LISTED = 10
+"""How many warnings a node's status lists; a last line counts the rest (the node's descriptor in
+the backup lists up to 100)."""
+WARNING_MAX_BYTES = 512
+"""The longest warning a status carries, in UTF-8 bytes (cut in the middle beyond)."""
+MESSAGE_MAX_BYTES = 4096
+"""The longest error a status carries, in UTF-8 bytes (cut in the middle beyond)."""
 
 
 class HoldWindow(Model):
@@ -60,7 +70,9 @@ class NodeStatus(Model):
         default=0, description="Incremental backup: bytes referenced in earlier backups, not uploaded."
     )
     warnings: list[str] = Field(
-        default_factory=list, description="Entries left out of the backup on this node, and why."
+        default_factory=list,
+        description=f"Entries left out of the backup on this node, and why: the first {WARNINGS_LISTED}, "
+        "then a line counting the rest (the node's descriptor in the backup lists up to 100).",
     )
     unreachable_since: dt.datetime | None = Field(
         default=None, description="Set while the node's agent does not answer (RFC 3339)."
@@ -73,10 +85,13 @@ class OperationStatusBase(Model):
     backup_id: str | None = Field(default=None, description="Id of the backup in the backend.")
     path: str | None = Field(default=None, description="Where the backup is, as a URL or path.")
     collections: list[str] = Field(
-        default_factory=list, description="Names of the collections the operation covers, sorted."
+        default_factory=list,
+        description=f"Names of the collections the operation covers, sorted: the first "
+        f"{COLLECTIONS_LISTED} (collectionCount has how many there are; the backup's descriptor lists "
+        "them all), so the object stays small at any count.",
     )
     collection_count: int | None = Field(
-        default=None, description="How many collections the operation covers (the length of collections)."
+        default=None, description="How many collections the operation covers."
     )
     size: str | None = Field(default=None, description="Uncompressed size of the data, e.g. '1.2 GiB'.")
     progress: str | None = Field(
@@ -138,10 +153,29 @@ class OperationStatusBase(Model):
         "Ready (True on SUCCESS), Reconciling (True while running), Stalled (True on FAILED or CANCELED).",
     )
 
+    def list_collections(self, names: list[str]) -> None:
+        """Records the operation's collections (sorted names): all of them in collectionCount, the
+        first ``COLLECTIONS_LISTED`` in collections. A status is one etcd object (at most 1.5 MiB
+        with everything else on it), so it holds summaries, never a list as long as the data."""
+        self.collections = names[:COLLECTIONS_LISTED]
+        self.collection_count = len(names) if names else None
+
+    def collections_complete(self) -> bool:
+        """Whether collections lists every collection (none was left out for length)."""
+        return len(self.collections) == (self.collection_count or 0)
+
+    def describe_collections(self) -> str:
+        """The collections in a sentence, for messages and Events (whose note is at most 1 KiB):
+        "2 collections ['a', 'b']", or "10000 collections ['a', ..., ... and 9990 more]"."""
+        count = self.collection_count or len(self.collections)
+        noun = "collection" if count == 1 else "collections"
+        return f"{count} {noun} {listed(self.collections, total=count)}"
+
     def summarize(self) -> None:
-        """Derives the summary fields (collectionCount, progress, duration) from the fields they
-        summarize; ``wire`` calls it, so they never disagree with them."""
-        self.collection_count = len(self.collections) if self.collections else None
+        """Derives the summary fields (progress, duration) from the fields they summarize; ``wire``
+        calls it, so they never disagree with them."""
+        if self.collection_count is None and self.collections:  # a status written before the count
+            self.collection_count = len(self.collections)
         if self.phase is Phase.SUCCESS:
             self.progress = "100%"
         elif self.bytes_total > 0:

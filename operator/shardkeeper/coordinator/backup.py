@@ -21,6 +21,7 @@ from shardkeeper.coordinator.objects import OperationObject, Outcome, Stop, in_t
 from shardkeeper.coordinator.operation import OperationReconciler
 from shardkeeper.coordinator.twophase import Decision, NodeView, Step, decide
 from shardkeeper.errors import (
+    CorruptDescriptor,
     ShardkeeperError,
     SpecError,
     StorageError,
@@ -102,10 +103,12 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
                 reason="InvalidSpec",
             )
         try:
-            st.collections = selection.resolve(available, include=spec.include, exclude=spec.exclude)
+            chosen = selection.resolve(available, include=spec.include, exclude=spec.exclude)
         except SpecError as exc:
             self._fail(str(exc), reason="InvalidSpec")
-        await in_thread(lambda: self._write_descriptor(storage, Phase.STARTED))
+        self._selection = chosen
+        st.list_collections(chosen)
+        await in_thread(lambda: self._write_descriptor(storage, Phase.STARTED, collections=chosen))
         nonce = secrets.token_hex(16)
         self._probe = StoreProbe(key=self.layout.probe(nonce), nonce=nonce)
         await in_thread(lambda: storage.put_bytes(self._probe.key, nonce.encode()))
@@ -119,7 +122,7 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
             node=ep.name,
             backend=self.spec.backend,
             path=cfg.path,
-            collections=self.status.collections,
+            collections=self._selection_made(),
             compression_level=cfg.compression_level,
             chunk_size_mb=cfg.chunk_size,
             cpu_percentage=cfg.cpu_percentage,
@@ -163,7 +166,7 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         raw = existing.model_dump_json(by_alias=True, indent=1).encode()
         await in_thread(lambda: storage.put_bytes(self.layout.global_descriptor, raw))
         st.phase, st.started_at, st.completed_at = Phase.SUCCESS, existing.started_at, existing.completed_at
-        st.collections = existing.collections
+        st.list_collections(existing.collections)
         st.bytes_done = st.bytes_total = existing.bytes
         st.files_done = st.files_total = existing.files
         st.size = human_bytes(existing.bytes)
@@ -179,8 +182,8 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         }
         self._failure_reason = "Adopted"
         self._message = (
-            f'adopted backup "{self.op_id}" at {st.path} ({st.size}, {st.collections}), written by a '
-            f"previous Backup {self.obj.namespace}/{self.obj.name}"
+            f'adopted backup "{self.op_id}" at {st.path} ({st.size}, {st.describe_collections()}), '
+            f"written by a previous Backup {self.obj.namespace}/{self.obj.name}"
             + (f" (uid {previous.uid})" if previous else "")
         )
         self._event("Normal", "Adopted", self._message)
@@ -279,7 +282,10 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
                     f'backup "{ref}", whose data this incremental backup references, is gone or not SUCCESS',
                     reason="BaseGone",
                 )
-        await in_thread(lambda: self._write_descriptor(storage, Phase.SUCCESS, nodes=nodes))
+        chosen = await self._all_collections(storage)
+        await in_thread(
+            lambda: self._write_descriptor(storage, Phase.SUCCESS, collections=chosen, nodes=nodes)
+        )
         await in_thread(lambda: storage.delete_prefix(self.layout.probe_dir))
         self.status.bytes_total = sum(n.bytes for n in nodes)
         self.status.stored_bytes = sum(n.stored_bytes for n in nodes)
@@ -305,7 +311,8 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
                 await in_thread(lambda node=node: storage.delete_prefix(self.layout.node_dir(node)))  # type: ignore[misc]
             await in_thread(lambda: storage.delete_prefix(self.layout.probe_dir))
             phase = self.status.phase or Phase.FAILED
-            await in_thread(lambda: self._write_descriptor(storage, phase))
+            chosen = await self._all_collections(storage, existing)
+            await in_thread(lambda: self._write_descriptor(storage, phase, collections=chosen))
         except ShardkeeperError as exc:
             self.log.warning("backup.final_descriptor_not_written", error=str(exc))
             return f"final descriptor and partial uploads at {storage.url(self.layout.root)}: {exc}"
@@ -377,8 +384,29 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
     def _is_ours(self, descriptor: GlobalDescriptor) -> bool:
         return descriptor.owner is not None and descriptor.owner.uid == self.obj.uid
 
+    async def _all_collections(self, storage: Storage, started: GlobalDescriptor | None = None) -> list[str]:
+        """Every collection of this backup: resolved in this process, or all on the status, or (when
+        the status lists only the first of many) as the STARTED descriptor recorded them."""
+        if self._selection is not None:
+            return self._selection
+        if self.status.collections_complete():
+            return self.status.collections
+        if started is None:
+            started = await in_thread(lambda: read_global_descriptor(storage, self.layout))
+        if started is None or not self._is_ours(started):
+            raise CorruptDescriptor(
+                f"{storage.url(self.layout.global_descriptor)} is missing or not this Backup's: "
+                "its list of collections is gone"
+            )
+        return started.collections
+
     def _write_descriptor(
-        self, storage: Storage, phase: Phase, *, nodes: list[NodeDescriptor] | None = None
+        self,
+        storage: Storage,
+        phase: Phase,
+        *,
+        collections: list[str],
+        nodes: list[NodeDescriptor] | None = None,
     ) -> None:
         st, cfg = self.status, self.spec.config
         by_node = {n.node: n for n in nodes or []}
@@ -407,7 +435,7 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
             compression_level=cfg.compression_level,
             chunk_size_mb=cfg.chunk_size,
             consistency=self.spec.consistency,
-            collections=st.collections,
+            collections=collections,
             nodes=summaries,
             bytes=sum(s.bytes for s in summaries.values()),
             stored_bytes=sum(s.stored_bytes for s in summaries.values()),

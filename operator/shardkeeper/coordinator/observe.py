@@ -4,20 +4,31 @@ from __future__ import annotations
 
 from shardkeeper.api.agent import OperationStatus
 from shardkeeper.api.common import human_bytes
-from shardkeeper.api.status import NodeStatus, OperationStatusBase
+from shardkeeper.api.status import (
+    MESSAGE_MAX_BYTES,
+    WARNING_MAX_BYTES,
+    WARNINGS_LISTED,
+    NodeStatus,
+    OperationStatusBase,
+)
+from shardkeeper.coordinator.events import shorten
 
 
 def mirror(node: NodeStatus, answer: OperationStatus) -> None:
-    """Copies what a node's agent reported into its entry of the status."""
+    """Copies what a node's agent reported into its entry of the status. An agent's answer is an
+    HTTP body: its error and warnings are bounded here, so no answer can grow the status past what
+    the API server accepts."""
     node.phase = answer.phase.value
-    node.error = answer.error
+    node.error = shorten(answer.error, MESSAGE_MAX_BYTES) if answer.error is not None else None
     node.bytes_done, node.bytes_total = answer.bytes_done, answer.bytes_total
     node.files_done, node.files_total = answer.files_done, answer.files_total
     node.pause_ms = round(answer.pause_ms, 3) if answer.pause_ms is not None else None
     node.hold = answer.hold or node.hold
     node.workers = answer.workers
     node.bytes_per_second = answer.bytes_per_second
-    node.warnings = answer.warnings
+    node.warnings = [shorten(w, WARNING_MAX_BYTES) for w in answer.warnings[:WARNINGS_LISTED]]
+    if len(answer.warnings) > WARNINGS_LISTED:
+        node.warnings.append(f"... and {len(answer.warnings) - WARNINGS_LISTED} more")
     node.bytes_reused = answer.bytes_reused
 
 

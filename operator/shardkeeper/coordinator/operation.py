@@ -20,11 +20,12 @@ import structlog
 
 from shardkeeper.api.agent import NodeInfo, NodePhase, OperationStatus, PrepareBackup, PrepareRestore
 from shardkeeper.api.common import Phase, utcnow
-from shardkeeper.api.status import NodeStatus
+from shardkeeper.api.status import MESSAGE_MAX_BYTES, NodeStatus
 from shardkeeper.coordinator import queue
 from shardkeeper.coordinator.agents import NodeEndpoint
 from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
+from shardkeeper.coordinator.events import shorten
 from shardkeeper.coordinator.kube import ClusterView, KubernetesUnavailable
 from shardkeeper.coordinator.objects import (
     TRANSIENT_ERRORS,
@@ -282,13 +283,21 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
                 raise answer
         if refusal is not None:
             await self._requeue_or_fail(refusal, nodes)
-        self._event("Normal", "Preparing", f"asked {len(nodes)} nodes to prepare {st.collections}")
+        self._event("Normal", "Preparing", f"asked {len(nodes)} nodes to prepare {st.describe_collections()}")
         await self._publish()
         await self._advance({ep.name: ep for ep in nodes})
 
     @property
     def op_name(self) -> str:
         return self.op_id
+
+    _selection: list[str] | None = None  # every collection, once _begin resolved them in this process
+
+    def _selection_made(self) -> list[str]:
+        """The collections ``_begin`` chose; prepare requests are sent in the same tick, after it."""
+        if self._selection is None:
+            raise RuntimeError("no collections chosen yet: _begin runs before any prepare request")
+        return self._selection
 
     def _initial_nodes(self, nodes: list[NodeEndpoint]) -> dict[str, NodeStatus]:
         return {ep.name: NodeStatus(phase=NodePhase.PREPARING.value, pod_uid=ep.pod_uid) for ep in nodes}
@@ -519,7 +528,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
     def _finish(self, phase: Phase, error: str | None, *, reason: str | None) -> None:
         st = self.status
         st.phase = phase
-        st.error = error
+        st.error = shorten(error, MESSAGE_MAX_BYTES) if error is not None else None
         st.completed_at = self.now
         self._failure_reason = reason
         if phase in (Phase.FAILED, Phase.CANCELED):
@@ -535,7 +544,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
 
     def _success_message(self) -> str:
         st = self.status
-        return f"{self.noun} complete: {len(st.nodes)} nodes, {st.collections}, {st.size}"
+        return f"{self.noun} complete: {len(st.nodes)} nodes, {st.describe_collections()}, {st.size}"
 
     def _fail(self, message: str, *, reason: str) -> NoReturn:
         self._finish(Phase.FAILED, message, reason=reason)

@@ -15,7 +15,7 @@ from typing import Any
 
 from shardkeeper import conventions as c
 from shardkeeper.api.agent import NodePhase, PrepareRestore
-from shardkeeper.api.common import Phase, human_bytes
+from shardkeeper.api.common import NAMES_IN_MESSAGES, Phase, human_bytes
 from shardkeeper.api.descriptors import (
     GlobalDescriptor,
     Owner,
@@ -62,7 +62,7 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
     # --- the checks ----------------------------------------------------------------------------
 
     async def _begin(self) -> list[NodeEndpoint]:
-        st, spec = self.status, self.spec
+        st = self.status
         storage = self._open_storage()
         st.path = storage.url(self.layout.root)
         descriptor = await self._backup(storage)
@@ -71,17 +71,38 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
         self._check_topology(descriptor, sources, view.replicas)
         view = await self._ready_cluster()
         try:
-            st.collections = selection.resolve(
-                descriptor.collections, include=spec.include, exclude=spec.exclude, verb="restore"
-            )
+            chosen = self._resolve(descriptor)
         except SpecError as exc:
             self._fail(str(exc).replace("please choose from", "the backup has"), reason="InvalidSpec")
+        self._selection = chosen
+        st.list_collections(chosen)
         infos = await self._node_infos(view)
         self._check_conflicts(infos)
         await self._check_space(storage, sources, infos)
         self._sources = sources
-        await in_thread(lambda: self._write_restore_descriptor(storage, Phase.STARTED))
+        await in_thread(lambda: self._write_restore_descriptor(storage, Phase.STARTED, collections=chosen))
         return view.nodes
+
+    def _resolve(self, descriptor: GlobalDescriptor) -> list[str]:
+        """The collections to restore: the backup's, narrowed by spec.include and spec.exclude.
+        Raises SpecError naming what the spec asks for and the backup lacks."""
+        spec = self.spec
+        return selection.resolve(
+            descriptor.collections, include=spec.include, exclude=spec.exclude, verb="restore"
+        )
+
+    async def _all_collections(self, storage: Storage) -> list[str]:
+        """Every collection of this restore: resolved in this process, or all on the status, or
+        (when the status lists only the first of many) resolved again from the backup's descriptor,
+        which a restore never changes."""
+        if self._selection is not None:
+            return self._selection
+        if self.status.collections_complete():
+            return self.status.collections
+        descriptor = await in_thread(lambda: BackupRepository(storage).global_descriptor(self.spec.backup_id))
+        if descriptor is None:
+            raise CorruptDescriptor(f"{storage.url(self.layout.global_descriptor)} is missing")
+        return self._resolve(descriptor)
 
     async def _backup(self, storage: Storage) -> GlobalDescriptor:
         backup_id = self.spec.backup_id
@@ -148,22 +169,27 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
             )
 
     def _check_conflicts(self, infos: dict[str, Any]) -> None:
-        wanted = set(self.status.collections)
+        wanted = set(self._selection or ())
         clashes = [
             f'"{name}" on node "{node}"'
             for node, info in sorted(infos.items())
             for name in sorted(wanted & set(info.collections))
         ]
         if clashes:
+            more = (
+                f", ... and {len(clashes) - NAMES_IN_MESSAGES} more"
+                if len(clashes) > NAMES_IN_MESSAGES
+                else ""
+            )
             self._fail(
-                f'collections already exist in cluster "{self.spec.cluster}": {", ".join(clashes)}; '
+                f'collections already exist in cluster "{self.spec.cluster}": '
+                f"{', '.join(clashes[:NAMES_IN_MESSAGES])}{more}; "
                 "a restore never overwrites a collection",
                 reason="CollectionExists",
             )
 
     async def _check_space(self, storage: Storage, sources: dict[str, str], infos: dict[str, Any]) -> None:
-        wanted = set(self.status.collections)
-
+        wanted = set(self._selection or ())
         repo = BackupRepository(storage)
 
         def needs() -> dict[str, int]:
@@ -203,7 +229,7 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
             backup_id=self.spec.backup_id,
             backend=self.spec.backend,
             path=self.spec.config.path,
-            collections=self.status.collections,
+            collections=self._selection_made(),
             cpu_percentage=self.spec.config.cpu_percentage,
             reservation_seconds=self.ctx.settings.reservation_seconds,
         )
@@ -258,13 +284,14 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
         try:
             storage = self._open_storage()
             phase = self.status.phase or Phase.FAILED
-            await in_thread(lambda: self._write_restore_descriptor(storage, phase))
+            chosen = await self._all_collections(storage)
+            await in_thread(lambda: self._write_restore_descriptor(storage, phase, collections=chosen))
         except (ShardkeeperError, Stop) as exc:
             self.log.warning("restore.descriptor_not_written", error=str(exc))
             return f"the restore record at {self.status.path}: {exc}"
         return None
 
-    def _write_restore_descriptor(self, storage: Storage, phase: Phase) -> None:
+    def _write_restore_descriptor(self, storage: Storage, phase: Phase, *, collections: list[str]) -> None:
         st = self.status
         sources = getattr(self, "_sources", None) or {n: s.source or n for n, s in st.nodes.items()}
         descriptor = RestoreDescriptor(
@@ -273,7 +300,7 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
             restore=Owner(namespace=self.obj.namespace, name=self.obj.name, uid=self.obj.uid),
             cluster=self.spec.cluster,
             node_mapping=self.spec.node_mapping or {},
-            collections=st.collections,
+            collections=collections,
             nodes={
                 target: RestoreNode(
                     source=source,

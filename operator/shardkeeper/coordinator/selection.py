@@ -11,6 +11,7 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 
+from shardkeeper.api.common import listed
 from shardkeeper.errors import SpecError
 
 
@@ -38,7 +39,8 @@ def _check(field: str, selectors: Sequence[str], available: list[str]) -> None:
         if not any(matches(name, selector) for name in available):
             what = "pattern" if _is_pattern(selector) else "collection"
             raise SpecError(
-                f'spec.{field}: {what} "{selector}" matches no collection; please choose from {available}'
+                f'spec.{field}: {what} "{selector}" matches no collection; '
+                f"please choose from {listed(available)}"
             )
 
 
@@ -64,5 +66,5 @@ def resolve(
     else:
         chosen = names
     if not chosen:
-        raise SpecError(f"nothing left to {verb} after spec.exclude; please choose from {names}")
+        raise SpecError(f"nothing left to {verb} after spec.exclude; please choose from {listed(names)}")
     return chosen
