@@ -13,6 +13,9 @@ It implements the shardkeeper workload hook (``shardkeeper.api.hook``):
   after that: SSTs written before writes resumed (immutable, linked), the WAL and the MANIFEST up
   to their length at the hold (as RocksDB's checkpoints copy them), CURRENT, OPTIONS and IDENTITY
   (copied). The answer says when writes were held (``heldFrom``/``heldUntil``/``heldMs``).
+  With ``deferListing`` (and writes held) it answers right after the hold, without files.
+* ``resume`` (after a deferred listing): resume writes, keep compaction paused, and list the files
+  as they were at the hold, as above.
 * ``release``: resume compaction (and writes, if still held). A hold that is never released ends by
   itself after ``--hold-timeout`` seconds, so a crashed agent cannot wedge the database; the late
   release then answers ``expired``.
@@ -140,7 +143,7 @@ class SampleDb:
     # --- hook ----------------------------------------------------------------------------------
 
     async def prepare(
-        self, op_id: str, names: list[str], hold_timeout: float, resume: bool = False
+        self, op_id: str, names: list[str], hold_timeout: float, resume: bool = False, defer: bool = False
     ) -> dict[str, Any]:
         if self.prepare_delay:
             await asyncio.sleep(self.prepare_delay)
@@ -156,7 +159,7 @@ class SampleDb:
         try:
             await asyncio.to_thread(pause_compaction, cols, self._pool)
             held = await asyncio.to_thread(hold_writes, cols, self._pool, resume)
-            files = await asyncio.to_thread(list_files, held)
+            files = None if defer and not resume else await asyncio.to_thread(list_files, held)
         except Exception:
             self._unhold(held, cols)
             raise
@@ -165,15 +168,33 @@ class SampleDb:
         if op_id in self.released:  # the release overtook this prepare: do not hold at all
             self._unhold(held, cols)
             raise web.HTTPConflict(text=f"{op_id} was released while it was being prepared")
+        timeout = min(self.hold_timeout, hold_timeout + 5)
+        held.timer = asyncio.get_running_loop().call_later(timeout, self._expire, op_id)
+        self.holds[op_id] = held
+        if files is None:  # deferred: writes stay held, the files come with the resume
+            return held.report()
+        return self._listed(op_id, held, files)
+
+    def _listed(self, op_id: str, held: Hold, files: list[dict[str, Any]]) -> dict[str, Any]:
         self.prepared[op_id] = {
             f["path"]: f.get("size", (self.root / f["path"]).stat().st_size) for f in files
         }
-        timeout = min(self.hold_timeout, hold_timeout + 5)
         if held.held_until is not None:
             self.pauses_ms.append(held.held_ms or 0.0)
-        held.timer = asyncio.get_running_loop().call_later(timeout, self._expire, op_id)
-        self.holds[op_id] = held
         return {"files": files, **held.report()}
+
+    async def resume(self, op_id: str) -> dict[str, Any]:
+        """A deferred listing: resume writes (compaction stays paused until the release), then list
+        the files as they were at the hold."""
+        held = self.holds.get(op_id)
+        if held is None:
+            raise web.HTTPConflict(text=f"not holding for {op_id}")
+        if held.expired:
+            raise web.HTTPConflict(text=f"the hold for {op_id} ended by itself (hold timeout)")
+        if held.held_until is not None:
+            raise web.HTTPConflict(text=f"writes for {op_id} were resumed already")
+        resume_writes(held)
+        return self._listed(op_id, held, await asyncio.to_thread(list_files, held))
 
     def _unhold(self, held: Hold | None, cols: list[Collection]) -> None:
         if held is not None and held.held_until is None:
@@ -315,10 +336,15 @@ def make_app(db: SampleDb) -> web.Application:
     async def hook_prepare(request: web.Request) -> web.Response:
         body = await request.json()
         resume = bool(body.get("resumeWritesAfterListing", False))
+        defer = bool(body.get("deferListing", False))
         answer = await db.prepare(
-            body["id"], list(body["collections"]), float(body["holdTimeoutSeconds"]), resume
+            body["id"], list(body["collections"]), float(body["holdTimeoutSeconds"]), resume, defer
         )
         return web.json_response(answer)
+
+    @routes.post("/hook/resume")
+    async def hook_resume(request: web.Request) -> web.Response:
+        return web.json_response(await db.resume((await request.json())["id"]))
 
     @routes.post("/hook/release")
     async def hook_release(request: web.Request) -> web.Response:

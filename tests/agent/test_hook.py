@@ -188,3 +188,138 @@ async def test_a_workload_that_reports_its_hold_is_believed_and_a_prefix_is_copi
     finally:
         await client.close()
         await hook_server.close()
+
+
+class DeferringHook:
+    """A workload that defers its listing when asked (cluster consistency): its prepare only holds
+    writes; resume lists the files and resumes writes; release resumes compaction."""
+
+    HELD = {"heldFrom": "2026-11-30T08:00:00.001Z"}
+    RESUMED = {**HELD, "heldUntil": "2026-11-30T08:00:00.009Z", "heldMs": 7.5}
+
+    def __init__(self, data: Path, *, resume_status: int = 200) -> None:
+        self.data, self.resume_status = data, resume_status
+        self.calls: list[str] = []
+        self.asked: list[dict[str, Any]] = []
+        self.writes_held = self.compaction_paused = False
+
+    def app(self) -> web.Application:
+        async def prepare(request: web.Request) -> web.Response:
+            self.asked.append(await request.json())
+            self.calls.append("prepare")
+            self.writes_held = self.compaction_paused = True
+            return web.json_response(self.HELD)
+
+        async def resume(_: web.Request) -> web.Response:
+            self.calls.append("resume")
+            if self.resume_status != 200:
+                return web.Response(status=self.resume_status, text="the hold ended by itself")
+            self.writes_held = False
+            # Written after the hold: the listed size keeps it out of the snapshot.
+            with (self.data / "col" / "MANIFEST-1").open("ab") as f:
+                f.write(b"written after the hold")
+            files = [
+                {"path": "col/1.sst", "immutable": True},
+                {"path": "col/MANIFEST-1", "immutable": False, "size": 300},
+            ]
+            return web.json_response({"files": files, **self.RESUMED})
+
+        async def release(_: web.Request) -> web.Response:
+            self.calls.append("release")
+            self.writes_held = self.compaction_paused = False
+            return web.json_response(self.RESUMED)
+
+        app = web.Application()
+        app.router.add_post("/prepare", prepare)
+        app.router.add_post("/resume", resume)
+        app.router.add_post("/release", release)
+        return app
+
+
+@pytest.fixture
+async def deferring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[TestClient[Any, Any], DeferringHook, Path]]:
+    data = tmp_path / "data"
+    (data / "col").mkdir(parents=True)
+    (data / "col" / "1.sst").write_bytes(b"x" * 1000)
+    (data / "col" / "MANIFEST-1").write_bytes(b"m" * 300)
+    monkeypatch.setenv("BACKUP_FILESYSTEM_PATH", str(tmp_path / "store"))
+    (tmp_path / "store").mkdir()
+    hook = DeferringHook(data, resume_status=getattr(request, "param", 200))
+    hook_server = TestServer(hook.app())
+    await hook_server.start_server()
+    settings = AgentSettings(
+        node="n0", data_root=data, token=SecretStr("tok"), hook_url=str(hook_server.make_url(""))
+    )
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    yield client, hook, data / ".shardkeeper" / "staging" / "b1"
+    await client.close()
+    await hook_server.close()
+
+
+async def _until(client: TestClient[Any, Any], *phases: str) -> dict[str, Any]:
+    for _ in range(250):
+        status: dict[str, Any] = await (await client.get("/v1/operations/b1", headers=AUTH)).json()
+        if status["phase"] in phases:
+            return status
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"still {status['phase']}, not {phases}")
+
+
+async def test_cluster_consistency_lists_and_stages_after_writes_resume(deferring) -> None:  # type: ignore[no-untyped-def]
+    """The hold covers no listing and no staging: prepared = writes held, nothing staged; the
+    release resumes writes (compaction stays paused); the commit stages what resume listed, then
+    ends the compaction hold, then uploads."""
+    client, hook, staging = deferring
+    await client.put("/v1/operations/b1", json=_prepare(consistency="cluster"), headers=AUTH)
+    prepared = await _until(client, "PREPARED")
+    assert hook.asked[0]["deferListing"] is True and hook.asked[0]["resumeWritesAfterListing"] is False
+    assert prepared["held"] is True and hook.writes_held
+    assert prepared["hold"]["heldFrom"] == "2026-11-30T08:00:00.001000Z"
+    assert prepared["hold"].get("heldUntil") is None
+    assert not any(staging.rglob("*"))  # nothing staged while writes are held
+
+    released = await (await client.post("/v1/operations/b1/release", headers=AUTH)).json()
+    assert hook.calls == ["prepare", "resume"]
+    assert not hook.writes_held and hook.compaction_paused
+    assert released["held"] is False and released["pauseMs"] == 7.5
+    assert released["hold"] == {
+        "heldFrom": "2026-11-30T08:00:00.001000Z",
+        "heldUntil": "2026-11-30T08:00:00.009000Z",
+        "measuredBy": "workload",
+        "endedByItself": False,
+    }
+
+    await client.post("/v1/operations/b1/commit", headers=AUTH)
+    done = await _until(client, "SUCCESS", "FAILED")
+    assert done["phase"] == "SUCCESS", done["error"]
+    assert hook.calls == ["prepare", "resume", "release"] and not hook.compaction_paused
+    # Two files and the collection's directory; the MANIFEST up to its listed length.
+    assert (done["bytesTotal"], done["filesTotal"], done["pauseMs"]) == (1300, 3, 7.5)
+    assert done["hold"]["heldUntil"] == "2026-11-30T08:00:00.009000Z"  # the release changed nothing
+
+
+async def test_an_abort_before_the_release_ends_the_whole_hold_once(deferring) -> None:  # type: ignore[no-untyped-def]
+    client, hook, staging = deferring
+    await client.put("/v1/operations/b1", json=_prepare(consistency="cluster"), headers=AUTH)
+    await _until(client, "PREPARED")
+    aborted = await (await client.post("/v1/operations/b1/abort", json={"reason": "no"}, headers=AUTH)).json()
+    assert aborted["phase"] == "CANCELED"
+    assert hook.calls == ["prepare", "release"]  # never resumed: the release ends writes and compaction
+    assert not hook.writes_held and not hook.compaction_paused and not staging.exists()
+
+
+@pytest.mark.parametrize("deferring", [409], indirect=True)
+async def test_a_resume_the_workload_refuses_fails_the_release_and_the_abort_ends_the_hold(deferring) -> None:  # type: ignore[no-untyped-def]
+    client, hook, staging = deferring
+    await client.put("/v1/operations/b1", json=_prepare(consistency="cluster"), headers=AUTH)
+    await _until(client, "PREPARED")
+    answer = await client.post("/v1/operations/b1/release", headers=AUTH)
+    assert answer.status == 502
+    assert "workload hook resume answered 409: the hold ended by itself" in (await answer.json())["error"]
+    await client.post("/v1/operations/b1/abort", json={"reason": "no cut"}, headers=AUTH)
+    await _until(client, "CANCELED")
+    assert hook.calls == ["prepare", "resume", "release"] and not hook.compaction_paused
+    assert not staging.exists()

@@ -20,11 +20,14 @@ from shardkeeper.agent.snapshot import (
     freeze,
     local_collections,
     release,
+    resume,
+    stage,
 )
 from shardkeeper.agent.throttle import Throttle
 from shardkeeper.api.agent import NodePhase, PrepareBackup
 from shardkeeper.api.common import Consistency, Phase, utcnow
 from shardkeeper.api.descriptors import EntryType, NodeDescriptor, Skipped
+from shardkeeper.api.hook import HookFile
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
 from shardkeeper.archive.transfer import Reuse, upload
 from shardkeeper.archive.tree import shown
@@ -66,6 +69,8 @@ class BackupJob:
         self.started_at = utcnow()
         #: Only an operation that began uploading may delete what is under its node's prefix.
         self.uploading = False
+        #: Listed by a deferred listing's resume, not staged yet.
+        self._pending: list[HookFile] | None = None
 
     # --- phase 1 -------------------------------------------------------------------------------
 
@@ -88,20 +93,67 @@ class BackupJob:
             hold_timeout=self.reservation,
             # Node consistency: writes need no hold beyond the workload's flush and listing.
             resume_writes=req.consistency is Consistency.NODE,
+            # Cluster consistency: writes stay held until every node is; the listing and staging
+            # wait until then too, if the workload can, so the hold does not grow with the files.
+            defer_listing=req.consistency is Consistency.CLUSTER,
         )
-        op.bytes_total, op.files_total = self.frozen.bytes, self.frozen.count
-        op.warnings = [f"{shown(p)}: {why}" for p, why in self.frozen.skipped[:SKIPPED_LISTED]]
         op.workers = worker_count(self.settings.cores, req.cpu_percentage)
         hold = self.frozen.hold
         if hold is not None:
             op.hold = hold.window()
+        if self.frozen.deferred:
+            op.held = True  # until the coordinator sees every node held and calls /release
+            return
+        self._staged(op)
         if req.consistency is Consistency.CLUSTER and hold is not None and not hold.writes_resumed:
             op.held = True  # until the coordinator sees every node frozen and calls /release
         else:
-            await self.release(op)
+            await self._end_hold(op)
         await asyncio.to_thread(check_frozen, self.frozen)
 
+    def _staged(self, op: Operation) -> None:
+        frozen = self.frozen
+        assert frozen is not None
+        op.bytes_total, op.files_total = frozen.bytes, frozen.count
+        op.warnings = [f"{shown(p)}: {why}" for p, why in frozen.skipped[:SKIPPED_LISTED]]
+
     async def release(self, op: Operation) -> None:
+        """The coordinator's release (cluster consistency: every node holds writes): writes resume.
+        After a deferred listing only writes do, and the files are staged when the transfer begins
+        (compaction stays paused until then); otherwise the whole hold ends here."""
+        frozen = self.frozen
+        if frozen is None:
+            return
+        if not frozen.deferred:
+            await self._end_hold(op)
+            return
+        assert self.hook is not None
+        try:
+            self._pending = await resume(frozen, self.hook, op.id, op.node)
+        finally:
+            op.held = False
+            if frozen.hold is not None:
+                op.hold = frozen.hold.window()
+        self._record_pause(op)
+
+    async def _stage_pending(self, op: Operation) -> None:
+        """Stages what the resume listed, then ends the compaction hold, then checks the tree as a
+        restore would (``check_frozen``)."""
+        frozen = self.frozen
+        assert frozen is not None
+        if frozen.deferred:  # a commit without the release (not sent by any coordinator): end it now
+            await self.release(op)
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        collections = op.collections
+        await in_thread(op, lambda: stage(frozen, self.settings.data_root, pending, collections))
+        self._staged(op)
+        await self._end_hold(op)
+        await asyncio.to_thread(check_frozen, frozen)
+
+    async def _end_hold(self, op: Operation) -> None:
+        """Ends the workload's whole hold (writes, if still held, and compaction), once."""
         if self.frozen is None:
             return
         try:
@@ -110,8 +162,14 @@ class BackupJob:
             op.held = False
             if self.frozen.hold is not None:
                 op.hold = self.frozen.hold.window()
+        if hold is not None:
+            self._record_pause(op)
+
+    def _record_pause(self, op: Operation) -> None:
+        """The write pause, once it is known: on the operation and in the metric (once)."""
+        hold = self.frozen.hold if self.frozen is not None else None
         pause_ms = hold.pause_ms() if hold is not None else None
-        if pause_ms is not None:
+        if pause_ms is not None and op.pause_ms is None:
             op.pause_ms = pause_ms
             metrics.WRITE_PAUSE.labels(op.node).observe(pause_ms / 1000)
 
@@ -152,7 +210,8 @@ class BackupJob:
     # --- phase 2 -------------------------------------------------------------------------------
 
     async def transfer(self, op: Operation) -> None:
-        await self.release(op)
+        await self._stage_pending(op)
+        await self._end_hold(op)
         self.uploading = True
         descriptor = await in_thread(op, lambda: self._upload(op))
         op.set_phase(NodePhase.TRANSFERRED)
@@ -214,7 +273,7 @@ class BackupJob:
 
     async def discard(self, op: Operation, *, succeeded: bool) -> None:
         try:
-            await self.release(op)
+            await self._end_hold(op)
         except ShardkeeperError as exc:
             log.warning("backup.release_failed", id=op.id, error=str(exc))
         await asyncio.to_thread(shutil.rmtree, self.staging, True)

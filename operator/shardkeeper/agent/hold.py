@@ -28,7 +28,8 @@ class Hold:
     answered_at: dt.datetime = field(default_factory=utcnow)
     asked_mono: float = 0.0
     ended: HeldWrites | None = None
-    """What the workload said to the release (None until it was sent)."""
+    """What the workload said when writes resumed: to the release, or to the resume of a deferred
+    listing (None until it was sent)."""
     release_sent_at: dt.datetime | None = None
     release_answered_mono: float | None = None
 
@@ -38,6 +39,11 @@ class Hold:
         return self.listed.held_until is not None
 
     def released(self, ended: HeldWrites, sent_at: dt.datetime) -> None:
+        """Records the end of the write hold: the answer to ``release``, or to ``resume`` when the
+        listing was deferred (then the later ``release`` ends only the compaction hold, and what it
+        says changes nothing here: the first end recorded is the hold's)."""
+        if self.ended is not None:
+            return
         self.ended, self.release_sent_at = ended, sent_at
         self.release_answered_mono = time.perf_counter()
 

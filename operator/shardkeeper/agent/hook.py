@@ -5,7 +5,14 @@ from __future__ import annotations
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from shardkeeper.api.hook import HeldWrites, HookFileList, HookPrepare, HookRelease, HookRestored
+from shardkeeper.api.hook import (
+    HeldWrites,
+    HookFileList,
+    HookPrepare,
+    HookRelease,
+    HookRestored,
+    HookResume,
+)
 from shardkeeper.errors import ShardkeeperError
 
 
@@ -36,20 +43,42 @@ class WorkloadHook:
             raise HookError(f"workload hook {name} at {url} failed: {exc!r}") from exc
 
     async def prepare(
-        self, op_id: str, collections: list[str], *, hold_timeout: float, resume_writes: bool = False
+        self,
+        op_id: str,
+        collections: list[str],
+        *,
+        hold_timeout: float,
+        resume_writes: bool = False,
+        defer_listing: bool = False,
     ) -> HookFileList:
-        """The file list and, if the workload says, when it held writes. Raises ``HookError``."""
+        """The file list (None only if ``defer_listing`` was asked and the workload deferred it) and,
+        if the workload says, when it held writes. Raises ``HookError``."""
         request = HookPrepare(
             id=op_id,
             collections=collections,
             hold_timeout_seconds=hold_timeout,
             resume_writes_after_listing=resume_writes,
+            defer_listing=defer_listing,
         )
-        data = await self._post("prepare", request)
+        listed = self._file_list("prepare", await self._post("prepare", request))
+        if listed.files is None and not defer_listing:
+            raise HookError("workload hook prepare answered no files")
+        return listed
+
+    async def resume(self, op_id: str) -> HookFileList:
+        """Resumes writes after a deferred listing (compaction stays paused until ``release``): the
+        files as they were at the hold, and when writes were held. Raises ``HookError``."""
+        listed = self._file_list("resume", await self._post("resume", HookResume(id=op_id)))
+        if listed.files is None:
+            raise HookError("workload hook resume answered no files")
+        return listed
+
+    @staticmethod
+    def _file_list(name: str, data: dict[str, object]) -> HookFileList:
         try:
             return HookFileList.model_validate(data)
         except ValidationError as exc:
-            raise HookError(f"workload hook prepare answered an invalid file list: {exc}") from exc
+            raise HookError(f"workload hook {name} answered an invalid file list: {exc}") from exc
 
     async def release(self, op_id: str) -> HeldWrites:
         """Ends the hold; what the workload says about it (all fields None if it says nothing)."""

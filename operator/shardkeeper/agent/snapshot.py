@@ -72,6 +72,8 @@ class Frozen:
     hold: Hold | None = None
     """The workload's hold (without a hook: None); ``released`` once the release was sent."""
     released: bool = False
+    deferred: bool = False
+    """The workload deferred its listing: writes are held, nothing is staged yet (``resume``)."""
 
     @property
     def bytes(self) -> int:
@@ -338,10 +340,13 @@ async def freeze(
     immutable_patterns: tuple[str, ...],
     hold_timeout: float,
     resume_writes: bool = False,
+    defer_listing: bool = False,
 ) -> Frozen:
     """Freezes the trees into ``staging``. With a hook, the workload still holds compaction (and,
     unless ``resume_writes`` and it resumed them, writes) when this returns: the caller ends the hold
-    with ``release`` (at once, or when the whole cluster has frozen). Raises ``SnapshotError`` or
+    with ``release`` (at once, or when the whole cluster has frozen). With ``defer_listing`` a
+    workload that supports it answers before listing: the result is ``deferred`` (writes held,
+    nothing staged) until ``resume`` and ``stage``. Raises ``SnapshotError`` or
     ``UnsafeArchiveEntry`` naming the path."""
     await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=False)
     if hook is None:
@@ -354,11 +359,19 @@ async def freeze(
 
     asked_at, asked_mono = utcnow(), time.perf_counter()
     prepare = asyncio.ensure_future(
-        hook.prepare(op_id, collections, hold_timeout=hold_timeout, resume_writes=resume_writes)
+        hook.prepare(
+            op_id,
+            collections,
+            hold_timeout=hold_timeout,
+            resume_writes=resume_writes,
+            defer_listing=defer_listing,
+        )
     )
     try:
         listed = await asyncio.shield(prepare)
         hold = Hold(listed=listed, asked_at=asked_at, asked_mono=asked_mono)
+        if listed.files is None:  # deferred: the files come with the answer to resume
+            return Frozen(root=staging, entries={}, hold=hold, deferred=True)
         frozen = await asyncio.to_thread(_freeze_listed, data_root, staging, listed.files, collections)
     except BaseException as exc:
         # The workload may be holding writes already; it must not stay paused because of us. If we
@@ -373,6 +386,44 @@ async def freeze(
         raise
     frozen.hold = hold
     return frozen
+
+
+async def resume(frozen: Frozen, hook: WorkloadHook, op_id: str, node: str) -> list[HookFile]:
+    """Ends the write hold of a ``deferred`` freeze (compaction stays paused until ``release``) and
+    returns the files as they were at the hold, to ``stage``. Raises ``SnapshotError``; the caller
+    then ends the whole hold with ``release``."""
+    hold = frozen.hold
+    if hold is None or not frozen.deferred:
+        raise SnapshotError("nothing to resume: the listing was not deferred")
+    frozen.deferred = False
+    sent_at = utcnow()
+    try:
+        listed = await hook.resume(op_id)
+    except HookError as exc:
+        hold.released(HeldWrites(), sent_at)
+        raise SnapshotError(f"could not resume writes and list the files: {exc}") from exc
+    hold.released(listed, sent_at)
+    pause_ms = hold.pause_ms()
+    log.info(
+        "snapshot.resumed",
+        id=op_id,
+        node=node,
+        files=len(listed.files or ()),
+        pause_ms=round(pause_ms, 2) if pause_ms is not None else None,
+        measured_by=hold.window().measured_by,
+    )
+    return listed.files or []
+
+
+def stage(frozen: Frozen, data_root: Path, files: list[HookFile], collections: list[str]) -> None:
+    """Stages the files a ``resume`` returned into ``frozen`` (blocking: run it in a thread). The
+    workload still holds compaction, so every listed file is as it was at the hold. Raises
+    ``SnapshotError`` or ``UnsafeArchiveEntry`` naming the path."""
+    try:
+        staged = _freeze_listed(data_root, frozen.root, files, collections)
+    except OSError as exc:
+        raise SnapshotError(f"could not freeze the file set: {exc}") from exc
+    frozen.entries, frozen.skipped = staged.entries, staged.skipped
 
 
 async def release(frozen: Frozen, hook: WorkloadHook | None, op_id: str, node: str) -> Hold | None:

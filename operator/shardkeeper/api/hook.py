@@ -4,11 +4,13 @@ The workload serves three endpoints next to the agent (usually on localhost in t
 
     POST {hook}/prepare   HookPrepare -> HookFileList   hold writes, pause compaction, flush, and list
                                                         the files that make up the collections
+    POST {hook}/resume    HookResume -> HookFileList    optional: resume writes (compaction stays
+                                                        paused) and list the files held at prepare
     POST {hook}/release   HookRelease                   resume writes and compaction
     POST {hook}/restored  HookRestored                  collections were moved into place: load them
 
-Between ``prepare`` and ``release`` the agent hard-links the immutable files into its staging
-area and copies the mutable ones.
+Between ``prepare`` (or ``resume``) and ``release`` the agent hard-links the immutable files into
+its staging area and copies the mutable ones.
 
 Two holds, two lengths. *Compaction* (anything that deletes or rewrites listed files) stays paused
 from ``prepare`` to ``release``. *Writes* need to be held only while the workload flushes and fixes
@@ -17,6 +19,15 @@ it answers, provided every listed file stays as listed until ``release`` (immuta
 deleted; an append-only file gives ``size``, the length that belongs to the snapshot, as RocksDB's
 ``GetLiveFiles`` does for its MANIFEST). Without it (cluster consistency) writes stay held until
 ``release``. A workload that ignores the flag holds writes until ``release``: slower, still correct.
+
+Cluster consistency holds every node's writes at once, so each node's hold lasts until the slowest
+node has fixed its file set. With ``deferListing`` the agent asks for the shortest hold: a workload
+that supports it answers ``prepare`` as soon as writes are held and its file set is fixed, without
+``files``; when the whole cluster is held the agent calls ``resume``, and the workload resumes writes
+(compaction stays paused until ``release``) and lists the files as they were at the hold, under the
+same rule as ``resumeWritesAfterListing``. Listing and staging then happen after writes resume, so
+the hold does not grow with the number of files. A workload that ignores the flag answers ``prepare``
+with its files, as before, and is never asked to ``resume``.
 
 A workload reports when writes were actually held (``heldFrom``/``heldUntil``, its wall clock, and
 ``heldMs``, measured on a monotonic clock); the agent otherwise records its own conservative bounds.
@@ -41,6 +52,11 @@ class HookPrepare(Model):
         default=False,
         description="The workload may resume writes once its file set is fixed (compaction stays paused "
         "until release); false: hold writes until release.",
+    )
+    defer_listing: bool = Field(
+        default=False,
+        description="The workload may answer once writes are held and its file set is fixed, without "
+        "files; it lists them in the answer to resume. Ignoring it (answering with files) is correct.",
     )
 
 
@@ -71,7 +87,15 @@ class HookFile(Model):
 
 
 class HookFileList(HeldWrites):
-    files: list[HookFile]
+    files: list[HookFile] | None = Field(
+        default=None,
+        description="The snapshot's files. Absent only in an answer to a prepare with deferListing: "
+        "the files come with the answer to resume.",
+    )
+
+
+class HookResume(Model):
+    id: str
 
 
 class HookRelease(Model):
