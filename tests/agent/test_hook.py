@@ -312,14 +312,21 @@ async def test_an_abort_before_the_release_ends_the_whole_hold_once(deferring) -
 
 
 @pytest.mark.parametrize("deferring", [409], indirect=True)
-async def test_a_resume_the_workload_refuses_fails_the_release_and_the_abort_ends_the_hold(deferring) -> None:  # type: ignore[no-untyped-def]
+async def test_a_resume_the_workload_refuses_fails_the_node_even_if_committed(deferring) -> None:  # type: ignore[no-untyped-def]
+    """Nothing was listed, so nothing can be backed up: a commit that comes anyway (the operator
+    counts a hold it could not release as open) fails the node with the resume's reason, never
+    uploads an empty tree, and ends the hold."""
     client, hook, staging = deferring
     await client.put("/v1/operations/b1", json=_prepare(consistency="cluster"), headers=AUTH)
     await _until(client, "PREPARED")
     answer = await client.post("/v1/operations/b1/release", headers=AUTH)
     assert answer.status == 502
-    assert "workload hook resume answered 409: the hold ended by itself" in (await answer.json())["error"]
-    await client.post("/v1/operations/b1/abort", json={"reason": "no cut"}, headers=AUTH)
-    await _until(client, "CANCELED")
+    why = "could not resume writes and list the files: workload hook resume answered 409: the hold ended"
+    assert why in (await answer.json())["error"]
+    await client.post("/v1/operations/b1/commit", headers=AUTH)
+    failed = await _until(client, "SUCCESS", "FAILED", "CANCELED")
+    assert failed["phase"] == "FAILED" and why in failed["error"]
     assert hook.calls == ["prepare", "resume", "release"] and not hook.compaction_paused
     assert not staging.exists()
+    store = staging.parents[3] / "store"
+    assert [p for p in store.rglob("*") if p.is_file()] == []  # nothing uploaded

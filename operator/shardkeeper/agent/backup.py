@@ -16,6 +16,7 @@ from shardkeeper.agent.settings import AgentSettings
 from shardkeeper.agent.snapshot import (
     SKIPPED_LISTED,
     Frozen,
+    SnapshotError,
     check_frozen,
     freeze,
     local_collections,
@@ -71,6 +72,8 @@ class BackupJob:
         self.uploading = False
         #: Listed by a deferred listing's resume, not staged yet.
         self._pending: list[HookFile] | None = None
+        #: Why the resume of a deferred listing failed: the node's backup fails with it.
+        self._resume_failed: SnapshotError | None = None
 
     # --- phase 1 -------------------------------------------------------------------------------
 
@@ -128,8 +131,13 @@ class BackupJob:
             await self._end_hold(op)
             return
         assert self.hook is not None
+        if self._resume_failed is not None:
+            raise self._resume_failed
         try:
             self._pending = await resume(frozen, self.hook, op.id, op.node)
+        except SnapshotError as exc:
+            self._resume_failed = exc  # once: a second resume would only hide why
+            raise
         finally:
             op.held = False
             if frozen.hold is not None:
@@ -141,8 +149,8 @@ class BackupJob:
         restore would (``check_frozen``)."""
         frozen = self.frozen
         assert frozen is not None
-        if frozen.deferred:  # a commit without the release (not sent by any coordinator): end it now
-            await self.release(op)
+        if frozen.deferred:  # the release failed (or never came): nothing was listed, so no backup
+            await self.release(op)  # raises the resume's failure, or resumes now
         pending, self._pending = self._pending, None
         if pending is None:
             return

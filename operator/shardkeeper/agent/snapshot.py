@@ -390,18 +390,19 @@ async def freeze(
 
 async def resume(frozen: Frozen, hook: WorkloadHook, op_id: str, node: str) -> list[HookFile]:
     """Ends the write hold of a ``deferred`` freeze (compaction stays paused until ``release``) and
-    returns the files as they were at the hold, to ``stage``. Raises ``SnapshotError``; the caller
-    then ends the whole hold with ``release``."""
+    returns the files as they were at the hold, to ``stage``. Raises ``SnapshotError`` (the freeze
+    stays ``deferred``: nothing can be staged, so the node's backup must fail); the caller then ends
+    the whole hold with ``release``."""
     hold = frozen.hold
     if hold is None or not frozen.deferred:
         raise SnapshotError("nothing to resume: the listing was not deferred")
-    frozen.deferred = False
     sent_at = utcnow()
     try:
         listed = await hook.resume(op_id)
     except HookError as exc:
         hold.released(HeldWrites(), sent_at)
         raise SnapshotError(f"could not resume writes and list the files: {exc}") from exc
+    frozen.deferred = False
     hold.released(listed, sent_at)
     pause_ms = hold.pause_ms()
     log.info(
