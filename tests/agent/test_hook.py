@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -55,22 +56,37 @@ class SlowHook:
 async def setup(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[TestClient[Any, Any], SlowHook]]:
+    data = _data(tmp_path, monkeypatch)
+    hook = SlowHook(data, delay=0.5)
+    async with _agent_with_hook(hook.app(), data) as client:
+        yield client, hook
+
+
+def _data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data root with one collection holding one table, and a filesystem store beside it."""
     data = tmp_path / "data"
     (data / "col").mkdir(parents=True)
     (data / "col" / "1.sst").write_bytes(b"x" * 1000)
     monkeypatch.setenv("BACKUP_FILESYSTEM_PATH", str(tmp_path / "store"))
     (tmp_path / "store").mkdir()
-    hook = SlowHook(data, delay=0.5)
-    hook_server = TestServer(hook.app())
+    return data
+
+
+@contextlib.asynccontextmanager
+async def _agent_with_hook(hook_app: web.Application, data: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    """A real agent app on ``data`` whose workload hook is ``hook_app``, both served on loopback."""
+    hook_server = TestServer(hook_app)
     await hook_server.start_server()
     settings = AgentSettings(
         node="n0", data_root=data, token=SecretStr("tok"), hook_url=str(hook_server.make_url(""))
     )
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
-    yield client, hook
-    await client.close()
-    await hook_server.close()
+    try:
+        yield client
+    finally:
+        await client.close()
+        await hook_server.close()
 
 
 def _prepare(**extra: Any) -> dict[str, Any]:
@@ -136,12 +152,8 @@ async def test_a_workload_that_reports_its_hold_is_believed_and_a_prefix_is_copi
 ) -> None:
     """Node consistency asks the workload to resume writes after listing; it answers when it held
     them, and lists an append-only file by the length that belongs to the snapshot."""
-    data = tmp_path / "data"
-    (data / "col").mkdir(parents=True)
-    (data / "col" / "1.sst").write_bytes(b"x" * 1000)
+    data = _data(tmp_path, monkeypatch)
     (data / "col" / "MANIFEST-1").write_bytes(b"m" * 300 + b"written after the hold")
-    monkeypatch.setenv("BACKUP_FILESYSTEM_PATH", str(tmp_path / "store"))
-    (tmp_path / "store").mkdir()
     asked: list[dict[str, Any]] = []
     held = {"heldFrom": "2026-11-30T08:00:00.001Z", "heldUntil": "2026-11-30T08:00:00.005Z", "heldMs": 3.875}
 
@@ -159,14 +171,7 @@ async def test_a_workload_that_reports_its_hold_is_believed_and_a_prefix_is_copi
     app = web.Application()
     app.router.add_post("/prepare", prepare)
     app.router.add_post("/release", release)
-    hook_server = TestServer(app)
-    await hook_server.start_server()
-    settings = AgentSettings(
-        node="n0", data_root=data, token=SecretStr("tok"), hook_url=str(hook_server.make_url(""))
-    )
-    client = TestClient(TestServer(create_app(settings)))
-    await client.start_server()
-    try:
+    async with _agent_with_hook(app, data) as client:
         await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
         for _ in range(100):
             status = await (await client.get("/v1/operations/b1", headers=AUTH)).json()
@@ -185,9 +190,6 @@ async def test_a_workload_that_reports_its_hold_is_believed_and_a_prefix_is_copi
         assert staged.read_bytes() == b"m" * 300
         assert status["bytesTotal"] == 1300
         await client.post("/v1/operations/b1/abort", json={}, headers=AUTH)
-    finally:
-        await client.close()
-        await hook_server.close()
 
 
 class DeferringHook:
@@ -240,23 +242,11 @@ class DeferringHook:
 async def deferring(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[TestClient[Any, Any], DeferringHook, Path]]:
-    data = tmp_path / "data"
-    (data / "col").mkdir(parents=True)
-    (data / "col" / "1.sst").write_bytes(b"x" * 1000)
+    data = _data(tmp_path, monkeypatch)
     (data / "col" / "MANIFEST-1").write_bytes(b"m" * 300)
-    monkeypatch.setenv("BACKUP_FILESYSTEM_PATH", str(tmp_path / "store"))
-    (tmp_path / "store").mkdir()
     hook = DeferringHook(data, resume_status=getattr(request, "param", 200))
-    hook_server = TestServer(hook.app())
-    await hook_server.start_server()
-    settings = AgentSettings(
-        node="n0", data_root=data, token=SecretStr("tok"), hook_url=str(hook_server.make_url(""))
-    )
-    client = TestClient(TestServer(create_app(settings)))
-    await client.start_server()
-    yield client, hook, data / ".shardkeeper" / "staging" / "b1"
-    await client.close()
-    await hook_server.close()
+    async with _agent_with_hook(hook.app(), data) as client:
+        yield client, hook, data / ".shardkeeper" / "staging" / "b1"
 
 
 async def _until(client: TestClient[Any, Any], *phases: str) -> dict[str, Any]:
