@@ -123,7 +123,7 @@ def back_up(
     import datetime as dt
     import threading
 
-    from shardkeeper.agent.snapshot import _freeze_hookless, check_frozen
+    from shardkeeper.agent.staging import check_frozen, freeze_hookless
     from shardkeeper.api.common import Phase
     from shardkeeper.api.descriptors import NodeDescriptor
     from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
@@ -131,7 +131,7 @@ def back_up(
     from shardkeeper.storage import BackupLayout
     from shardkeeper.storage.repository import BackupRepository
 
-    frozen = _freeze_hookless(data, work / f"staging-{backup_id}", ["col"], ("*.sst",))
+    frozen = freeze_hookless(data, work / f"staging-{backup_id}", ["col"], ("*.sst",))
     check_frozen(frozen)
     repo = BackupRepository(store)
     reuse = None

@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from shardkeeper.agent import snapshot
+from shardkeeper.agent import staging
 from shardkeeper.agent.app import create_app
 from shardkeeper.agent.backup import worker_count
 from shardkeeper.agent.settings import AgentSettings
@@ -157,14 +157,14 @@ async def test_a_file_gone_between_listing_and_freezing_is_left_out_with_a_warni
     """Hookless: the walk lists a file, which is deleted before it is copied into staging."""
     client, data, store = agent
     (data / "users" / "LOG.old.vanishing").write_bytes(b"rotated away")
-    copy_file = snapshot.copy_file
+    copy_file = staging.copy_file
 
     def deleted_first(src: str, dst: str, st: Any) -> None:
         if src.endswith("vanishing"):
             Path(src).unlink()
         copy_file(src, dst, st)
 
-    monkeypatch.setattr(snapshot, "copy_file", deleted_first)
+    monkeypatch.setattr(staging, "copy_file", deleted_first)
     assert (await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)).status == 202
     prepared = await _wait_phase(client, "b1", "PREPARED", "FAILED")
     assert prepared["phase"] == "PREPARED", prepared.get("error")
