@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from shardkeeper import conventions as c
 from shardkeeper.api.agent import NodePhase, PrepareBackup, StoreProbe
 from shardkeeper.api.backup import BackupSpec, BackupStatus, backup_id_of
-from shardkeeper.api.common import Codec, CompressionLevel, Consistency, DeletionPolicy, Phase, human_bytes
-from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, NodeSummary, Owner
+from shardkeeper.api.common import Consistency, DeletionPolicy, Phase, human_bytes
+from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, Owner
 from shardkeeper.api.status import NodeStatus
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION
 from shardkeeper.coordinator import selection
 from shardkeeper.coordinator.agents import NodeEndpoint
+from shardkeeper.coordinator.backup_record import global_descriptor, read_global_descriptor
 from shardkeeper.coordinator.cut import record_cut
 from shardkeeper.coordinator.objects import OperationObject, Outcome, Stop, in_thread
 from shardkeeper.coordinator.operation import OperationReconciler
@@ -26,7 +26,6 @@ from shardkeeper.errors import (
     SpecError,
     StorageError,
     TransientStorageError,
-    UnknownFormatVersion,
 )
 from shardkeeper.storage import BackupLayout, Storage
 from shardkeeper.storage.repository import BackupRepository
@@ -34,26 +33,6 @@ from shardkeeper.storage.repository import BackupRepository
 BackupObject = OperationObject[BackupSpec, BackupStatus]
 
 __all__ = ["BackupObject", "BackupReconciler", "Outcome", "read_global_descriptor"]
-
-
-def read_global_descriptor(storage: Storage, layout: BackupLayout) -> GlobalDescriptor | None:
-    """The backup's global descriptor, or None if there is none. A version this code does not know
-    reads as a finished backup that nobody here owns, so it is never overwritten; a corrupt one
-    raises ``CorruptDescriptor``, naming it."""
-    try:
-        return BackupRepository(storage).global_descriptor(layout.backup_id)
-    except UnknownFormatVersion:
-        return GlobalDescriptor(
-            id=layout.backup_id,
-            status=Phase.SUCCESS,
-            backend=storage.backend,
-            started_at=dt.datetime.fromtimestamp(0, dt.UTC),
-            codec=Codec.NONE,
-            compression_level=CompressionLevel.NONE,
-            chunk_size_mb=0,
-            collections=[],
-            nodes={},
-        )
 
 
 class DeletionDeferred(ShardkeeperError):
@@ -408,50 +387,14 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         collections: list[str],
         nodes: list[NodeDescriptor] | None = None,
     ) -> None:
-        st, cfg = self.status, self.spec.config
-        by_node = {n.node: n for n in nodes or []}
-        summaries = {}
-        for name, node in st.nodes.items():
-            done = by_node.get(name)
-            summaries[name] = NodeSummary(
-                status=done.status if done else _phase_of(node.phase),
-                collections=[col.name for col in done.collections] if done else [],
-                bytes=done.bytes if done else 0,
-                stored_bytes=done.stored_bytes if done else 0,
-                files=done.file_count if done else 0,
-                bytes_reused=done.bytes_reused if done else 0,
-                error=node.error,
-            )
-        references = sorted(
-            {ch.backup for n in nodes or [] for col in n.collections for ch in col.chunks if ch.backup}
-        )
-        descriptor = GlobalDescriptor(
-            id=self.op_id,
-            status=phase,
-            backend=self.spec.backend,
-            started_at=st.started_at or self.now,
-            completed_at=self.now if phase.terminal else None,
-            codec=CODEC_FOR_LEVEL[cfg.compression_level].codec,
-            compression_level=cfg.compression_level,
-            chunk_size_mb=cfg.chunk_size,
-            consistency=self.spec.consistency,
-            collections=collections,
-            nodes=summaries,
-            bytes=sum(s.bytes for s in summaries.values()),
-            stored_bytes=sum(s.stored_bytes for s in summaries.values()),
-            files=sum(s.files for s in summaries.values()),
+        descriptor = global_descriptor(
+            self.op_id,
+            self.spec,
+            self.status,
+            phase,
             owner=Owner(namespace=self.obj.namespace, name=self.obj.name, uid=self.obj.uid),
-            error=st.error,
-            base=self.spec.incremental_base,
-            references=references,
-            bytes_reused=sum(s.bytes_reused for s in summaries.values()),
-            format_version=INCREMENTAL_FORMAT_VERSION if references else DESCRIPTOR_FORMAT_VERSION,
+            collections=collections,
+            nodes=nodes or [],
+            now=self.now,
         )
         BackupRepository(storage).write_global(descriptor)
-
-
-def _phase_of(node_phase: str) -> Phase:
-    try:
-        return Phase(node_phase)
-    except ValueError:
-        return Phase.FAILED
