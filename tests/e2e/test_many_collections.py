@@ -16,7 +16,7 @@ def test_more_collections_than_a_status_lists_back_up_and_restore_across_an_oper
     env: Env,
 ) -> None:
     namespace = env.make_namespace()
-    target = env.make_cluster(namespace=namespace)
+    target = env.make_cluster(namespace=namespace, value_size=2048)  # its checks know the values
     env.backend_env["SHARDKEEPER_MAX_BYTES_PER_SECOND"] = "200000"  # seconds per node: time to restart
     source = env.make_cluster(value_size=2048)
     source.fill({name: [i % 3] for i, name in enumerate(NAMES)}, keys=30)
