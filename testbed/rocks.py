@@ -28,6 +28,8 @@ class Collection:
     lock: threading.Lock = field(default_factory=threading.Lock)
     next_seq: int = 0
     acked: int = 0
+    #: The live WAL as found before a hold, and the super version it was found at (``live_wal``).
+    wal_hint: tuple[tuple[str, int], int] | None = None
 
 
 @dataclass
@@ -82,7 +84,7 @@ def hold_writes(cols: list[Collection], pool: ThreadPoolExecutor, resume: bool) 
         for col in cols:
             manifest = (col.path / "CURRENT").read_text().strip()
             held.manifests[col.name] = (manifest, (col.path / manifest).stat().st_size)
-            held.wals[col.name] = _live_wal(col)
+            held.wals[col.name] = live_wal(col)
     except BaseException:
         resume_writes(held)
         raise
@@ -91,7 +93,23 @@ def hold_writes(cols: list[Collection], pool: ThreadPoolExecutor, resume: bool) 
     return held
 
 
-def _live_wal(col: Collection) -> tuple[str, int]:
+def live_wal(col: Collection) -> tuple[str, int]:
+    """The WAL new writes go to, and its length, inside the hold in a few system calls: the WAL
+    ``pause_compaction`` found is still the live one if no new super version was installed since
+    (a memtable switch, which starts a new WAL, installs one), so only its length is read; else
+    the directory is listed again (``_find_live_wal``: O(files))."""
+    if col.wal_hint is not None:
+        (name, _), version = col.wal_hint
+        if version == _super_version(col):
+            return (name, (col.path / name).stat().st_size) if name else ("", 0)
+    return _find_live_wal(col)
+
+
+def _super_version(col: Collection) -> int:
+    return col.db.property_int_value("rocksdb.current-super-version-number") or 0
+
+
+def _find_live_wal(col: Collection) -> tuple[str, int]:
     """The WAL new writes go to, and its length: one column family and no memtable waiting for a
     flush, so it is the newest ``*.log`` numbered at or above ``min-log-number-to-keep``. That
     number names no file after a reopen (RocksDB then starts a newer log), so the file is looked
@@ -160,3 +178,6 @@ def pause_compaction(cols: list[Collection], pool: ThreadPoolExecutor) -> None:
         time.sleep(0.005)
     # Flush once before holding writes, so that the WAL the snapshot holds a prefix of is short.
     list(pool.map(lambda c: c.db.flush(), cols))
+    # Find each live WAL now, outside the hold: finding it lists the collection's directory.
+    for col in cols:
+        col.wal_hint = (_find_live_wal(col), _super_version(col))

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from testbed.rocks import Collection, hold_writes, list_files, open_rocksdb, resume_writes
+from testbed.rocks import (
+    Collection,
+    _find_live_wal,
+    hold_writes,
+    list_files,
+    live_wal,
+    open_rocksdb,
+    pause_compaction,
+    resume_writes,
+)
 from testbed.sampledb import SampleDb
 
 
@@ -59,4 +68,28 @@ async def test_a_deferred_listing_holds_writes_until_resume_and_lists_the_state_
     assert again.value.text == "writes for b1 were resumed already"
     db.release("b1")
     assert "b1" not in db.holds
+    col.db.close()
+
+
+def test_the_hold_reads_the_live_wal_found_before_it_and_finds_it_again_after_a_switch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding the live WAL lists the collection's directory (O(files)): ``pause_compaction`` does
+    it before the hold, and the hold only reads its length, unless a memtable switch (a new WAL)
+    came in between."""
+    path = tmp_path / "articles"
+    path.mkdir()
+    col = Collection("articles", path, open_rocksdb(path))
+    col.db[b"k"] = b"v"
+    with ThreadPoolExecutor(2) as pool:
+        pause_compaction([col], pool)
+    col.db[b"k2"] = b"v2"  # a write after the hint: the same WAL, longer
+    found = _find_live_wal(col)
+    listed: list[Path] = []
+    real_glob = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: listed.append(self) or real_glob(self, pattern))
+    assert live_wal(col) == found and listed == []  # the length read, no directory listed
+    col.db.flush()  # a memtable switch: a new WAL
+    switched = live_wal(col)
+    assert listed == [path] and switched[0] != found[0] and switched == _find_live_wal(col)
     col.db.close()
