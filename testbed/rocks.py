@@ -180,4 +180,5 @@ def pause_compaction(cols: list[Collection], pool: ThreadPoolExecutor) -> None:
     list(pool.map(lambda c: c.db.flush(), cols))
     # Find each live WAL now, outside the hold: finding it lists the collection's directory.
     for col in cols:
-        col.wal_hint = (_find_live_wal(col), _super_version(col))
+        version = _super_version(col)  # first: a switch after it shows in the hold as a newer one
+        col.wal_hint = (_find_live_wal(col), version)

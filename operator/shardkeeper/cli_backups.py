@@ -172,7 +172,7 @@ def describe(obj: dict[str, Any]) -> str:
         slot = notes.get("shardkeeper.io/scheduled-at", "")
         lines.append(f"Schedule:     {labels['shardkeeper.io/schedule']} (slot {slot})")
     lines += [
-        f"Collections:  {','.join(st.get('collections') or [])}",
+        f"Collections:  {_collections_line(st)}",
         f"Size:         {st.get('size') or human_bytes(int(st.get('bytesTotal') or 0))}"
         + (f" ({human_bytes(int(st['storedBytes']))} stored)" if st.get("storedBytes") is not None else ""),
         f"Files:        {st.get('filesDone', 0)}/{st.get('filesTotal', 0)}",
@@ -302,3 +302,13 @@ def add_commands(
     bk.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
     bk.add_argument("-o", "--output", choices=["text", "json"], default="text")
     bk.set_defaults(func=_describe_backup)
+
+
+def _collections_line(st: dict[str, Any]) -> str:
+    """The status's collections, with how many it leaves out (a status lists the first 100; the
+    backup's descriptor, `shardkeeper backups describe ID`, lists them all)."""
+    names = [str(n) for n in st.get("collections") or []]
+    count = st.get("collectionCount")
+    total = count if isinstance(count, int) and count > len(names) else len(names)
+    more = f" ... and {total - len(names)} more ({total} in all)" if total > len(names) else ""
+    return ",".join(names) + more

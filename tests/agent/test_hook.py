@@ -199,8 +199,8 @@ class DeferringHook:
     HELD = {"heldFrom": "2026-11-30T08:00:00.001Z"}
     RESUMED = {**HELD, "heldUntil": "2026-11-30T08:00:00.009Z", "heldMs": 7.5}
 
-    def __init__(self, data: Path, *, resume_status: int = 200) -> None:
-        self.data, self.resume_status = data, resume_status
+    def __init__(self, data: Path, *, resume_status: int = 200, expired: bool = False) -> None:
+        self.data, self.resume_status, self.expired = data, resume_status, expired
         self.calls: list[str] = []
         self.asked: list[dict[str, Any]] = []
         self.writes_held = self.compaction_paused = False
@@ -229,7 +229,7 @@ class DeferringHook:
         async def release(_: web.Request) -> web.Response:
             self.calls.append("release")
             self.writes_held = self.compaction_paused = False
-            return web.json_response(self.RESUMED)
+            return web.json_response({**self.RESUMED, "expired": self.expired})
 
         app = web.Application()
         app.router.add_post("/prepare", prepare)
@@ -244,7 +244,7 @@ async def deferring(
 ) -> AsyncIterator[tuple[TestClient[Any, Any], DeferringHook, Path]]:
     data = _data(tmp_path, monkeypatch)
     (data / "col" / "MANIFEST-1").write_bytes(b"m" * 300)
-    hook = DeferringHook(data, resume_status=getattr(request, "param", 200))
+    hook = DeferringHook(data, **getattr(request, "param", {}))
     async with _agent_with_hook(hook.app(), data) as client:
         yield client, hook, data / ".shardkeeper" / "staging" / "b1"
 
@@ -301,7 +301,7 @@ async def test_an_abort_before_the_release_ends_the_whole_hold_once(deferring) -
     assert not hook.writes_held and not hook.compaction_paused and not staging.exists()
 
 
-@pytest.mark.parametrize("deferring", [409], indirect=True)
+@pytest.mark.parametrize("deferring", [{"resume_status": 409}], indirect=True)
 async def test_a_resume_the_workload_refuses_fails_the_node_even_if_committed(deferring) -> None:  # type: ignore[no-untyped-def]
     """Nothing was listed, so nothing can be backed up: a commit that comes anyway (the operator
     counts a hold it could not release as open) fails the node with the resume's reason, never
@@ -320,3 +320,38 @@ async def test_a_resume_the_workload_refuses_fails_the_node_even_if_committed(de
     assert not staging.exists()
     store = staging.parents[3] / "store"
     assert [p for p in store.rglob("*") if p.is_file()] == []  # nothing uploaded
+
+
+async def test_a_repeated_release_waits_for_the_same_resume_and_keeps_compaction_paused(deferring) -> None:  # type: ignore[no-untyped-def]
+    """An operator that restarts between its releases and its commit releases again: the files the
+    resume listed must stay as listed until they are staged, so compaction stays paused."""
+    client, hook, _ = deferring
+    await client.put("/v1/operations/b1", json=_prepare(consistency="cluster"), headers=AUTH)
+    await _until(client, "PREPARED")
+    first, again = await asyncio.gather(
+        client.post("/v1/operations/b1/release", headers=AUTH),
+        client.post("/v1/operations/b1/release", headers=AUTH),
+    )
+    assert (first.status, again.status) == (200, 200)
+    third = await client.post("/v1/operations/b1/release", headers=AUTH)
+    assert third.status == 200 and (await third.json())["pauseMs"] == 7.5
+    assert hook.calls == ["prepare", "resume"] and hook.compaction_paused
+    await client.post("/v1/operations/b1/commit", headers=AUTH)
+    done = await _until(client, "SUCCESS", "FAILED")
+    assert done["phase"] == "SUCCESS", done["error"]
+    assert hook.calls == ["prepare", "resume", "release"]
+
+
+@pytest.mark.parametrize("deferring", [{"expired": True}], indirect=True)
+async def test_a_hold_that_ended_by_itself_before_staging_ended_fails_the_node(deferring) -> None:  # type: ignore[no-untyped-def]
+    """The workload's hold timeout ended the compaction hold while the files were staged: a listed
+    file may have changed before it was staged, so the node fails rather than upload it."""
+    client, hook, staging = deferring
+    await client.put("/v1/operations/b1", json=_prepare(consistency="cluster"), headers=AUTH)
+    await _until(client, "PREPARED")
+    await client.post("/v1/operations/b1/release", headers=AUTH)
+    await client.post("/v1/operations/b1/commit", headers=AUTH)
+    failed = await _until(client, "SUCCESS", "FAILED")
+    assert failed["phase"] == "FAILED"
+    assert "ended its hold by itself (its hold timeout) before the files were staged" in failed["error"]
+    assert hook.calls == ["prepare", "resume", "release"] and not staging.exists()

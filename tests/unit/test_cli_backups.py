@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,3 +162,20 @@ def test_describe_shows_a_row_per_node() -> None:
     assert "512 B/s" in table[1]
     assert table[2].split()[:2] == ["db-1", "SUCCESS"] and "61.2 ms" in table[2]
     assert "01:30:02.125..01:30:02.186" in table[2]
+
+
+@pytest.mark.parametrize(
+    ("status", "line"),
+    [
+        ({"collections": ["a", "b"], "collectionCount": 2}, "Collections:  a,b\n"),
+        ({"collections": ["a", "b"]}, "Collections:  a,b\n"),  # written before collectionCount
+        (
+            {"collections": ["a", "b"], "collectionCount": 150},
+            "Collections:  a,b ... and 148 more (150 in all)\n",
+        ),
+        ({}, "Collections:  \n"),
+    ],
+)
+def test_describe_says_how_many_collections_the_status_leaves_out(status: dict[str, Any], line: str) -> None:
+    text = describe({"metadata": {"name": "b"}, "spec": {}, "status": status})
+    assert line in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 
@@ -72,8 +73,8 @@ class BackupJob:
         self.uploading = False
         #: Listed by a deferred listing's resume, not staged yet.
         self._pending: list[HookFile] | None = None
-        #: Why the resume of a deferred listing failed: the node's backup fails with it.
-        self._resume_failed: SnapshotError | None = None
+        #: The resume of a deferred listing, once asked: later releases and the transfer await it.
+        self._resuming: asyncio.Future[None] | None = None
 
     # --- phase 1 -------------------------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class BackupJob:
         if req.consistency is Consistency.CLUSTER and hold is not None and not hold.writes_resumed:
             op.held = True  # until the coordinator sees every node frozen and calls /release
         else:
-            await self._end_hold(op)
+            await self._end_staged_hold(op)
         await asyncio.to_thread(check_frozen, self.frozen)
 
     def _staged(self, op: Operation) -> None:
@@ -122,22 +123,23 @@ class BackupJob:
 
     async def release(self, op: Operation) -> None:
         """The coordinator's release (cluster consistency: every node holds writes): writes resume.
-        After a deferred listing only writes do, and the files are staged when the transfer begins
+        After a deferred listing only writes do, once (a repeated release waits for the same
+        resume, and raises its failure again), and the files are staged when the transfer begins
         (compaction stays paused until then); otherwise the whole hold ends here."""
         frozen = self.frozen
         if frozen is None:
             return
-        if not frozen.deferred:
+        if self._resuming is None and not frozen.deferred:
             await self._end_hold(op)
             return
+        if self._resuming is None:
+            self._resuming = asyncio.ensure_future(self._resume(op, frozen))
+        await asyncio.shield(self._resuming)
+
+    async def _resume(self, op: Operation, frozen: Frozen) -> None:
         assert self.hook is not None
-        if self._resume_failed is not None:
-            raise self._resume_failed
         try:
             self._pending = await resume(frozen, self.hook, op.id, op.node)
-        except SnapshotError as exc:
-            self._resume_failed = exc  # once: a second resume would only hide why
-            raise
         finally:
             op.held = False
             if frozen.hold is not None:
@@ -146,19 +148,30 @@ class BackupJob:
 
     async def _stage_pending(self, op: Operation) -> None:
         """Stages what the resume listed, then ends the compaction hold, then checks the tree as a
-        restore would (``check_frozen``)."""
+        restore would (``check_frozen``). Without a successful resume nothing was listed: raises."""
         frozen = self.frozen
         assert frozen is not None
-        if frozen.deferred:  # the release failed (or never came): nothing was listed, so no backup
-            await self.release(op)  # raises the resume's failure, or resumes now
+        if frozen.deferred or self._resuming is not None:
+            await self.release(op)  # the resume's failure, or its files (resumed now if it never was)
         pending, self._pending = self._pending, None
         if pending is None:
             return
         collections = op.collections
         await in_thread(op, lambda: stage(frozen, self.settings.data_root, pending, collections))
         self._staged(op)
-        await self._end_hold(op)
+        await self._end_staged_hold(op)
         await asyncio.to_thread(check_frozen, frozen)
+
+    async def _end_staged_hold(self, op: Operation) -> None:
+        """Ends the hold that kept the files as listed while they were staged (writes had resumed):
+        if the workload says it had ended it by itself (its hold timeout) before, a listed file may
+        have changed or gone before it was staged, so the node fails."""
+        await self._end_hold(op)
+        if self.frozen is not None and self.frozen.ended_by_itself:
+            raise SnapshotError(
+                "the workload ended its hold by itself (its hold timeout) before the files were "
+                "staged: they may have changed; a longer hold timeout (the reservation) would avoid it"
+            )
 
     async def _end_hold(self, op: Operation) -> None:
         """Ends the workload's whole hold (writes, if still held, and compaction), once."""
@@ -280,6 +293,9 @@ class BackupJob:
     # --- the end, whichever it is ---------------------------------------------------------------
 
     async def discard(self, op: Operation, *, succeeded: bool) -> None:
+        if self._resuming is not None:  # its release would overtake it: let it answer first
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._resuming)
         try:
             await self._end_hold(op)
         except ShardkeeperError as exc:

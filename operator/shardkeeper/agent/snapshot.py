@@ -145,8 +145,12 @@ async def resume(frozen: Frozen, hook: WorkloadHook, op_id: str, node: str) -> l
     except HookError as exc:
         hold.released(HeldWrites(), sent_at)
         raise SnapshotError(f"could not resume writes and list the files: {exc}") from exc
-    frozen.deferred = False
     hold.released(listed, sent_at)
+    if listed.expired:
+        raise SnapshotError(
+            "the workload ended its hold by itself (its hold timeout) before the release: no cut"
+        )
+    frozen.deferred = False
     pause_ms = hold.pause_ms()
     log.info(
         "snapshot.resumed",
@@ -179,7 +183,9 @@ async def release(frozen: Frozen, hook: WorkloadHook | None, op_id: str, node: s
     frozen.released = True
     sent_at = utcnow()
     try:
-        hold.released(await hook.release(op_id), sent_at)
+        answer = await hook.release(op_id)
+        frozen.ended_by_itself = answer.expired
+        hold.released(answer, sent_at)
     except HookError:
         hold.released(HeldWrites(), sent_at)
         raise

@@ -69,6 +69,8 @@ class Frozen:
     hold: Hold | None = None
     """The workload's hold (without a hook: None); ``released`` once the release was sent."""
     released: bool = False
+    ended_by_itself: bool = False
+    """The release found the hold already ended (the workload's hold timeout)."""
     deferred: bool = False
     """The workload deferred its listing: writes are held, nothing is staged yet (``resume``)."""
 

@@ -201,13 +201,17 @@ NAMES_IN_MESSAGES = 10
 """How many names a message, Event or error lists before '... and N more'."""
 
 
+def some_of(items: Sequence[str], limit: int = NAMES_IN_MESSAGES, *, total: int | None = None) -> str:
+    """``items`` joined for a message, at most ``limit`` of them: 'a, b', or 'a, b, ... and 9998
+    more'. ``total``: how many there are, when ``items`` holds only the first of them."""
+    count = len(items) if total is None else max(total, len(items))
+    shown = items[:limit]
+    more = f", ... and {count - len(shown)} more" if count > len(shown) else ""
+    return ", ".join(shown) + more
+
+
 def listed(names: Sequence[str], limit: int = NAMES_IN_MESSAGES, *, total: int | None = None) -> str:
     """``names`` for a message, at most ``limit`` of them, as Python shows a list: "['a', 'b']", or
     "['a', 'b', ... and 9998 more]". Messages land in a status (one etcd object) and in Events (a
-    1 KiB note), so a list as long as the data never goes into one whole. ``total``: how many
-    there are, when ``names`` holds only the first of them."""
-    count = len(names) if total is None else max(total, len(names))
-    shown = names[:limit]
-    more = f", ... and {count - len(shown)} more" if count > len(shown) else ""
-    shown_text = ", ".join(repr(name) for name in shown)
-    return f"[{shown_text}{more}]"
+    1 KiB note), so a list as long as the data never goes into one whole."""
+    return f"[{some_of([repr(name) for name in names[:limit]], limit, total=total or len(names))}]"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from shardkeeper import conventions as c
 from shardkeeper.api.agent import NodePhase, PrepareBackup, StoreProbe
 from shardkeeper.api.backup import BackupSpec, BackupStatus, backup_id_of
-from shardkeeper.api.common import Consistency, DeletionPolicy, Phase, human_bytes
+from shardkeeper.api.common import Consistency, DeletionPolicy, Phase, human_bytes, some_of
 from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, Owner
 from shardkeeper.api.status import NodeStatus
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
@@ -76,7 +76,7 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         unnamed = [f'"{d}" on node "{node}"' for node, info in sorted(infos.items()) for d in info.unnamed]
         if unnamed and not spec.include:
             self._fail(
-                f"cannot back up every collection: not a collection: {', '.join(unnamed)} (a directory "
+                f"cannot back up every collection: not a collection: {some_of(unnamed)} (a directory "
                 "name must be valid UTF-8 and at most 255 bytes); rename it, move it out of the data "
                 "root, or name the collections to back up in spec.include",
                 reason="InvalidSpec",

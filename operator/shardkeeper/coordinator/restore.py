@@ -15,7 +15,7 @@ from typing import Any
 
 from shardkeeper import conventions as c
 from shardkeeper.api.agent import NodePhase, PrepareRestore
-from shardkeeper.api.common import NAMES_IN_MESSAGES, Phase, human_bytes
+from shardkeeper.api.common import Phase, human_bytes, some_of
 from shardkeeper.api.descriptors import (
     GlobalDescriptor,
     Owner,
@@ -93,16 +93,25 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
 
     async def _all_collections(self, storage: Storage) -> list[str]:
         """Every collection of this restore: resolved in this process, or all on the status, or
-        (when the status lists only the first of many) resolved again from the backup's descriptor,
-        which a restore never changes."""
+        (when the status lists only the first of many) as this restore's STARTED record lists them,
+        or resolved again from the backup's descriptor. If neither can be read (the backup was
+        deleted meanwhile), the status's first ones: the record is written anyway, never retried
+        forever."""
         if self._selection is not None:
             return self._selection
         if self.status.collections_complete():
             return self.status.collections
-        descriptor = await in_thread(lambda: BackupRepository(storage).global_descriptor(self.spec.backup_id))
-        if descriptor is None:
-            raise CorruptDescriptor(f"{storage.url(self.layout.global_descriptor)} is missing")
-        return self._resolve(descriptor)
+        repo = BackupRepository(storage)
+        try:
+            record = await in_thread(lambda: repo.restore_descriptor(self.spec.backup_id))
+            if record is not None and record.restore.uid == self.obj.uid:
+                return record.collections
+            descriptor = await in_thread(lambda: repo.global_descriptor(self.spec.backup_id))
+            if descriptor is not None:
+                return self._resolve(descriptor)
+        except (CorruptDescriptor, UnknownFormatVersion, SpecError) as exc:
+            self.log.warning("restore.collections_not_found", error=str(exc))
+        return self.status.collections
 
     async def _backup(self, storage: Storage) -> GlobalDescriptor:
         backup_id = self.spec.backup_id
@@ -176,14 +185,8 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
             for name in sorted(wanted & set(info.collections))
         ]
         if clashes:
-            more = (
-                f", ... and {len(clashes) - NAMES_IN_MESSAGES} more"
-                if len(clashes) > NAMES_IN_MESSAGES
-                else ""
-            )
             self._fail(
-                f'collections already exist in cluster "{self.spec.cluster}": '
-                f"{', '.join(clashes[:NAMES_IN_MESSAGES])}{more}; "
+                f'collections already exist in cluster "{self.spec.cluster}": {some_of(clashes)}; '
                 "a restore never overwrites a collection",
                 reason="CollectionExists",
             )
