@@ -3,9 +3,11 @@ consistent cut of the whole cluster."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 import yaml
@@ -63,7 +65,9 @@ class LedgerWriter:
 
 def _ledger_backup(
     env: Env, tmp_path: Path, name: str, consistency: str
-) -> tuple[set[int], dict[str, float], int]:
+) -> tuple[set[int], dict[str, Any], int]:
+    """The sequence numbers the backup holds, its nodes' status (pause, hold window), and how many
+    writes were acknowledged by the end."""
     cluster = env.make_cluster()
     cluster.fill({"ledger": [0, 1, 2]}, keys=0)
     # Node 2 takes a second to reach its freeze: without a cluster-wide hold, the others are
@@ -82,26 +86,33 @@ def _ledger_backup(
     for node_name, node in nodes.items():
         materialize(node, tmp_path / node_name)
         seqs |= ledger_seqs(tmp_path / node_name / "ledger", "ledger", cluster.value_size)
-    pauses = {n: s["pauseMs"] for n, s in status["nodes"].items()}
-    return seqs, pauses, acked
+    return seqs, status["nodes"], acked
 
 
 def test_cluster_consistency_is_one_cut_of_every_node(env: Env, tmp_path: Path) -> None:
-    seqs, pauses, acked = _ledger_backup(env, tmp_path, "cut", "cluster")
+    seqs, nodes, acked = _ledger_backup(env, tmp_path, "cut", "cluster")
     assert seqs, "the writer wrote nothing before the backup"
     assert seqs == set(range(max(seqs) + 1)), f"gaps: {sorted(set(range(max(seqs) + 1)) - seqs)[:10]}"
     assert max(seqs) < acked - 1  # and the writer carried on after the cut
-    # Nodes 0 and 1 held their writes until node 2 had frozen, a second after they had.
-    assert pauses["sampledb-0"] >= 1000 and pauses["sampledb-1"] >= 1000
+
+    # Nodes 0 and 1 held their writes until node 2 had frozen, about a second after they had (its
+    # prepare waited 1 s first; each node's own flush before its hold moves that by milliseconds).
+    def at(stamp: str) -> dt.datetime:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    last = at(nodes["sampledb-2"]["hold"]["heldFrom"])
+    for n in ("sampledb-0", "sampledb-1"):
+        assert at(nodes[n]["hold"]["heldUntil"]) > last, (n, nodes[n]["hold"], last)
+        assert nodes[n]["pauseMs"] >= 900, (n, nodes[n]["pauseMs"])
 
 
 def test_node_consistency_alone_is_not_a_cluster_cut(env: Env, tmp_path: Path) -> None:
     """The control for the test above: the same writer and the same slow node, without the
     cluster-wide hold, leave holes in the sequence. So that test can tell the difference."""
-    seqs, pauses, _ = _ledger_backup(env, tmp_path, "no-cut", "node")
+    seqs, nodes, _ = _ledger_backup(env, tmp_path, "no-cut", "node")
     missing = set(range(max(seqs) + 1)) - seqs
     assert missing, "expected the per-node snapshots to miss writes made between them"
-    assert pauses["sampledb-0"] < 1000
+    assert nodes["sampledb-0"]["pauseMs"] < 1000
 
 
 class WriteCounter:
