@@ -71,10 +71,9 @@ class BackupJob:
         self.started_at = utcnow()
         #: Only an operation that began uploading may delete what is under its node's prefix.
         self.uploading = False
-        #: Listed by a deferred listing's resume, not staged yet.
-        self._pending: list[HookFile] | None = None
-        #: The resume of a deferred listing, once asked: later releases and the transfer await it.
-        self._resuming: asyncio.Future[None] | None = None
+        #: The resume of a deferred listing (its files), once asked: later releases and the
+        #: transfer await it.
+        self._resuming: asyncio.Future[list[HookFile]] | None = None
 
     # --- phase 1 -------------------------------------------------------------------------------
 
@@ -132,32 +131,36 @@ class BackupJob:
         if self._resuming is None and not frozen.deferred:
             await self._end_hold(op)
             return
+        await self._resumed(op, frozen)
+
+    async def _resumed(self, op: Operation, frozen: Frozen) -> list[HookFile]:
+        """The files of the deferred listing: resumes writes the first time, then the same answer
+        (or failure) every time."""
         if self._resuming is None:
             self._resuming = asyncio.ensure_future(self._resume(op, frozen))
-        await asyncio.shield(self._resuming)
+        return await asyncio.shield(self._resuming)
 
-    async def _resume(self, op: Operation, frozen: Frozen) -> None:
+    async def _resume(self, op: Operation, frozen: Frozen) -> list[HookFile]:
         assert self.hook is not None
         try:
-            self._pending = await resume(frozen, self.hook, op.id, op.node)
+            files = await resume(frozen, self.hook, op.id, op.node)
         finally:
             op.held = False
             if frozen.hold is not None:
                 op.hold = frozen.hold.window()
         self._record_pause(op)
+        return files
 
     async def _stage_pending(self, op: Operation) -> None:
         """Stages what the resume listed, then ends the compaction hold, then checks the tree as a
         restore would (``check_frozen``). Without a successful resume nothing was listed: raises."""
         frozen = self.frozen
         assert frozen is not None
-        if frozen.deferred or self._resuming is not None:
-            await self.release(op)  # the resume's failure, or its files (resumed now if it never was)
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return
+        if self._resuming is None and not frozen.deferred:
+            return  # staged at prepare
+        files = await self._resumed(op, frozen)  # resumed now if the release never came
         collections = op.collections
-        await in_thread(op, lambda: stage(frozen, self.settings.data_root, pending, collections))
+        await in_thread(op, lambda: stage(frozen, self.settings.data_root, files, collections))
         self._staged(op)
         await self._end_staged_hold(op)
         await asyncio.to_thread(check_frozen, frozen)

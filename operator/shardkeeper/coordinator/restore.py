@@ -178,7 +178,7 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
             )
 
     def _check_conflicts(self, infos: dict[str, Any]) -> None:
-        wanted = set(self._selection or ())
+        wanted = set(self._selection_made())
         clashes = [
             f'"{name}" on node "{node}"'
             for node, info in sorted(infos.items())
@@ -192,7 +192,7 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
             )
 
     async def _check_space(self, storage: Storage, sources: dict[str, str], infos: dict[str, Any]) -> None:
-        wanted = set(self._selection or ())
+        wanted = set(self._selection_made())
         repo = BackupRepository(storage)
 
         def needs() -> dict[str, int]:
