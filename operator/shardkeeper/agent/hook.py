@@ -39,7 +39,7 @@ class WorkloadHook:
                     data: dict[str, object] = await resp.json()
                     return data
                 return {}
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a body not JSON
             raise HookError(f"workload hook {name} at {url} failed: {exc!r}") from exc
 
     async def prepare(

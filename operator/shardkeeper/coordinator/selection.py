@@ -7,8 +7,6 @@ character matches itself, so a collection called ``logs[2026]`` is named by exac
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Iterable, Sequence
 
 from shardkeeper.api.common import listed
@@ -19,15 +17,24 @@ def _is_pattern(selector: str) -> bool:
     return any(ch in selector for ch in "*?")
 
 
-@functools.lru_cache(maxsize=1024)
-def _regex(selector: str) -> re.Pattern[str]:
-    parts = (".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in selector)
-    return re.compile("".join(parts), re.DOTALL)
-
-
 def matches(name: str, selector: str) -> bool:
-    """True if the collection ``name`` is named by ``selector``."""
-    return _regex(selector).fullmatch(name) is not None
+    """True if the collection ``name`` is named by ``selector``. Greedy matching with one saved
+    position for the last '*' (no backtracking regex): at most len(name) * len(selector) steps for
+    any pattern, so a selector like '**********b' cannot stall the operator."""
+    n = p = 0
+    star, resume_at = -1, 0
+    while n < len(name):
+        if p < len(selector) and selector[p] == "*":
+            star, resume_at = p, n
+            p += 1
+        elif p < len(selector) and selector[p] in ("?", name[n]):
+            n, p = n + 1, p + 1
+        elif star >= 0:
+            resume_at += 1  # let the last '*' take one more character, and try again from there
+            n, p = resume_at, star + 1
+        else:
+            return False
+    return all(ch == "*" for ch in selector[p:])
 
 
 def _check(field: str, selectors: Sequence[str], available: list[str]) -> None:
