@@ -105,16 +105,25 @@ class Agent:
         return resp.json()
 
     def wait(self, op_id: str, *phases: str, timeout: float = 3600) -> dict[str, Any]:
+        """Until the operation is in one of ``phases``: a long poll, as the operator asks (an agent
+        without it, e.g. an older checkout's, is polled every BENCH_POLL_SECONDS instead)."""
         deadline = time.monotonic() + timeout
+        seen: str | None = None
         while True:
-            status: dict[str, Any] = self.call("GET", f"/v1/operations/{op_id}")
+            asked = time.monotonic()
+            query = f"?waitWhile={seen}&timeoutSeconds=5" if seen else ""
+            status: dict[str, Any] = self.call("GET", f"/v1/operations/{op_id}{query}")
             if status["phase"] in phases:
                 return status
             if status["phase"] in ("FAILED", "CANCELED"):
                 raise RuntimeError(f"{op_id}: {status['phase']}: {status.get('error')}")
             if time.monotonic() > deadline:
                 raise TimeoutError(status)
-            time.sleep(float(os.environ.get("BENCH_POLL_SECONDS", "0.02")))
+            if status["phase"] == seen:
+                time.sleep(
+                    max(0.0, float(os.environ.get("BENCH_POLL_SECONDS", "0.02")) - (time.monotonic() - asked))
+                )
+            seen = status["phase"]
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

@@ -6,7 +6,14 @@ ADDED/MODIFIED event a watch on it sees: the operator's status patches and kopf'
 finalizer patches), the Events posted about it, and the CPU seconds the operator and the agents
 spent during the run (from /proc: utime + stime), per node. Medians of ``--repeat`` runs.
 
+With ``--collections N``: N collections of ``--collection-kb`` each (two files: a table and a
+small manifest, random bytes from a seeded generator), spread over the nodes in turn, on agents
+without a workload hook (they walk and hard-link the files themselves); also the size of the
+Backup's status (issue 15, goal 4: 10,000 collections of ~100 KB on 3 nodes in <= 2 min, status
+under 256 KiB).
+
 ``python -m benchmarks.nodes --nodes 3 30 --repeat 3``
+``python -m benchmarks.nodes --nodes 3 --collections 10000 --collection-kb 100 --repeat 3``
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import secrets
 import shutil
 import statistics
@@ -120,10 +128,25 @@ def _run(cp: ControlPlane, cluster: SampleCluster, operator: OperatorProcess, na
         "events": len(events.items),
         "agent_cpu_per_node": (sum(_cpu_seconds(p) for p in agents) - cpu_agents) / nodes,
         "operator_cpu": _cpu_seconds(op_pid) - cpu_operator,
+        "collections": obj["status"].get("collectionCount", 0),
+        "status_kib": len(json.dumps(obj["status"])) / 1024,
     }
 
 
-def measure(nodes: int, repeat: int, work: Path) -> dict[str, Any]:
+def _write_collections(cluster: SampleCluster, count: int, size: int) -> None:
+    """``count`` collections of ``size`` bytes (a table and a 4 KiB manifest), node by node in turn."""
+    rng = random.Random(15)
+    manifest = min(4096, size // 2)
+    for k in range(count):
+        folder = cluster.nodes[k % len(cluster.nodes)].data / f"c{k:05d}"
+        folder.mkdir()
+        (folder / "000001.sst").write_bytes(rng.randbytes(size - manifest))
+        (folder / "MANIFEST-000001").write_bytes(rng.randbytes(manifest))
+
+
+def measure(
+    nodes: int, repeat: int, work: Path, collections: int = 0, collection_kb: int = 100
+) -> dict[str, Any]:
     token = work / "agent-token"
     token.write_text(secrets.token_hex(24))
     backups = work / "backups"
@@ -131,12 +154,21 @@ def measure(nodes: int, repeat: int, work: Path) -> dict[str, Any]:
     backend = {"BACKUP_FILESYSTEM_PATH": str(backups)}
     cp = ControlPlane(work / "control-plane").start()
     cluster = SampleCluster(
-        cp, namespace=NAMESPACE, root=work / "nodes", token_file=token, agent_env=backend, replicas=nodes
+        cp,
+        namespace=NAMESPACE,
+        root=work / "nodes",
+        token_file=token,
+        agent_env=backend,
+        replicas=nodes,
+        hook=not collections,
     )
     operator: OperatorProcess | None = None
     try:
         cluster.create()
-        cluster.fill({"tiny": list(range(nodes))}, keys=50)
+        if collections:
+            _write_collections(cluster, collections, collection_kb * 1000)
+        else:
+            cluster.fill({"tiny": list(range(nodes))}, keys=50)
         operator = OperatorProcess(cp, work / "operator", token, [NAMESPACE], env=backend).start()
         runs = [_run(cp, cluster, operator, f"n{nodes}-{i}") for i in range(repeat)]
     finally:
@@ -154,12 +186,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--nodes", type=int, nargs="+", default=[3, 30])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--collections", type=int, default=0, help="0: one tiny sample-database collection")
+    parser.add_argument("--collection-kb", type=int, default=100)
     args = parser.parse_args()
     rows = []
     for nodes in args.nodes:
         work = Path(tempfile.mkdtemp(prefix=f"shardkeeper-nodes-{nodes}-"))
         try:
-            rows.append(measure(nodes, args.repeat, work))
+            rows.append(measure(nodes, args.repeat, work, args.collections, args.collection_kb))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         print(f"{nodes} nodes done ({load()})", flush=True)
@@ -167,10 +201,10 @@ def main() -> int:
     for row in rows:
         row["vs_first"] = f"{row['seconds'] / base_seconds:.2f}"
         row["writes_per_node"] = f"{row['writes'] / row['nodes']:.1f}"
-        for key in ("seconds", "agent_cpu_per_node", "operator_cpu"):
+        for key in ("seconds", "agent_cpu_per_node", "operator_cpu", "status_kib"):
             row[key] = f"{row[key]:.2f}"
     columns = ["nodes", "seconds", "vs_first", "writes", "writes_per_node", "events"]
-    columns += ["agent_cpu_per_node", "operator_cpu"]
+    columns += ["agent_cpu_per_node", "operator_cpu", "collections", "status_kib"]
     print(table(rows, columns))
     print(load())
     return 0

@@ -131,6 +131,52 @@ async def test_abort_cancels_and_removes_staging(agent) -> None:  # type: ignore
     assert commit.status == 409
 
 
+async def test_a_long_poll_answers_the_moment_the_phase_moves_on(agent) -> None:  # type: ignore[no-untyped-def]
+    """``waitWhile``: the request stays open while the phase is that one, and answers with the
+    next phase as soon as there is one (how the operator learns at once that a node prepared)."""
+    client, _, _ = agent
+    await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
+    await _wait_phase(client, "b1", "PREPARED")
+    waiting = asyncio.ensure_future(
+        client.get("/v1/operations/b1?waitWhile=PREPARED&timeoutSeconds=10", headers=AUTH)
+    )
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # held open: nothing moved
+    assert (await client.post("/v1/operations/b1/commit", headers=AUTH)).status == 200
+    answer = await asyncio.wait_for(waiting, 5)  # woken by the change, not by its 10 s timeout
+    assert answer.status == 200
+    assert (await answer.json())["phase"] in ("TRANSFERRING", "TRANSFERRED", "SUCCESS")
+    await _wait_phase(client, "b1", "SUCCESS")
+    # A phase it is not in answers at once; so does one that never ends, after its timeout.
+    done = await client.get("/v1/operations/b1?waitWhile=PREPARING&timeoutSeconds=10", headers=AUTH)
+    assert (await done.json())["phase"] == "SUCCESS"
+    held = await client.get("/v1/operations/b1?waitWhile=SUCCESS&timeoutSeconds=0.05", headers=AUTH)
+    assert held.status == 200 and (await held.json())["phase"] == "SUCCESS"
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("waitWhile=SOON", "waitWhile"),
+        ("waitWhile=PREPARED&timeoutSeconds=0", "timeoutSeconds"),
+        ("waitWhile=PREPARED&timeoutSeconds=-1", "timeoutSeconds"),
+        ("waitWhile=PREPARED&timeoutSeconds=11", "timeoutSeconds"),
+        ("waitWhile=PREPARED&timeoutSeconds=nan", "timeoutSeconds"),
+        ("waitWhile=PREPARED&timeoutSeconds=inf", "timeoutSeconds"),
+        ("waitWhile=PREPARED&timeoutSeconds=soon", "timeoutSeconds"),
+    ],
+)
+async def test_a_query_that_is_not_the_protocol_is_400_naming_the_parameter(  # type: ignore[no-untyped-def]
+    agent, query: str, parameter: str
+) -> None:
+    client, _, _ = agent
+    await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
+    resp = await client.get(f"/v1/operations/b1?{query}", headers=AUTH)
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["error"].startswith(f"invalid request query: {parameter}: ")
+    await client.post("/v1/operations/b1/abort", json={}, headers=AUTH)
+
+
 async def test_wrong_node_is_refused(agent) -> None:  # type: ignore[no-untyped-def]
     client, _, _ = agent
     await client.put("/v1/operations/b1", json=_prepare(node="db-7"), headers=AUTH)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from shardkeeper.api.agent import NodePhase as N
 from shardkeeper.api.common import Phase
-from shardkeeper.coordinator.twophase import Limits, NodeView, Step, decide, decide_restore
+from shardkeeper.coordinator.twophase import (
+    Limits,
+    NextPoll,
+    NodeView,
+    Step,
+    decide,
+    decide_restore,
+    next_poll,
+)
 
 LIMITS = Limits(prepare_timeout=300, unreachable_timeout=60)
 
@@ -108,3 +116,37 @@ def test_restore_failure_while_finalizing_aborts_everyone() -> None:
         Phase.FINALIZING, NodeView("a", N.FINALIZING), NodeView("b", N.FAILED, error="rename failed")
     )
     assert d.step is Step.ABORT and d.reason == 'node "b": rename failed'
+
+
+# --- asking the nodes again while they prepare (next_poll) -----------------------------------------
+
+
+def _views(**phases: N | None) -> list[NodeView]:
+    return [NodeView(name, phase) for name, phase in phases.items()]
+
+
+def test_nodes_found_preparing_are_asked_at_once_with_a_long_poll() -> None:
+    plan = next_poll(frozenset(), _views(a=N.PREPARING, b=N.PREPARED))
+    assert plan == NextPoll(frozenset({"a"}), pause=False)
+
+
+def test_a_long_polled_node_that_prepared_means_asking_again_at_once() -> None:
+    plan = next_poll(frozenset({"a", "b"}), _views(a=N.PREPARED, b=N.PREPARING))
+    assert plan == NextPoll(frozenset({"b"}), pause=False)
+
+
+def test_a_long_polled_node_that_failed_means_asking_again_at_once() -> None:
+    plan = next_poll(frozenset({"a"}), _views(a=N.FAILED, b=N.PREPARING))
+    assert plan == NextPoll(frozenset({"b"}), pause=False)
+
+
+def test_a_long_poll_that_moved_nothing_pauses_so_an_old_agent_is_not_hammered() -> None:
+    # An agent without the long poll answers at once, still preparing: wait out the interval.
+    plan = next_poll(frozenset({"a"}), _views(a=N.PREPARING, b=N.PREPARED))
+    assert plan == NextPoll(frozenset({"a"}), pause=True)
+
+
+def test_nobody_preparing_and_nothing_decided_pauses_rather_than_spins() -> None:
+    # e.g. a node whose agent lost the operation, or did not answer: no long poll to wait on.
+    plan = next_poll(frozenset(), _views(a=None, b=N.PREPARED))
+    assert plan == NextPoll(frozenset(), pause=True)

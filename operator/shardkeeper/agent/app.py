@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import os
 import shutil
@@ -22,7 +23,15 @@ from shardkeeper.agent.operations import Job, OperationConflict, Registry
 from shardkeeper.agent.restore import RestoreJob, remove_tree
 from shardkeeper.agent.settings import AgentSettings
 from shardkeeper.agent.snapshot import local_collections, unnamable_directories
-from shardkeeper.api.agent import AbortRequest, ErrorBody, NodeInfo, NodePhase, Prepare, PrepareRestore
+from shardkeeper.api.agent import (
+    AbortRequest,
+    ErrorBody,
+    NodeInfo,
+    NodePhase,
+    Prepare,
+    PrepareRestore,
+    StatusQuery,
+)
 from shardkeeper.api.common import error_text
 from shardkeeper.errors import InvalidRequest, ShardkeeperError, UnknownOperation
 from shardkeeper.storage import open_storage
@@ -36,6 +45,7 @@ HOOK = web.AppKey("hook", WorkloadHook)
 T = TypeVar("T")
 _PREPARE: TypeAdapter[Prepare] = TypeAdapter(Prepare)
 _ABORT = TypeAdapter(AbortRequest)
+_STATUS_QUERY = TypeAdapter(StatusQuery)
 
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:
@@ -71,6 +81,14 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _json(ErrorBody(error=str(exc), holder=exc.holder), 409)
 
 
+def _invalid(where: str, exc: ValidationError) -> InvalidRequest:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or where}: {error_text(e)}"
+        for e in exc.errors(include_url=False, include_input=False)[:10]
+    )
+    return InvalidRequest(f"invalid request {where}: {problems}")
+
+
 async def _read(request: web.Request, adapter: TypeAdapter[T]) -> T:
     """The request body as ``adapter``'s type. Empty, not JSON, not UTF-8, nested too deep, not an
     object or not the model: ``InvalidRequest`` naming the field, never a 500."""
@@ -80,11 +98,16 @@ async def _read(request: web.Request, adapter: TypeAdapter[T]) -> T:
     try:
         return adapter.validate_json(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {error_text(e)}"
-            for e in exc.errors(include_url=False, include_input=False)[:10]
-        )
-        raise InvalidRequest(f"invalid request body: {problems}") from None
+        raise _invalid("body", exc) from None
+
+
+def _query(request: web.Request, adapter: TypeAdapter[T]) -> T:
+    """The query string as ``adapter``'s type (a repeated parameter: its last value);
+    ``InvalidRequest`` naming the parameter."""
+    try:
+        return adapter.validate_python(dict(request.query.items()))
+    except ValidationError as exc:
+        raise _invalid("query", exc) from None
 
 
 async def _healthz(_: web.Request) -> web.Response:
@@ -135,11 +158,16 @@ async def _prepare(request: web.Request) -> web.Response:
 
 
 async def _status(request: web.Request) -> web.Response:
+    query = _query(request, _STATUS_QUERY)
     op = request.app[REGISTRY].get(request.match_info["id"])
     if op is None:
         return _error(
             404, f'node "{request.app[SETTINGS].node}" has no operation "{request.match_info["id"]}"'
         )
+    if query.wait_while is not None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(query.timeout_seconds):
+                await op.wait_while(query.wait_while)
     return _json(op.status())
 
 

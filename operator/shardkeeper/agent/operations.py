@@ -73,6 +73,13 @@ class Operation:
         self.task: asyncio.Task[None] | None = None
         self._counters = threading.Lock()
         self._bytes_done = self._files_done = 0
+        #: Set, and replaced by a fresh one, at every phase change (the event loop's thread only).
+        self._phase_changed = asyncio.Event()
+
+    async def wait_while(self, phase: NodePhase) -> None:
+        """Returns once the phase is not ``phase`` (callers bound it with ``asyncio.timeout``)."""
+        while self.phase is phase:
+            await self._phase_changed.wait()
 
     def set_phase(self, phase: NodePhase, error: str | None = None) -> None:
         if phase.value in _RESULTS and self.phase.value not in _RESULTS:
@@ -85,6 +92,8 @@ class Operation:
         if error is not None:
             self.error = error
         self.updated_at = utcnow()
+        self._phase_changed.set()
+        self._phase_changed = asyncio.Event()
         extra = {"error": error} if error is not None else {}  # no error=None on every line
         log.info("operation.phase", id=self.id, kind=self.kind, node=self.node, phase=phase, **extra)
 

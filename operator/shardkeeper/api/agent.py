@@ -6,7 +6,7 @@ Every endpoint except ``/healthz`` requires ``Authorization: Bearer <token>``.
     GET  /healthz                        liveness, no auth
     GET  /v1/node                        NodeInfo
     PUT  /v1/operations/{id}             PrepareBackup -> OperationStatus (202; idempotent; 409 if busy)
-    GET  /v1/operations/{id}             OperationStatus (404 if unknown)
+    GET  /v1/operations/{id}             OperationStatus (404 if unknown); StatusQuery: a long poll
     POST /v1/operations/{id}/release     -> OperationStatus   (cluster consistency: end the write hold)
     POST /v1/operations/{id}/commit      -> OperationStatus
     POST /v1/operations/{id}/finalize    -> OperationStatus   (restore: move verified collections into place)
@@ -116,6 +116,20 @@ class PrepareRestore(Model):
 
 #: The body of ``PUT /v1/operations/{id}``, by its ``kind``.
 Prepare = Annotated[PrepareBackup | PrepareRestore, Field(discriminator="kind")]
+
+
+#: The longest an agent holds a status request open (``StatusQuery.timeout_seconds``).
+STATUS_WAIT_MAX_SECONDS = 10.0
+
+
+class StatusQuery(Model):
+    """The query of ``GET /v1/operations/{id}``. With ``waitWhile``, a long poll: the agent answers
+    once the operation's phase is no longer that one, or after ``timeoutSeconds`` (then with that
+    phase still). The coordinator learns that a node prepared within a round trip, not at its next
+    poll, so that a cluster-wide hold is released sooner. An agent without it answers at once."""
+
+    wait_while: NodePhase | None = None
+    timeout_seconds: float = Field(default=1.0, gt=0, le=STATUS_WAIT_MAX_SECONDS)
 
 
 class AbortRequest(Model):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import aiohttp
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -19,6 +20,7 @@ from shardkeeper.api.agent import (
     OperationStatus,
     PrepareBackup,
     PrepareRestore,
+    StatusQuery,
 )
 from shardkeeper.errors import AgentRefused, AgentUnreachable
 
@@ -95,22 +97,30 @@ class AgentClient:
         return status
 
     async def status(
-        self, ep: NodeEndpoint, op_id: str, *, deadline_seconds: float | None = None
+        self,
+        ep: NodeEndpoint,
+        op_id: str,
+        *,
+        deadline_seconds: float | None = None,
+        wait: StatusQuery | None = None,
     ) -> OperationStatus | None:
         """None if the agent does not know the operation (it restarted, or never got it).
 
         ``deadline_seconds`` replaces the request timeout, e.g. with what is left of a silent node's
-        unreachable deadline, so that a hung agent cannot stretch it."""
-        client_timeout = (
-            aiohttp.ClientTimeout(total=deadline_seconds) if deadline_seconds is not None else None
-        )
+        unreachable deadline, so that a hung agent cannot stretch it. With ``wait`` (a long poll),
+        the agent answers once the phase is not ``wait.wait_while``, at the latest after
+        ``wait.timeout_seconds``, which the request's timeout is lengthened by."""
+        timeout = deadline_seconds if deadline_seconds is not None else self._timeout.total
+        if wait is not None and timeout is not None:
+            timeout += wait.timeout_seconds
+        query = f"?{urlencode(wait.wire())}" if wait is not None else ""
         return await self._call(
             ep,
             "GET",
-            f"/v1/operations/{op_id}",
+            f"/v1/operations/{op_id}{query}",
             OperationStatus,
             allow_404=True,
-            client_timeout=client_timeout,
+            client_timeout=aiohttp.ClientTimeout(total=timeout),
         )
 
     async def step(self, ep: NodeEndpoint, op_id: str, step: str) -> OperationStatus:

@@ -18,7 +18,14 @@ from typing import Any, Generic, Literal, NoReturn, TypeVar
 
 import structlog
 
-from shardkeeper.api.agent import NodeInfo, NodePhase, OperationStatus, PrepareBackup, PrepareRestore
+from shardkeeper.api.agent import (
+    NodeInfo,
+    NodePhase,
+    OperationStatus,
+    PrepareBackup,
+    PrepareRestore,
+    StatusQuery,
+)
 from shardkeeper.api.common import Phase, utcnow
 from shardkeeper.api.status import MESSAGE_MAX_BYTES, NodeStatus
 from shardkeeper.coordinator import queue
@@ -39,7 +46,7 @@ from shardkeeper.coordinator.objects import (
     retry_later,
 )
 from shardkeeper.coordinator.observe import mirror, sum_progress
-from shardkeeper.coordinator.twophase import Decision, NodeView, Step
+from shardkeeper.coordinator.twophase import Decision, NextPoll, NodeView, Step, next_poll
 from shardkeeper.errors import (
     AgentError,
     AgentRefused,
@@ -55,9 +62,13 @@ from shardkeeper.storage import Storage
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-#: While nodes prepare, the reconciler polls them this often within one tick, so that a cluster-wide
-#: write hold ends as soon as the last node has frozen, not a whole tick later.
+#: While nodes prepare, the reconciler keeps asking them within one tick, so that a cluster-wide
+#: write hold ends as soon as the last node has frozen, not a whole tick later. A node still
+#: preparing is asked with a long poll (``StatusQuery``): its agent answers the moment it has
+#: prepared, or after PREPARE_WAIT_SECONDS. An agent that answers at once (one without the long
+#: poll) is asked no more often than every PREPARE_POLL_INTERVAL.
 PREPARE_POLL_INTERVAL = 0.05
+PREPARE_WAIT_SECONDS = 1.0
 PREPARE_POLL_BUDGET = 5.0
 #: The longest wait between two attempts at a cleanup that failed (seconds).
 CLEANUP_RETRY_MAX = 300.0
@@ -390,15 +401,26 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         if endpoints is None:
             endpoints = await self._endpoints()
         deadline = time.monotonic() + PREPARE_POLL_BUDGET
+        plan = NextPoll(frozenset(), pause=False)
         while True:
+            asked = time.monotonic()
+            wait = StatusQuery(
+                wait_while=NodePhase.PREPARING,
+                timeout_seconds=max(0.001, min(PREPARE_WAIT_SECONDS, deadline - asked)),
+            )
             views = await asyncio.gather(
-                *(self._observe(name, endpoints.get(name)) for name in sorted(st.nodes))
+                *(
+                    self._observe(name, endpoints.get(name), wait=wait if name in plan.long_poll else None)
+                    for name in sorted(st.nodes)
+                )
             )
             decision = self._decide(views)
             still_preparing = decision.step is Step.WAIT and st.phase is Phase.STARTED
             if not still_preparing or time.monotonic() > deadline or self.deletion_requested():
                 break
-            await asyncio.sleep(PREPARE_POLL_INTERVAL)
+            plan = next_poll(plan.long_poll, views)
+            if plan.pause:
+                await asyncio.sleep(max(0.0, PREPARE_POLL_INTERVAL - (time.monotonic() - asked)))
         sum_progress(self.status)
         await self._act(decision, endpoints)
 
@@ -464,7 +486,9 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         left = limit - (asked_at - (node.unreachable_since or asked_at)).total_seconds()
         return min(self.ctx.settings.agent_request_timeout, max(left, 0.0) + 0.5)
 
-    async def _observe(self, name: str, ep: NodeEndpoint | None) -> NodeView:
+    async def _observe(
+        self, name: str, ep: NodeEndpoint | None, *, wait: StatusQuery | None = None
+    ) -> NodeView:
         node = self.status.nodes[name]
         if ep is not None and node.pod_uid and ep.pod_uid != node.pod_uid:
             return NodeView(name, None, error=f'pod "{name}" was replaced while the {self.noun} ran')
@@ -475,7 +499,7 @@ class OperationReconciler(abc.ABC, Generic[SpecT, StatusT]):
         else:
             try:
                 deadline = self._status_timeout(node, asked_at)
-                answer = await self.ctx.agents.status(ep, self.op_id, deadline_seconds=deadline)
+                answer = await self.ctx.agents.status(ep, self.op_id, deadline_seconds=deadline, wait=wait)
             except (AgentUnreachable, AgentRefused) as exc:
                 problem = str(exc)
             else:

@@ -163,3 +163,26 @@ def decide_restore(
             return Decision(Step.COMPLETE, Phase.FINALIZING)
         return Decision(Step.WAIT, Phase.FINALIZING)
     return Decision(Step.CANCEL, Phase.CANCELED, "canceled")
+
+
+@dataclass(frozen=True)
+class NextPoll:
+    long_poll: frozenset[str]
+    """Nodes to ask with a long poll next (they were preparing): each answers the moment it prepared."""
+    pause: bool
+    """Wait out the poll interval first: the last asking moved nothing (an agent answered at once
+    although still preparing, a long poll timed out) and nobody new is to be asked with a long poll."""
+
+
+def next_poll(asked: frozenset[str], views: Sequence[NodeView]) -> NextPoll:
+    """How to ask the nodes again while they prepare (pure; ``asked``: the nodes just long-polled).
+
+        a long-polled node moved on from PREPARING          -> ask again at once
+        nodes preparing, none of them long-polled before    -> ask again at once, with a long poll
+        otherwise (nothing moved; or nobody is preparing)   -> pause, then ask again
+
+    So an agent that answers at once (one without the long poll) is asked no more often than it
+    was polled, and the loop never spins."""
+    preparing = frozenset(v.name for v in views if v.phase is NodePhase.PREPARING)
+    moved = any(v.phase is not NodePhase.PREPARING for v in views if v.name in asked)
+    return NextPoll(preparing, pause=not moved and not (preparing and not asked))
