@@ -115,3 +115,17 @@ def test_listed_names_read_like_a_list_and_stop_at_ten(
     names: list[str], total: int | None, shown: str
 ) -> None:
     assert listed(names, total=total) == shown
+
+
+def test_long_names_are_cut_so_ten_of_them_fit_an_events_note() -> None:
+    """Collection names may have 255 bytes: ten whole ones would pass an Event's 1 KiB note."""
+    names = [f"{i}" + "x" * 254 for i in range(12)]
+    st = BackupStatus()
+    st.list_collections(names)
+    text = f"asked 3 nodes to prepare {st.describe_collections()}"
+    assert len(text.encode()) < 1024
+    assert text.startswith("asked 3 nodes to prepare 12 collections ['0xxx") and text.endswith(
+        "... and 2 more]"
+    )
+    assert all(f"'{i}" + "x" * 46 + "…'" in text for i in range(10))  # each one still told apart
+    assert listed(["short", "y" * 48]) == f"['short', '{'y' * 48}']"  # up to the limit: whole

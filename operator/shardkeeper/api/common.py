@@ -199,6 +199,8 @@ class Codec(StrEnum):
 
 NAMES_IN_MESSAGES = 10
 """How many names a message, Event or error lists before '... and N more'."""
+NAME_CHARS_IN_MESSAGES = 48
+"""The longest a name is shown in a message (characters): collection names may have 255 bytes."""
 
 
 def some_of(items: Sequence[str], limit: int = NAMES_IN_MESSAGES, *, total: int | None = None) -> str:
@@ -212,6 +214,11 @@ def some_of(items: Sequence[str], limit: int = NAMES_IN_MESSAGES, *, total: int 
 
 def listed(names: Sequence[str], limit: int = NAMES_IN_MESSAGES, *, total: int | None = None) -> str:
     """``names`` for a message, at most ``limit`` of them, as Python shows a list: "['a', 'b']", or
-    "['a', 'b', ... and 9998 more]". Messages land in a status (one etcd object) and in Events (a
-    1 KiB note), so a list as long as the data never goes into one whole."""
-    return f"[{some_of([repr(name) for name in names[:limit]], limit, total=total or len(names))}]"
+    "['a', 'b', ... and 9998 more]"; a name longer than ``NAME_CHARS_IN_MESSAGES`` is cut, ending in
+    "…". Messages land in a status (one etcd object) and in Events (a 1 KiB note), so a list as
+    long as the data never goes into one whole, nor ten names of 255 bytes."""
+    shown = [
+        repr(name if len(name) <= NAME_CHARS_IN_MESSAGES else name[: NAME_CHARS_IN_MESSAGES - 1] + "…")
+        for name in names[:limit]
+    ]
+    return f"[{some_of(shown, limit, total=total or len(names))}]"
