@@ -235,7 +235,7 @@ class _Stager:
                 parent = "/".join(parts[:depth])
                 if parent in checked:
                     continue
-                st = os.lstat(f"{self._src}/{parent}")
+                st = self._listed_stat(name, parent)
                 if not stat.S_ISDIR(st.st_mode):
                     raise SnapshotError(
                         f'workload hook listed "{shown(name)}", below "{shown(parent)}", not a directory'
@@ -244,11 +244,23 @@ class _Stager:
                 checked.add(parent)
             if name in self.entries[collection]:
                 continue
-            try:
-                st = os.lstat(f"{self._src}/{name}")
-            except FileNotFoundError:
-                raise SnapshotError(f'workload hook listed "{shown(name)}", which does not exist') from None
+            st = self._listed_stat(name, name)
             self.add(collection, name, st, immutable=f.immutable, prefix=f.size)
+
+    def _listed_stat(self, listed: str, path: str) -> os.stat_result:
+        """lstat of ``path`` (``listed`` or a directory above it); what the system refuses is a
+        ``SnapshotError`` naming what the hook listed, not an errno with the agent's paths."""
+        try:
+            return os.lstat(f"{self._src}/{path}")
+        except FileNotFoundError:
+            where = "," if path == listed else f', below "{shown(path)}",'
+            raise SnapshotError(
+                f'workload hook listed "{shown(listed)}"{where} which does not exist'
+            ) from None
+        except OSError as exc:
+            raise SnapshotError(
+                f'workload hook listed "{shown(listed)}", which cannot be read: {exc.strerror}'
+            ) from None
 
     # --- without a hook: the agent's own walk ------------------------------------------------------
 
