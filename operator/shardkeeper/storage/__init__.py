@@ -4,7 +4,8 @@ Backends are synchronous on purpose: the SDKs they wrap are, and the agent runs 
 worker threads anyway. Retry policy lives once, in ``base``.
 """
 
-from shardkeeper.storage.base import BackgroundWriter, ObjectInfo, Storage, Writer
+from shardkeeper.storage.background import BackgroundWriter
+from shardkeeper.storage.base import ObjectInfo, Storage, Writer
 from shardkeeper.storage.layout import BackupLayout
 from shardkeeper.storage.registry import configured_backends, open_storage
 
