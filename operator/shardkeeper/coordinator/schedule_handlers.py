@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import os
 import time
-import zoneinfo
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,7 +27,6 @@ from shardkeeper.api.schedule import (
     SCHEDULED_AT_ANNOTATION,
     BackupScheduleSpec,
     BackupScheduleStatus,
-    RetentionStatus,
     child_name,
 )
 from shardkeeper.coordinator import events as k8s_events
@@ -36,7 +34,6 @@ from shardkeeper.coordinator import metrics
 from shardkeeper.coordinator.conditions import READY, STALLED, set_condition
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.kube import KubernetesUnavailable
-from shardkeeper.coordinator.prune import prune_plan
 from shardkeeper.coordinator.schedule import (
     Action,
     Child,
@@ -46,11 +43,11 @@ from shardkeeper.coordinator.schedule import (
     next_slot,
     storage_of,
 )
-from shardkeeper.coordinator.schedule_kube import ChildRefused, create_backup, prune_backup
+from shardkeeper.coordinator.schedule_kube import ChildRefused, create_backup
+from shardkeeper.coordinator.schedule_retention import apply_retention
 
 log = structlog.get_logger(__name__)
 INDEX = "backups_by_schedule"
-_PRUNED = "shardkeeper-pruned"
 Clock = Callable[[], dt.datetime]
 
 
@@ -332,7 +329,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, *, clock: Cl
             )
         new = next_status(old, decision, children, created=created, generation=generation)
         if spec.retention is not None:
-            await _apply_retention(body, memo, spec, new, children, uid=uid, now=now)
+            await apply_retention(body, memo, spec, new, children, uid=uid, now=now)
         else:
             new.retention = None
         _ready(new, spec, generation=generation, now=now)
@@ -354,55 +351,6 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, *, clock: Cl
     )
     def forget(namespace: str | None, name: str | None, **_: Any) -> None:
         metrics.schedule_gone(namespace or "", name or "")
-
-
-async def _apply_retention(
-    body: kopf.Body,
-    memo: kopf.Memo,
-    spec: BackupScheduleSpec,
-    st: BackupScheduleStatus,
-    children: Sequence[Child],
-    *,
-    uid: str,
-    now: dt.datetime,
-) -> None:
-    """Prunes what ``spec.retention`` does not keep and records it in ``st.retention``.
-
-    ``memo`` remembers what this process already pruned: the index may show a pruned Backup for
-    a moment longer, and it must not be pruned (and counted) twice."""
-    assert spec.retention is not None
-    meta = body.get("metadata", {})
-    namespace, name = meta.get("namespace", ""), meta.get("name", "")
-    done: set[str] = memo.setdefault(_PRUNED, set())
-    present = [child for child in children if child.name not in done]
-    zone = zoneinfo.ZoneInfo(spec.time_zone)
-    planned = prune_plan(spec.retention, present, uid=uid, now=now, zone=zone, next_run=st.next_schedule_time)
-    by_name = {child.name: child for child in present}
-    pruned = 0
-    for verdict in planned.prune:
-        try:
-            policy = by_name[verdict.name].deletion_policy
-            await asyncio.to_thread(prune_backup, namespace, verdict.name, deletion_policy=policy)
-        except KubernetesUnavailable as exc:
-            log.warning("schedule.prune_failed", namespace=namespace, schedule=name, error=str(exc))
-            await k8s_events.post(
-                body, type_="Warning", reason="PruneFailed", note=f"{exc}; will retry", action="Schedule"
-            )
-            continue
-        done.add(verdict.name)
-        pruned += 1
-        message = f"pruned Backup {verdict.name} and its data ({verdict.reason})"
-        await k8s_events.post(body, type_="Normal", reason="Pruned", note=message, action="Schedule")
-        log.info(
-            "schedule.pruned", namespace=namespace, schedule=name, backup=verdict.name, why=verdict.reason
-        )
-    previous = st.retention or RetentionStatus()
-    st.backups = max(0, st.backups - len(done & {child.name for child in children}))
-    st.retention = RetentionStatus(
-        pruned=previous.pruned + pruned,
-        last_prune_time=now if pruned else previous.last_prune_time,
-        next_to_prune=planned.next_to_prune,
-    )
 
 
 def _iso(t: dt.datetime) -> str:
