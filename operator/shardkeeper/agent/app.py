@@ -159,15 +159,15 @@ async def _prepare(request: web.Request) -> web.Response:
 
 async def _status(request: web.Request) -> web.Response:
     query = _query(request, _STATUS_QUERY)
-    op = request.app[REGISTRY].get(request.match_info["id"])
-    if op is None:
-        return _error(
-            404, f'node "{request.app[SETTINGS].node}" has no operation "{request.match_info["id"]}"'
-        )
-    if query.wait_while is not None:
+    registry, op_id = request.app[REGISTRY], request.match_info["id"]
+    op = registry.get(op_id)
+    if op is not None and query.wait_while is not None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(query.timeout_seconds):
                 await op.wait_while(query.wait_while)
+        op = registry.get(op_id)  # what the id names now: a new operation may have taken it
+    if op is None:
+        return _error(404, f'node "{request.app[SETTINGS].node}" has no operation "{op_id}"')
     return _json(op.status())
 
 

@@ -75,11 +75,19 @@ class Operation:
         self._bytes_done = self._files_done = 0
         #: Set, and replaced by a fresh one, at every phase change (the event loop's thread only).
         self._phase_changed = asyncio.Event()
+        self.waits_ended = False
 
     async def wait_while(self, phase: NodePhase) -> None:
-        """Returns once the phase is not ``phase`` (callers bound it with ``asyncio.timeout``)."""
-        while self.phase is phase:
+        """Returns once the phase is not ``phase``, or once waiting on it ended (``end_waits``).
+        Callers bound it with ``asyncio.timeout``."""
+        while self.phase is phase and not self.waits_ended:
             await self._phase_changed.wait()
+
+    def end_waits(self) -> None:
+        """Answers every long poll on it at once: the registry dropped it (a new operation took
+        its id, or the history is full), or the agent is stopping."""
+        self.waits_ended = True
+        self._phase_changed.set()
 
     def set_phase(self, phase: NodePhase, error: str | None = None) -> None:
         if phase.value in _RESULTS and self.phase.value not in _RESULTS:
@@ -206,7 +214,8 @@ class Registry:
             op = Operation(op_id=op_id, uid=uid, kind=kind, node=self.node)
             op.job = job_factory()
             self.active = op
-            self._history.pop(op_id, None)
+            if (replaced := self._history.pop(op_id, None)) is not None:
+                replaced.end_waits()
             op.task = asyncio.create_task(
                 self._drive(op, op.job, self.reservation(reservation_seconds)), name=f"op-{op_id}"
             )
@@ -259,6 +268,8 @@ class Registry:
     async def shutdown(self) -> None:
         if self.active is not None:
             await self.abort(self.active.id, "the agent is shutting down")
+        for op in self._history.values():  # the server waits for open requests before it stops
+            op.end_waits()
 
     def _require(self, op_id: str) -> Operation:
         op = self.get(op_id)
@@ -306,4 +317,4 @@ class Registry:
                 op.set_phase(*final)
                 self._history[op.id] = op
                 while len(self._history) > HISTORY_SIZE:
-                    self._history.popitem(last=False)
+                    self._history.popitem(last=False)[1].end_waits()
