@@ -8,7 +8,7 @@ import json
 import pytest
 
 from shardkeeper.api.backup import BackupStatus
-from shardkeeper.api.common import Phase, listed
+from shardkeeper.api.common import NAME_BYTES_IN_MESSAGES, Phase, listed, shown_name
 from shardkeeper.api.status import COLLECTIONS_LISTED, format_duration
 
 T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
@@ -117,15 +117,33 @@ def test_listed_names_read_like_a_list_and_stop_at_ten(
     assert listed(names, total=total) == shown
 
 
-def test_long_names_are_cut_so_ten_of_them_fit_an_events_note() -> None:
+@pytest.mark.parametrize(
+    "names",
+    [
+        [f"{i}" + "x" * 254 for i in range(12)],  # 255 bytes each
+        [f"{i}" + "\U0001f600" * 63 for i in range(12)],  # 4-byte characters: 253 bytes each
+        [f"{i}" + "\x01" * 254 for i in range(12)],  # control characters: 4 characters each in repr
+    ],
+)
+def test_long_names_are_cut_so_ten_of_them_fit_an_events_note(names: list[str]) -> None:
     """Collection names may have 255 bytes: ten whole ones would pass an Event's 1 KiB note."""
-    names = [f"{i}" + "x" * 254 for i in range(12)]
     st = BackupStatus()
     st.list_collections(names)
     text = f"asked 3 nodes to prepare {st.describe_collections()}"
-    assert len(text.encode()) < 1024
-    assert text.startswith("asked 3 nodes to prepare 12 collections ['0xxx") and text.endswith(
-        "... and 2 more]"
+    assert len(text.encode()) < 1024, len(text.encode())
+    assert text.endswith("... and 2 more]")
+    assert all(shown_name(name) in text for name in names[:10])
+    assert all(len(shown_name(name).encode()) <= NAME_BYTES_IN_MESSAGES for name in names)
+
+
+def test_a_cut_name_keeps_its_start_and_end_where_similar_names_differ() -> None:
+    a, b = (
+        "tenant_acme_corporation_production_text_embeddings_partition_2024_v1",
+        "tenant_acme_corporation_production_text_embeddings_partition_2024_v2",
     )
-    assert all(f"'{i}" + "x" * 46 + "…'" in text for i in range(10))  # each one still told apart
-    assert listed(["short", "y" * 48]) == f"['short', '{'y' * 48}']"  # up to the limit: whole
+    assert shown_name(a) != shown_name(b)
+    assert shown_name(a).startswith("'tenant_acme") and shown_name(a).endswith("2024_v1'")
+    assert "…" in shown_name(a) and len(shown_name(a).encode()) <= NAME_BYTES_IN_MESSAGES
+    assert shown_name("short") == "'short'"
+    assert shown_name("x" * 62) == repr("x" * 62)  # 64 bytes quoted: whole
+    assert shown_name("x" * 200, limit=5) == "'…'"  # the least it can be, whatever the limit

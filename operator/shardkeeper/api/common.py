@@ -199,8 +199,8 @@ class Codec(StrEnum):
 
 NAMES_IN_MESSAGES = 10
 """How many names a message, Event or error lists before '... and N more'."""
-NAME_CHARS_IN_MESSAGES = 48
-"""The longest a name is shown in a message (characters): collection names may have 255 bytes."""
+NAME_BYTES_IN_MESSAGES = 64
+"""The most a name takes in a message, quoted, in UTF-8 bytes: collection names may have 255."""
 
 
 def some_of(items: Sequence[str], limit: int = NAMES_IN_MESSAGES, *, total: int | None = None) -> str:
@@ -212,13 +212,24 @@ def some_of(items: Sequence[str], limit: int = NAMES_IN_MESSAGES, *, total: int 
     return ", ".join(shown) + more
 
 
+def shown_name(name: str, limit: int = NAME_BYTES_IN_MESSAGES) -> str:
+    """``repr(name)``, cut in the middle to at most ``limit`` UTF-8 bytes ("'tenant_a…_v2'"): the
+    start and the end stay, where names that share a prefix differ."""
+    quoted = repr(name)
+    if len(quoted.encode()) <= limit:
+        return quoted
+    keep = len(quoted) // 2
+    while True:
+        cut = quoted[:keep] + "…" + quoted[-keep:]
+        if keep == 1 or len(cut.encode()) <= limit:
+            return cut
+        keep -= 1
+
+
 def listed(names: Sequence[str], limit: int = NAMES_IN_MESSAGES, *, total: int | None = None) -> str:
     """``names`` for a message, at most ``limit`` of them, as Python shows a list: "['a', 'b']", or
-    "['a', 'b', ... and 9998 more]"; a name longer than ``NAME_CHARS_IN_MESSAGES`` is cut, ending in
-    "…". Messages land in a status (one etcd object) and in Events (a 1 KiB note), so a list as
-    long as the data never goes into one whole, nor ten names of 255 bytes."""
-    shown = [
-        repr(name if len(name) <= NAME_CHARS_IN_MESSAGES else name[: NAME_CHARS_IN_MESSAGES - 1] + "…")
-        for name in names[:limit]
-    ]
+    "['a', 'b', ... and 9998 more]"; each cut to ``NAME_BYTES_IN_MESSAGES`` (``shown_name``).
+    Messages land in a status (one etcd object) and in Events (a 1 KiB note), so a list as long as
+    the data never goes into one whole, nor ten names of 255 bytes."""
+    shown = [shown_name(name) for name in names[:limit]]
     return f"[{some_of(shown, limit, total=total or len(names))}]"

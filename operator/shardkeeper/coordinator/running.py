@@ -30,9 +30,11 @@ from shardkeeper.errors import (
 #: write hold ends as soon as the last node has frozen, not a whole tick later. A node still
 #: preparing is asked with a long poll (``StatusQuery``): its agent answers the moment it has
 #: prepared, or after PREPARE_WAIT_SECONDS. An agent that answers at once (one without the long
-#: poll) is asked no more often than every PREPARE_POLL_INTERVAL.
+#: poll) is asked no more often than every PREPARE_POLL_INTERVAL. The nodes' answers are awaited
+#: together, so a node that fails while another is long-polled is acted on within
+#: PREPARE_WAIT_SECONDS (and a silent node's deadline stretches by at most that): kept short.
 PREPARE_POLL_INTERVAL = 0.05
-PREPARE_WAIT_SECONDS = 1.0
+PREPARE_WAIT_SECONDS = 0.2
 PREPARE_POLL_BUDGET = 5.0
 
 
