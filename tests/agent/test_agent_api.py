@@ -154,10 +154,8 @@ async def test_a_long_poll_answers_the_moment_the_phase_moves_on(agent) -> None:
     assert held.status == 200 and (await held.json())["phase"] == "SUCCESS"
 
 
-async def test_a_long_poll_answers_for_what_the_id_names_now(agent) -> None:  # type: ignore[no-untyped-def]
-    """An operation that ended can be replaced by a new one with its id (another uid): a long poll
-    waiting on the old one answers at once with the new one, never with the old one's status."""
-    client, _, _ = agent
+async def _poll_on_an_ended_operation(client: TestClient[Any, Any]) -> asyncio.Future[Any]:
+    """Operation b1 prepared, then aborted; a long poll on it (waitWhile=CANCELED), open and waiting."""
     await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
     await _wait_phase(client, "b1", "PREPARED")
     await client.post("/v1/operations/b1/abort", json={}, headers=AUTH)
@@ -166,6 +164,14 @@ async def test_a_long_poll_answers_for_what_the_id_names_now(agent) -> None:  # 
     )
     await asyncio.sleep(0.3)
     assert not waiting.done()
+    return waiting
+
+
+async def test_a_long_poll_answers_for_what_the_id_names_now(agent) -> None:  # type: ignore[no-untyped-def]
+    """An operation that ended can be replaced by a new one with its id (another uid): a long poll
+    waiting on the old one answers at once with the new one, never with the old one's status."""
+    client, _, _ = agent
+    waiting = await _poll_on_an_ended_operation(client)
     assert (await client.put("/v1/operations/b1", json=_prepare(uid="uid-2"), headers=AUTH)).status == 202
     answer = await (await asyncio.wait_for(waiting, 5)).json()  # woken by the replacement
     assert answer["uid"] == "uid-2"
@@ -176,14 +182,7 @@ async def test_a_stopping_agent_answers_its_long_polls_at_once(agent) -> None:  
     """The server waits for open requests before it stops: a poll on an operation that will not
     move again must not hold the shutdown for its whole timeout."""
     client, _, _ = agent
-    await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
-    await _wait_phase(client, "b1", "PREPARED")
-    await client.post("/v1/operations/b1/abort", json={}, headers=AUTH)
-    waiting = asyncio.ensure_future(
-        client.get("/v1/operations/b1?waitWhile=CANCELED&timeoutSeconds=10", headers=AUTH)
-    )
-    await asyncio.sleep(0.3)
-    assert not waiting.done()
+    waiting = await _poll_on_an_ended_operation(client)
     await client.server.app[REGISTRY].shutdown()
     answer = await asyncio.wait_for(waiting, 5)
     assert answer.status == 200 and (await answer.json())["phase"] == "CANCELED"
