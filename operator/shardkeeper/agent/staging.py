@@ -250,17 +250,14 @@ class _Stager:
     def _listed_stat(self, listed: str, path: str) -> os.stat_result:
         """lstat of ``path`` (``listed`` or a directory above it); what the system refuses is a
         ``SnapshotError`` naming what the hook listed, not an errno with the agent's paths."""
-        where = "," if path == listed else f', below "{shown(path)}",'
         try:
             return os.lstat(f"{self._src}/{path}")
-        except FileNotFoundError:
-            raise SnapshotError(
-                f'workload hook listed "{shown(listed)}"{where} which does not exist'
-            ) from None
         except OSError as exc:
-            raise SnapshotError(
-                f'workload hook listed "{shown(listed)}"{where} which cannot be read: {exc.strerror}'
-            ) from None
+            where = "," if path == listed else f', below "{shown(path)}",'
+            why = (
+                "does not exist" if isinstance(exc, FileNotFoundError) else f"cannot be read: {exc.strerror}"
+            )
+            raise SnapshotError(f'workload hook listed "{shown(listed)}"{where} which {why}') from None
 
     # --- without a hook: the agent's own walk ------------------------------------------------------
 

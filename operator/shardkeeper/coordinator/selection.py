@@ -20,7 +20,8 @@ def _is_pattern(selector: str) -> bool:
 def matches(name: str, selector: str) -> bool:
     """True if the collection ``name`` is named by ``selector``. Greedy matching with one saved
     position for the last '*' (no backtracking regex): at most len(name) * len(selector) steps for
-    any pattern, so a selector like '**********b' cannot stall the operator."""
+    any pattern, so a selector like '**********b' cannot stall the operator. Not ``fnmatch``: it
+    reads '[...]' as a character class, and here only '*' and '?' are special."""
     n = p = 0
     star, resume_at = -1, 0
     while n < len(name):
