@@ -2,8 +2,8 @@
 
 Backends implement a handful of ``_``-prefixed primitives and translate their SDK's errors into
 ``shardkeeper.errors`` at that boundary. Everything else lives here, once: key checks, retries with
-backoff (``RetryPolicy``), reads that resume where a dropped connection left them, uploads in
-parts (each part retried on its own), and the redaction of secrets from messages.
+backoff (``RetryPolicy``, applied by tenacity), reads that resume where a dropped connection left
+them, uploads in parts (each part retried on its own), and the redaction of secrets from messages.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ import abc
 import builtins
 import contextlib
 import posixpath
-import random
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, TypeVar
 
 import structlog
+import tenacity
 
 from shardkeeper.api.common import Backend
 from shardkeeper.errors import ObjectNotFound, StorageError, TransientStorageError
@@ -30,11 +29,16 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How transient failures (timeouts, 5xx, throttling, a server away for a while) are retried.
+    """How transient failures (timeouts, 5xx, throttling, a server away for a while) are retried:
+    the numbers; ``retrying`` applies them with tenacity.
 
-    The defaults ride out an outage of about a minute; a longer one fails the operation, which
-    the coordinator then reports. SDK-level retries are turned off so that they do not multiply
-    with these (GCS resumable uploads, whose recovery lives in the SDK, get these numbers).
+    After attempt n fails, the wait is ``initial_delay * multiplier**(n-1)``, at most ``max_delay``,
+    plus up to ``initial_delay`` of random jitter (tenacity's ``wait_exponential_jitter``). No
+    attempt starts once ``deadline`` seconds would have passed, nor after ``attempts`` attempts.
+    The defaults (waits of 0.5, 1, 2, 4, 8, 10 and 10 s) ride out an outage of about a minute; a
+    longer one fails the operation, which the coordinator then reports. SDK-level retries are
+    turned off so that they do not multiply with these (GCS resumable uploads, whose recovery lives
+    in the SDK, get these numbers).
     """
 
     attempts: int = 8
@@ -43,31 +47,44 @@ class RetryPolicy:
     multiplier: float = 2.0
     deadline: float = 90.0
 
-    def delays(self) -> Iterator[float]:
-        delay = self.initial_delay
-        for _ in range(self.attempts - 1):
-            yield delay * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
-            delay = min(delay * self.multiplier, self.max_delay)
+    def wait(self) -> tenacity.wait.wait_base:
+        """The wait after each failed attempt, as tenacity's strategy (see the class docstring)."""
+        return tenacity.wait_exponential_jitter(
+            initial=self.initial_delay,
+            max=self.max_delay,
+            exp_base=self.multiplier,
+            jitter=self.initial_delay,
+        )
 
 
 DEFAULT_RETRY = RetryPolicy()
 
 
 def retrying(op: Callable[[], T], *, what: str, policy: RetryPolicy = DEFAULT_RETRY) -> T:
-    """Runs ``op``, again after ``TransientStorageError`` with backoff, within the policy's deadline."""
-    started = time.monotonic()
-    delays = policy.delays()
-    attempt = 1
-    while True:
-        try:
-            return op()
-        except TransientStorageError as exc:
-            delay = next(delays, None)
-            if delay is None or time.monotonic() - started + delay > policy.deadline:
-                raise TransientStorageError(f"{exc} (gave up after {attempt} attempts)") from exc
-            log.warning("storage.retry", op=what, attempt=attempt, error=str(exc), delay=round(delay, 2))
-            time.sleep(delay)
-            attempt += 1
+    """Runs ``op``, again after ``TransientStorageError`` (see ``RetryPolicy``); any other error at once.
+
+    Raises the last ``TransientStorageError``'s message with "(gave up after N attempts)" once the
+    policy says stop. Each retry is logged as ``storage.retry`` with the attempt, error and wait."""
+
+    def log_retry(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning(
+            "storage.retry", op=what, attempt=state.attempt_number, error=str(exc), delay=round(wait, 2)
+        )
+
+    controller = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TransientStorageError),
+        stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_before_delay(policy.deadline),
+        wait=policy.wait(),
+        before_sleep=log_retry,
+    )
+    try:
+        return controller(op)
+    except tenacity.RetryError as gave_up:
+        last = gave_up.last_attempt
+        exc = last.exception()
+        raise TransientStorageError(f"{exc} (gave up after {last.attempt_number} attempts)") from exc
 
 
 @dataclass(frozen=True)
