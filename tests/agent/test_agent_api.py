@@ -189,25 +189,26 @@ async def test_a_stopping_agent_answers_its_long_polls_at_once(agent) -> None:  
 
 
 @pytest.mark.parametrize(
-    ("query", "parameter"),
+    ("query", "parameter", "why"),
     [
-        ("waitWhile=SOON", "waitWhile"),
-        ("waitWhile=PREPARED&timeoutSeconds=0", "timeoutSeconds"),
-        ("waitWhile=PREPARED&timeoutSeconds=-1", "timeoutSeconds"),
-        ("waitWhile=PREPARED&timeoutSeconds=11", "timeoutSeconds"),
-        ("waitWhile=PREPARED&timeoutSeconds=nan", "timeoutSeconds"),
-        ("waitWhile=PREPARED&timeoutSeconds=inf", "timeoutSeconds"),
-        ("waitWhile=PREPARED&timeoutSeconds=soon", "timeoutSeconds"),
+        ("waitWhile=SOON", "waitWhile", "Input should be"),
+        ("waitWhile=PREPARED&timeoutSeconds=0", "timeoutSeconds", "greater than 0"),
+        ("waitWhile=PREPARED&timeoutSeconds=-1", "timeoutSeconds", "greater than 0"),
+        ("waitWhile=PREPARED&timeoutSeconds=11", "timeoutSeconds", "less than or equal to 10"),
+        ("waitWhile=PREPARED&timeoutSeconds=nan", "timeoutSeconds", "a finite number"),
+        ("waitWhile=PREPARED&timeoutSeconds=inf", "timeoutSeconds", "a finite number"),
+        ("waitWhile=PREPARED&timeoutSeconds=soon", "timeoutSeconds", "a valid number"),
     ],
 )
 async def test_a_query_that_is_not_the_protocol_is_400_naming_the_parameter(  # type: ignore[no-untyped-def]
-    agent, query: str, parameter: str
+    agent, query: str, parameter: str, why: str
 ) -> None:
     client, _, _ = agent
     await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)
     resp = await client.get(f"/v1/operations/b1?{query}", headers=AUTH)
     assert resp.status == 400, await resp.text()
-    assert (await resp.json())["error"].startswith(f"invalid request query: {parameter}: ")
+    error = (await resp.json())["error"]
+    assert error.startswith(f"invalid request query: {parameter}: ") and why in error, error
     await client.post("/v1/operations/b1/abort", json={}, headers=AUTH)
 
 

@@ -129,7 +129,7 @@ class StatusQuery(Model):
     poll, so that a cluster-wide hold is released sooner. An agent without it answers at once."""
 
     wait_while: NodePhase | None = None
-    timeout_seconds: float = Field(default=1.0, gt=0, le=STATUS_WAIT_MAX_SECONDS)
+    timeout_seconds: float = Field(default=1.0, gt=0, le=STATUS_WAIT_MAX_SECONDS, allow_inf_nan=False)
 
 
 class AbortRequest(Model):
