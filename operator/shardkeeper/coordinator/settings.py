@@ -11,7 +11,8 @@ from pydantic import SecretStr
 class OperatorSettings:
     agent_token: SecretStr
     tick_seconds: float = 2.0
-    """How often a running operation is reconciled (agents polled, status mirrored)."""
+    """How often a running operation is reconciled (agents polled, status mirrored), in seconds:
+    a tick starts this long after the last one started (a fixed grid), however long that took."""
     reservation_seconds: float = 60.0
     """How long a prepared agent waits for commit before it frees itself. Covers a few ticks and a
     short operator restart; a longer outage aborts the backup, which is the safe side."""
