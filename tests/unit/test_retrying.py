@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 from shardkeeper.errors import StorageError, TransientStorageError
 from shardkeeper.storage.base import RetryPolicy, retrying
 
-QUICK = RetryPolicy(attempts=4, initial_delay=0.001, max_delay=0.002, deadline=5.0)
+QUICK = RetryPolicy(attempts=4, initial_delay=0.001, max_delay=0.002, jitter=0.001, deadline=5.0)
 
 
 class Flaky:
@@ -57,23 +57,44 @@ def test_other_errors_are_raised_at_once() -> None:
 def test_no_attempt_starts_past_the_deadline() -> None:
     # The first wait (0.05-0.10 s) ends before the 0.12 s deadline; the second (at least 0.10 s,
     # starting at least 0.05 s in) would not, so the second attempt is the last.
-    policy = RetryPolicy(attempts=10, initial_delay=0.05, max_delay=1.0, deadline=0.12)
+    policy = RetryPolicy(attempts=10, initial_delay=0.05, max_delay=1.0, jitter=0.05, deadline=0.12)
     op = Flaky(*(TransientStorageError("down") for _ in range(10)))
     with pytest.raises(TransientStorageError, match=r"gave up after 2 attempts"):
         retrying(op, what="get x", policy=policy)
     assert op.calls == 2
 
 
-def test_the_default_waits_ride_out_about_a_minute() -> None:
-    # The docstring's promise: waits of 0.5, 1, 2, 4, 8, 10 and 10 s between the 8 attempts, each
-    # plus up to 0.5 s of jitter; 35.5-39 s in all, inside the 90 s deadline.
-    policy = RetryPolicy()
+def test_any_other_exception_passes_unchanged_even_after_retries() -> None:
+    boom = ValueError("a bug, not the server")
+    op = Flaky(TransientStorageError("timed out"), boom)
+    with pytest.raises(ValueError) as err:
+        retrying(op, what="get x", policy=QUICK)
+    assert err.value is boom and op.calls == 2
+
+
+def _waits(policy: RetryPolicy) -> list[float]:
+    """One wait per failed attempt but the last, drawn from the policy's strategy."""
     wait = policy.wait()
     state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
     waits = []
     for attempt in range(1, policy.attempts):
         state.attempt_number = attempt
         waits.append(wait(state))
+    return waits
+
+
+def test_the_default_waits_ride_out_about_a_minute() -> None:
+    # The docstring's promise: waits of 0.5, 1, 2, 4, 8, 10 and 10 s between the 8 attempts, each
+    # plus up to 1 s of jitter; 35.5-42.5 s in all, inside the 90 s deadline.
+    policy = RetryPolicy()
+    waits = _waits(policy)
     for got, base in zip(waits, [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0], strict=True):
-        assert base <= got <= base + 0.5
-    assert 35.5 <= sum(waits) <= 39.0 < policy.deadline
+        assert base <= got <= base + 1.0
+    assert 35.5 <= sum(waits) <= 42.5 < policy.deadline
+
+
+def test_waits_at_the_cap_are_jittered_too() -> None:
+    # Agents that lost the same server must not all come back at the same instant: 200 draws of
+    # the last wait spread over most of the second of jitter (all within 0.5 s of each other: 2**-199).
+    last = [_waits(RetryPolicy())[-1] for _ in range(200)]
+    assert min(last) >= 10.0 and max(last) <= 11.0 and max(last) - min(last) > 0.5

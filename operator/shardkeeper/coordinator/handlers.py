@@ -241,8 +241,9 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
         kind.plural,
         id=f"reconcile_{kind.name.lower()}",
         interval=interval,
-        # On a fixed grid (kopf's sharp timing): a tick that takes long (many nodes to ask) does
-        # not push every later tick back by its own length (benchmarks/nodes.py: 30 nodes).
+        # kopf's sharp timing: the next tick starts a whole number of intervals after this one
+        # started, not an interval after it ended, so a tick that takes long (many nodes to ask)
+        # does not push every later one back by its own length (benchmarks/nodes.py: 30 nodes).
         sharp=True,
         initial_delay=0.1,
         backoff=interval,

@@ -12,7 +12,8 @@ class OperatorSettings:
     agent_token: SecretStr
     tick_seconds: float = 2.0
     """How often a running operation is reconciled (agents polled, status mirrored), in seconds:
-    a tick starts this long after the last one started (a fixed grid), however long that took."""
+    a tick starts this long after the last one started; one that took longer is followed by the
+    next whole multiple of this after its start (kopf's sharp timer)."""
     reservation_seconds: float = 60.0
     """How long a prepared agent waits for commit before it frees itself. Covers a few ticks and a
     short operator restart; a longer outage aborts the backup, which is the safe side."""

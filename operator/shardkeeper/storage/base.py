@@ -14,7 +14,7 @@ import contextlib
 import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, ClassVar, TypeVar
+from typing import BinaryIO, ClassVar, NoReturn, TypeVar
 
 import structlog
 import tenacity
@@ -32,29 +32,29 @@ class RetryPolicy:
     """How transient failures (timeouts, 5xx, throttling, a server away for a while) are retried:
     the numbers; ``retrying`` applies them with tenacity.
 
-    After attempt n fails, the wait is ``initial_delay * multiplier**(n-1)``, at most ``max_delay``,
-    plus up to ``initial_delay`` of random jitter (tenacity's ``wait_exponential_jitter``). No
-    attempt starts once ``deadline`` seconds would have passed, nor after ``attempts`` attempts.
-    The defaults (waits of 0.5, 1, 2, 4, 8, 10 and 10 s) ride out an outage of about a minute; a
-    longer one fails the operation, which the coordinator then reports. SDK-level retries are
-    turned off so that they do not multiply with these (GCS resumable uploads, whose recovery lives
-    in the SDK, get these numbers).
+    After attempt n fails, the wait is ``initial_delay * multiplier**(n-1)``, at most ``max_delay``
+    (tenacity's ``wait_exponential``), plus a random ``0..jitter`` seconds (``wait_random``), also
+    at the cap, so that agents that lost the same server do not come back in step. No attempt
+    starts once ``deadline`` seconds would have passed, nor after ``attempts`` attempts. The
+    defaults (waits of 0.5, 1, 2, 4, 8, 10 and 10 s, each plus up to 1 s) ride out an outage of
+    about a minute; a longer one fails the operation, which the coordinator then reports. SDK-level
+    retries are turned off so that they do not multiply with these (GCS resumable uploads, whose
+    recovery lives in the SDK, get these numbers).
     """
 
     attempts: int = 8
     initial_delay: float = 0.5
     max_delay: float = 10.0
     multiplier: float = 2.0
+    jitter: float = 1.0
     deadline: float = 90.0
 
     def wait(self) -> tenacity.wait.wait_base:
         """The wait after each failed attempt, as tenacity's strategy (see the class docstring)."""
-        return tenacity.wait_exponential_jitter(
-            initial=self.initial_delay,
-            max=self.max_delay,
-            exp_base=self.multiplier,
-            jitter=self.initial_delay,
+        exponential = tenacity.wait_exponential(
+            multiplier=self.initial_delay, max=self.max_delay, exp_base=self.multiplier
         )
+        return exponential + tenacity.wait_random(0, self.jitter)
 
 
 DEFAULT_RETRY = RetryPolicy()
@@ -73,18 +73,18 @@ def retrying(op: Callable[[], T], *, what: str, policy: RetryPolicy = DEFAULT_RE
             "storage.retry", op=what, attempt=state.attempt_number, error=str(exc), delay=round(wait, 2)
         )
 
+    def give_up(state: tenacity.RetryCallState) -> NoReturn:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        raise TransientStorageError(f"{exc} (gave up after {state.attempt_number} attempts)") from exc
+
     controller = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientStorageError),
         stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_before_delay(policy.deadline),
         wait=policy.wait(),
         before_sleep=log_retry,
+        retry_error_callback=give_up,  # only when this policy stops: errors of ``op`` pass as they are
     )
-    try:
-        return controller(op)
-    except tenacity.RetryError as gave_up:
-        last = gave_up.last_attempt
-        exc = last.exception()
-        raise TransientStorageError(f"{exc} (gave up after {last.attempt_number} attempts)") from exc
+    return controller(op)
 
 
 @dataclass(frozen=True)
