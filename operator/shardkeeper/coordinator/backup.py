@@ -223,6 +223,8 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         if decision.step is Step.RECORD_TRANSFERRED:
             st.phase = decision.phase
             self._event("Normal", "Transferred", f"all {len(st.nodes)} nodes uploaded {st.size} of data")
+            if await self._publish():  # on record (a restart carries on from it), then finish now
+                await self._write_success()
         elif decision.step is Step.FINISH:
             await self._write_success()
         else:
