@@ -219,16 +219,18 @@ class _FileWriter:
                         out.flush()
                         os.posix_fadvise(out.fileno(), mark, out.tell() - mark, os.POSIX_FADV_DONTNEED)
                         mark = out.tell()
-                else:  # "close": (path, size, mode, mtime_ns)
+                else:  # "close": (size, mode, mtime_ns)
                     assert out is not None
-                    dest, size, mode, mtime_ns = arg
+                    size, mode, mtime_ns = arg
                     out.truncate(size)  # a sparse file's trailing hole
                     out.flush()
+                    # Through the descriptor, never the path again: the file just written, and
+                    # no lookup per file (fchmod, futimens).
+                    os.fchmod(out.fileno(), mode)
+                    os.utime(out.fileno(), ns=(mtime_ns, mtime_ns))
                     os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
                     out.close()
                     out = None
-                    dest.chmod(mode)
-                    os.utime(dest, ns=(mtime_ns, mtime_ns))
             except BaseException as exc:
                 self.error = exc
         if out is not None:
@@ -299,7 +301,7 @@ class _Unpacker:
         if sha.hexdigest() != expected.sha256:
             raise IntegrityError(f'"{shown(member.name)}" does not match its sha256')
         mtime_ns = expected.mtime_ns if expected.mtime_ns is not None else member.mtime_ns
-        self.writer.put("close", (dest, expected.size, expected.mode & MODE_MASK, mtime_ns))
+        self.writer.put("close", (expected.size, expected.mode & MODE_MASK, mtime_ns))
         self.stream.read(-member.size % 512)
         return True
 
