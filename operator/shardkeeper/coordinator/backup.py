@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from shardkeeper import conventions as c
 from shardkeeper.api.agent import NodePhase, PrepareBackup, StoreProbe
 from shardkeeper.api.backup import BackupSpec, BackupStatus, backup_id_of
-from shardkeeper.api.common import Consistency, DeletionPolicy, Phase, human_bytes, some_of
+from shardkeeper.api.common import Consistency, DeletionPolicy, Phase, human_bytes, some_of, utcnow
 from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, Owner
 from shardkeeper.api.status import NodeStatus
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
@@ -223,7 +223,9 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         if decision.step is Step.RECORD_TRANSFERRED:
             st.phase = decision.phase
             self._event("Normal", "Transferred", f"all {len(st.nodes)} nodes uploaded {st.size} of data")
-            if await self._publish():  # on record (a restart carries on from it), then finish now
+            # On record (a restart carries on from it), then finished now unless being deleted.
+            if await self._publish() and not self.deletion_requested():
+                self.now = utcnow()  # completedAt and the duration: now, not when the tick began
                 await self._write_success()
         elif decision.step is Step.FINISH:
             await self._write_success()
@@ -264,10 +266,11 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
                     reason="BaseGone",
                 )
         chosen = await self._all_collections(storage)
+        # The probe first: nothing that fails after SUCCESS is written may make the backup FAILED.
+        await in_thread(lambda: storage.delete_prefix(self.layout.probe_dir))
         await in_thread(
             lambda: self._write_descriptor(storage, Phase.SUCCESS, collections=chosen, nodes=nodes)
         )
-        await in_thread(lambda: storage.delete_prefix(self.layout.probe_dir))
         self.status.bytes_total = sum(n.bytes for n in nodes)
         self.status.stored_bytes = sum(n.stored_bytes for n in nodes)
         self.status.size = human_bytes(self.status.bytes_total)

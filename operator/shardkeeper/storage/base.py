@@ -36,10 +36,11 @@ class RetryPolicy:
     (tenacity's ``wait_exponential``), plus a random ``0..jitter`` seconds (``wait_random``), also
     at the cap, so that agents that lost the same server do not come back in step. No attempt
     starts once ``deadline`` seconds would have passed, nor after ``attempts`` attempts. The
-    defaults (waits of 0.5, 1, 2, 4, 8, 10 and 10 s, each plus up to 1 s) ride out an outage of
-    about a minute; a longer one fails the operation, which the coordinator then reports. SDK-level
-    retries are turned off so that they do not multiply with these (GCS resumable uploads, whose
-    recovery lives in the SDK, get these numbers).
+    defaults (waits of 0.5, 1, 2, 4, 8, 10 and 10 s, each plus up to 1 s: 35.5-42.5 s in all when
+    every attempt fails at once, longer when attempts take time themselves) ride out a server away
+    for about that long; a longer outage fails the operation, which the coordinator then reports.
+    SDK-level retries are turned off so that they do not multiply with these (GCS resumable
+    uploads, whose recovery lives in the SDK, get the backoff and the deadline, without jitter).
     """
 
     attempts: int = 8
