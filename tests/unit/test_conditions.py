@@ -78,7 +78,7 @@ def test_kstatus_conditions_follow_the_phase(
 
 
 def test_a_status_field_that_is_gone_is_removed_by_the_patch() -> None:
-    from shardkeeper.coordinator.handlers import merge_patch
+    from shardkeeper.coordinator.kube import merge_patch
 
     before = {"phase": "FAILED", "cleanupPending": "x", "nodes": {"n0": {"error": "e", "phase": "FAILED"}}}
     new = {"phase": "FAILED", "nodes": {"n0": {"phase": "FAILED"}, "n1": {"phase": "SUCCESS"}}}

@@ -9,23 +9,21 @@ from collections.abc import Sequence
 from shardkeeper import conventions as c
 from shardkeeper.api.agent import NodePhase, PrepareBackup, StoreProbe
 from shardkeeper.api.backup import BackupSpec, BackupStatus, backup_id_of
-from shardkeeper.api.common import Consistency, DeletionPolicy, Phase, human_bytes, some_of, utcnow
+from shardkeeper.api.common import Consistency, Phase, human_bytes, some_of, utcnow
 from shardkeeper.api.descriptors import GlobalDescriptor, NodeDescriptor, Owner
 from shardkeeper.api.status import NodeStatus
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
 from shardkeeper.coordinator import selection
 from shardkeeper.coordinator.agents import NodeEndpoint
+from shardkeeper.coordinator.backup_deletion import BackupDeletion
 from shardkeeper.coordinator.backup_record import global_descriptor, read_global_descriptor
 from shardkeeper.coordinator.cut import record_cut
 from shardkeeper.coordinator.objects import OperationObject, Outcome, Stop, in_thread
-from shardkeeper.coordinator.operation import OperationReconciler
 from shardkeeper.coordinator.twophase import Decision, NodeView, Step, decide
 from shardkeeper.errors import (
     CorruptDescriptor,
     ShardkeeperError,
     SpecError,
-    StorageError,
-    TransientStorageError,
 )
 from shardkeeper.storage import BackupLayout, Storage
 from shardkeeper.storage.repository import BackupRepository
@@ -35,11 +33,7 @@ BackupObject = OperationObject[BackupSpec, BackupStatus]
 __all__ = ["BackupObject", "BackupReconciler", "Outcome", "read_global_descriptor"]
 
 
-class DeletionDeferred(ShardkeeperError):
-    """The data cannot be deleted yet (the backend is away); try again later."""
-
-
-class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
+class BackupReconciler(BackupDeletion):
     noun = "backup"
     plural = c.BACKUP_PLURAL
     _probe: StoreProbe
@@ -223,8 +217,9 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
         if decision.step is Step.RECORD_TRANSFERRED:
             st.phase = decision.phase
             self._event("Normal", "Transferred", f"all {len(st.nodes)} nodes uploaded {st.size} of data")
-            # On record (a restart carries on from it), then finished now unless being deleted.
-            if await self._publish() and not self.deletion_requested():
+            # On record (a restart carries on from it), then finished now, unless the object was
+            # deleted or canceled since the tick read it: then delete, or the next tick, cancels it.
+            if await self._publish() and not self.interrupted():
                 self.now = utcnow()  # completedAt and the duration: now, not when the tick began
                 await self._write_success()
         elif decision.step is Step.FINISH:
@@ -301,72 +296,6 @@ class BackupReconciler(OperationReconciler[BackupSpec, BackupStatus]):
             self.log.warning("backup.final_descriptor_not_written", error=str(exc))
             return f"final descriptor and partial uploads at {storage.url(self.layout.root)}: {exc}"
         return None
-
-    # --- deleting the object -------------------------------------------------------------------
-
-    async def delete(self) -> Outcome[BackupStatus]:
-        """Cancels a running backup (the base class), then applies spec.deletionPolicy."""
-        outcome = await super().delete()
-        if self.spec.deletion_policy is DeletionPolicy.DELETE:
-            await self._delete_data()
-        return outcome
-
-    async def _delete_data(self) -> None:
-        """Removes this Backup's data from the backend; never data another Backup object wrote.
-
-        A backend that cannot be reached is retried (``DeletionDeferred``) until it has been away
-        for ``backend_unavailable_seconds`` since the deletion began; then the object goes and the
-        data stays, with a Warning event saying where. A deletion never blocks forever."""
-        try:
-            storage = self._open_storage()
-        except Stop:
-            self._event("Warning", "DataRetained", f"data not deleted: {self.status.error}")
-            return
-        location = storage.url(self.layout.root)
-        try:
-            existing = await in_thread(lambda: read_global_descriptor(storage, self.layout))
-            if existing is None:
-                self._event("Normal", "DataDeleted", f"no backup data at {location}: nothing to delete")
-                return
-            if not self._is_ours(existing):
-                owner = existing.owner
-                by = f"{owner.namespace}/{owner.name}" if owner else "another writer"
-                self._event(
-                    "Warning",
-                    "DataRetained",
-                    f"the backup at {location} was written by {by}, not by this Backup: left in place",
-                )
-                return
-            dependants = await in_thread(lambda: BackupRepository(storage).dependants(self.op_id))
-            if dependants:
-                self._event(
-                    "Warning",
-                    "DataRetained",
-                    f"backups {dependants} are incremental backups built on the data at {location}: it stays "
-                    "until they are deleted (deleting it would break them)",
-                )
-                return
-            removed = await in_thread(lambda: storage.delete_prefix(self.layout.root))
-        except TransientStorageError as exc:
-            since = self.obj.deleting_since or self.now
-            away = (self.now - since).total_seconds()
-            if away < self.ctx.settings.backend_unavailable_seconds:
-                raise DeletionDeferred(f"backend unavailable, will retry deleting {location}: {exc}") from exc
-            self._event(
-                "Warning",
-                "DataRetained",
-                f"backend unavailable for {away:.0f}s; data left at {location}: {exc}",
-            )
-            return
-        except StorageError as exc:
-            self._event("Warning", "DataRetained", f"could not delete the data at {location}: {exc}")
-            return
-        self._event(
-            "Normal", "DataDeleted", f"deletionPolicy Delete: removed {removed} objects at {location}"
-        )
-
-    def _is_ours(self, descriptor: GlobalDescriptor) -> bool:
-        return descriptor.owner is not None and descriptor.owner.uid == self.obj.uid
 
     async def _all_collections(self, storage: Storage, started: GlobalDescriptor | None = None) -> list[str]:
         """Every collection of this backup: resolved in this process, or all on the status, or (when

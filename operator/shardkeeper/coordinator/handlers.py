@@ -27,9 +27,11 @@ from shardkeeper.api.schedule import SCHEDULE_LABEL
 from shardkeeper.api.status import OperationStatusBase
 from shardkeeper.coordinator import events as k8s_events
 from shardkeeper.coordinator import metrics, schedule_handlers
-from shardkeeper.coordinator.backup import BackupReconciler, DeletionDeferred
+from shardkeeper.coordinator.backup import BackupReconciler
+from shardkeeper.coordinator.backup_deletion import DeletionDeferred
 from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
+from shardkeeper.coordinator.kube import merge_patch
 from shardkeeper.coordinator.objects import Event, OperationObject, Outcome, retry_later
 from shardkeeper.coordinator.operation import OperationReconciler
 from shardkeeper.coordinator.queue import WAITING, OpRef
@@ -172,8 +174,8 @@ def _apply(
 ) -> None:
     """Writes the tick's status, unless only progress changed, recently.
 
-    ``before`` is the status as the tick found it: the body is a live view that may already show
-    what the tick published in the middle."""
+    ``before`` is the status as the server has it after the tick's own writes (the reconciler's
+    ``written``): the body is a live view, not to be trusted for that."""
     new = outcome.status.wire()
     if new == before:
         return
@@ -183,18 +185,6 @@ def _apply(
             return
     memo[_LAST_PROGRESS_WRITE] = time.monotonic()
     patch.status.update(merge_patch(before, new))
-
-
-def merge_patch(before: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new`` as a JSON merge patch (RFC 7386) over ``before``: a field that is gone (a cleared
-    error, a cleanup done) is written as null, which removes it; ``new`` alone would leave it."""
-    patch: dict[str, Any] = dict(new)
-    for key, old in before.items():
-        if key not in new:
-            patch[key] = None
-        elif isinstance(old, dict) and isinstance(new[key], dict):
-            patch[key] = merge_patch(old, new[key])
-    return patch
 
 
 def _measure(
@@ -261,6 +251,9 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
         def deleting() -> bool:
             return bool(body.get("metadata", {}).get("deletionTimestamp"))
 
+        def interrupted() -> bool:
+            return deleting() or bool(body.get("spec", {}).get("cancel"))
+
         async with _lock(memo):
             if memo.get(_DELETED) or deleting():
                 return  # the delete handler cancels it; a tick must not start anything now
@@ -277,9 +270,9 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
                 await _post(body, outcome.events, action=kind.name)
                 _apply(outcome, before={}, body=body, patch=patch, memo=memo, interval=progress_interval)
                 return
-            before = obj.status.wire()
             reconciler = kind.reconciler(ctx, obj)
-            reconciler.deletion_requested = deleting  # body is a live view in timers
+            reconciler.interrupted = interrupted  # body is a live view in timers
+            reconciler.post_events = lambda events: _post(body, events, action=kind.name)
             try:
                 outcome = await reconciler.tick()
             except Exception as exc:
@@ -290,7 +283,8 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
             memo.pop(_FAILING_SINCE, None)
             memo[_LAST_STATUS] = outcome.status.wire()
             await _post(body, outcome.events, action=kind.name)
-            _apply(outcome, before=before, body=body, patch=patch, memo=memo, interval=progress_interval)
+            written = reconciler.written  # the status as the tick found it, or as it last published it
+            _apply(outcome, before=written, body=body, patch=patch, memo=memo, interval=progress_interval)
             _measure(kind, body, obj, outcome, peers)
 
     @kopf.on.delete(

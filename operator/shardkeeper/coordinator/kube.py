@@ -139,6 +139,19 @@ def _patch_status(plural: str, namespace: str, name: str, status: dict[str, Any]
         raise KubernetesUnavailable(f"patching {plural} {namespace}/{name}: {exc!r}") from exc
 
 
-async def publish_status(plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
-    """Writes status now, in the middle of a reconcile, when users should see a phase at once."""
-    await asyncio.to_thread(_patch_status, plural, namespace, name, status)
+async def publish_status(plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    """Writes status now, in the middle of a reconcile, when users should see a phase at once.
+    ``patch`` is a JSON merge patch of the status (``merge_patch``). Raises ``KubernetesUnavailable``."""
+    await asyncio.to_thread(_patch_status, plural, namespace, name, patch)
+
+
+def merge_patch(before: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` as a JSON merge patch (RFC 7386) over ``before``: a field that is gone (a cleared
+    error, a cleanup done) is written as null, which removes it; ``new`` alone would leave it."""
+    patch: dict[str, Any] = dict(new)
+    for key, old in before.items():
+        if key not in new:
+            patch[key] = None
+        elif isinstance(old, dict) and isinstance(new[key], dict):
+            patch[key] = merge_patch(old, new[key])
+    return patch

@@ -8,7 +8,7 @@ import abc
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Generic, Literal, NoReturn
+from typing import Any, Generic, Literal, NoReturn
 
 import structlog
 
@@ -22,7 +22,7 @@ from shardkeeper.coordinator.agents import NodeEndpoint
 from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.events import shorten
-from shardkeeper.coordinator.kube import ClusterView, KubernetesUnavailable
+from shardkeeper.coordinator.kube import ClusterView, KubernetesUnavailable, merge_patch
 from shardkeeper.coordinator.objects import (
     Event,
     OperationObject,
@@ -61,9 +61,17 @@ class OperationBase(abc.ABC, Generic[SpecT, StatusT]):
         self._storage: Storage | None = None
         self._silent: set[str] = set()
         """Nodes whose agent did not answer this tick."""
-        self.deletion_requested: Callable[[], bool] = lambda: False
-        """True once the object is being deleted (the handler passes a live check): a tick then
-        stops at its next step boundary and leaves the cancel to ``delete``."""
+        self.interrupted: Callable[[], bool] = lambda: False
+        """True once the object is being deleted, or spec.cancel was set after the tick read it (the
+        handler passes a live check): the tick then stops at its next step boundary and leaves the
+        cancel to ``delete``, or to the next tick."""
+        self.written: dict[str, Any] = obj.status.wire()
+        """The status as the API server has it, as far as this tick knows: as the tick found it,
+        then as each ``_publish`` wrote it. Every write is a merge patch against it."""
+        self.post_events: Callable[[list[Event]], Awaitable[None]] | None = None
+        """Posts Events now (the handler passes one): ``_publish`` posts those decided so far right
+        after the status it wrote, so a crash later in the tick loses neither. Unset, every Event
+        waits for the end of the tick (``Outcome.events``)."""
         self._failure_reason: str | None = None
         self._message: str | None = None
 
@@ -220,13 +228,22 @@ class OperationBase(abc.ABC, Generic[SpecT, StatusT]):
         )
 
     async def _publish(self) -> bool:
-        """Writes the status now rather than at the end of the tick; False if that failed."""
+        """Writes the status now rather than at the end of the tick (a field gone since the last
+        write is removed), then posts the Events decided so far. False if the status could not be
+        written: the Events then wait for the end of the tick too."""
         self._refresh_conditions()
+        new = self.status.wire()
+        patch = merge_patch(self.written, new)
         try:
-            await self.ctx.publish_status(self.plural, self.obj.namespace, self.obj.name, self.status.wire())
+            await self.ctx.publish_status(self.plural, self.obj.namespace, self.obj.name, patch)
         except KubernetesUnavailable as exc:
             self.log.warning("operation.status_not_published", error=str(exc))
             return False
+        self.written = new
+        if self.post_events is not None and self.events:
+            decided = list(self.events)
+            self.events.clear()  # the tick's Outcome holds this list: what is posted now is not again
+            await self.post_events(decided)
         return True
 
     def _event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:

@@ -61,7 +61,7 @@ class Running(OperationBase[SpecT, StatusT]):
             )
             decision = self._decide(views)
             still_preparing = decision.step is Step.WAIT and st.phase is Phase.STARTED
-            if not still_preparing or time.monotonic() > deadline or self.deletion_requested():
+            if not still_preparing or time.monotonic() > deadline or self.interrupted():
                 break
             plan = next_poll(plan.long_poll, views)
             if plan.pause:

@@ -47,8 +47,8 @@ class Starting(OperationBase[SpecT, StatusT]):
                 f'{self.noun} "{self.op_name}" of cluster "{self.op_spec.cluster}" started',
             )
         nodes = await self._begin()
-        if self.deletion_requested():
-            raise Stop  # nothing prepared yet; delete() cancels
+        if self.interrupted():
+            raise Stop  # nothing prepared yet; delete() or the next tick cancels
         answers = await asyncio.gather(
             *(self.ctx.agents.prepare(ep, self._prepare_request(ep)) for ep in nodes), return_exceptions=True
         )

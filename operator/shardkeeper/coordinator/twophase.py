@@ -7,15 +7,15 @@ operator that restarts in any phase simply observes again and carries on; nothin
     STARTED       nodes preparing; all PREPARED        -> RECORD_COMMIT (phase TRANSFERRING)
     TRANSFERRING  nodes PREPARED                        -> COMMIT (idempotent, repeated until they move)
                   all SUCCESS                           -> RECORD_TRANSFERRED (phase TRANSFERRED)
-    TRANSFERRED                                         -> FINALIZE (phase SUCCESS)
+    TRANSFERRED                                         -> FINISH (phase SUCCESS)
     any phase     a node FAILED/CANCELED/lost/silent    -> ABORT (phase FAILED)
     any phase     spec.cancel                           -> CANCEL (phase CANCELED)
 
 The commit decision is recorded in the CR *before* any commit is sent: after a restart, a
 TRANSFERRING phase means "commit", a STARTED phase means "may still abort". Each RECORD_ step's
-next step follows in the same tick once the record is written (a backup's TRANSFERRED its FINALIZE,
-a restore's FINALIZING its FINALIZE); the table's own step is what a later tick, or a restarted
-operator, does.
+next step follows in the same tick once the record is written (a backup's TRANSFERRED its FINISH,
+unless the object was deleted or canceled meanwhile; a restore's FINALIZING its FINALIZE); the
+table's own step is what a later tick, or a restarted operator, does.
 
 A restore has two more steps, so that nothing becomes visible on any node before every node has
 verified its data (``decide_restore``):
