@@ -12,8 +12,13 @@ without a workload hook (they walk and hard-link the files themselves); also the
 Backup's status (issue 15, goal 4: 10,000 collections of ~100 KB on 3 nodes in <= 2 min, status
 under 256 KiB).
 
+With ``--restore``: one such Backup, then ``--repeat`` Restores of it into a second cluster with
+the same pod names in another namespace (agents without a hook; the restored collection is removed
+between runs), each timed from ``kubectl apply`` to SUCCESS, with its writes and Events.
+
 ``python -m benchmarks.nodes --nodes 3 30 --repeat 3``
 ``python -m benchmarks.nodes --nodes 3 --collections 10000 --collection-kb 100 --repeat 3``
+``python -m benchmarks.nodes --nodes 3 30 --repeat 3 --restore``
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from testbed.controlplane import ControlPlane
 from testbed.operator import OperatorProcess
 
 NAMESPACE = "bench"
+TARGET_NAMESPACE = "bench-target"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -54,14 +60,17 @@ def _cpu_seconds(pid: int | None) -> float:
 
 
 class _WriteCounter:
-    """Counts the writes to one Backup: every event a watch on it delivers but DELETED."""
+    """Counts the writes to one Backup or Restore: every event a watch on it delivers but DELETED."""
 
-    def __init__(self, api: client.ApiClient, name: str) -> None:
+    def __init__(
+        self, api: client.ApiClient, name: str, plural: str = "backups", namespace: str = NAMESPACE
+    ) -> None:
         self.count = 0
         self._stopping = False
         self._watch = watch.Watch()  # type: ignore[no-untyped-call]
         self._objects = client.CustomObjectsApi(api)
         self._name = name
+        self._plural, self._namespace = plural, namespace
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -70,8 +79,8 @@ class _WriteCounter:
             self._objects.list_namespaced_custom_object,
             "shardkeeper.io",
             "v1alpha1",
-            NAMESPACE,
-            "backups",
+            self._namespace,
+            self._plural,
             field_selector=f"metadata.name={self._name}",
             timeout_seconds=600,
         )
@@ -90,24 +99,37 @@ class _WriteCounter:
         return self.count
 
 
-def _run(cp: ControlPlane, cluster: SampleCluster, operator: OperatorProcess, name: str) -> dict[str, Any]:
+def _run(
+    cp: ControlPlane,
+    cluster: SampleCluster,
+    operator: OperatorProcess,
+    name: str,
+    restore_of: str | None = None,
+) -> dict[str, Any]:
+    """One Backup of ``cluster`` named ``name``; or, with ``restore_of``, one Restore of that
+    backup into ``cluster`` (the target)."""
     api = config.new_client_from_config(str(cp.kubeconfig))
-    counter = _WriteCounter(api, name)
+    kind, plural = ("Restore", "restores") if restore_of else ("Backup", "backups")
+    namespace = cluster.namespace
+    counter = _WriteCounter(api, name, plural, namespace)
     time.sleep(0.5)  # the watch is open before the object exists
     agents = [n.agent.pid if n.agent else None for n in cluster.nodes]
     op_pid = getattr(operator.proc, "pid", None)
     cpu_agents, cpu_operator = sum(_cpu_seconds(p) for p in agents), _cpu_seconds(op_pid)
+    spec: dict[str, Any] = {"backend": "filesystem", "cluster": cluster.name}
+    if restore_of:
+        spec["backupId"] = restore_of
     manifest = {
         "apiVersion": "shardkeeper.io/v1alpha1",
-        "kind": "Backup",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"backend": "filesystem", "cluster": cluster.name},
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
     }
     started = time.monotonic()
     cp.kubectl("apply", "-f", "-", input=json.dumps(manifest))
     objects = client.CustomObjectsApi(api)
     while True:
-        obj = objects.get_namespaced_custom_object("shardkeeper.io", "v1alpha1", NAMESPACE, "backups", name)
+        obj = objects.get_namespaced_custom_object("shardkeeper.io", "v1alpha1", namespace, plural, name)
         phase = obj.get("status", {}).get("phase")
         if phase in ("SUCCESS", "FAILED", "CANCELED"):
             break
@@ -119,7 +141,7 @@ def _run(cp: ControlPlane, cluster: SampleCluster, operator: OperatorProcess, na
         raise RuntimeError(f"{name} ended {phase}: {obj['status'].get('error')}")
     writes = counter.stop()
     events = client.CoreV1Api(api).list_namespaced_event(
-        NAMESPACE, field_selector=f"involvedObject.name={name}"
+        namespace, field_selector=f"involvedObject.name={name}"
     )
     nodes = len(cluster.nodes)
     return {
@@ -145,7 +167,7 @@ def _write_collections(cluster: SampleCluster, count: int, size: int) -> None:
 
 
 def measure(
-    nodes: int, repeat: int, work: Path, collections: int = 0, collection_kb: int = 100
+    nodes: int, repeat: int, work: Path, collections: int = 0, collection_kb: int = 100, restore: bool = False
 ) -> dict[str, Any]:
     token = work / "agent-token"
     token.write_text(secrets.token_hex(24))
@@ -162,6 +184,15 @@ def measure(
         replicas=nodes,
         hook=not collections,
     )
+    target = SampleCluster(
+        cp,
+        namespace=TARGET_NAMESPACE,
+        root=work / "target",
+        token_file=token,
+        agent_env=backend,
+        replicas=nodes,
+        hook=False,
+    )
     operator: OperatorProcess | None = None
     try:
         cluster.create()
@@ -169,11 +200,25 @@ def measure(
             _write_collections(cluster, collections, collection_kb * 1000)
         else:
             cluster.fill({"tiny": list(range(nodes))}, keys=50)
-        operator = OperatorProcess(cp, work / "operator", token, [NAMESPACE], env=backend).start()
-        runs = [_run(cp, cluster, operator, f"n{nodes}-{i}") for i in range(repeat)]
+        if restore:
+            target.create()
+        namespaces = [NAMESPACE, TARGET_NAMESPACE] if restore else [NAMESPACE]
+        operator = OperatorProcess(cp, work / "operator", token, namespaces, env=backend).start()
+        if not restore:
+            runs = [_run(cp, cluster, operator, f"n{nodes}-{i}") for i in range(repeat)]
+        else:
+            _run(cp, cluster, operator, f"n{nodes}")
+            runs = []
+            for i in range(repeat):
+                runs.append(_run(cp, target, operator, f"r{nodes}-{i}", restore_of=f"n{nodes}"))
+                for node in target.nodes:  # the next restore finds the collections absent again
+                    for restored in node.data.iterdir():
+                        if not restored.name.startswith("."):
+                            shutil.rmtree(restored)
     finally:
         if operator is not None:
             operator.stop()
+        target.stop()
         cluster.stop()
         cp.stop()
     row: dict[str, Any] = {"nodes": nodes}
@@ -188,12 +233,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--collections", type=int, default=0, help="0: one tiny sample-database collection")
     parser.add_argument("--collection-kb", type=int, default=100)
+    parser.add_argument("--restore", action="store_true", help="time Restores of one Backup instead")
     args = parser.parse_args()
     rows = []
     for nodes in args.nodes:
         work = Path(tempfile.mkdtemp(prefix=f"shardkeeper-nodes-{nodes}-"))
         try:
-            rows.append(measure(nodes, args.repeat, work, args.collections, args.collection_kb))
+            rows.append(measure(nodes, args.repeat, work, args.collections, args.collection_kb, args.restore))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         print(f"{nodes} nodes done ({load()})", flush=True)

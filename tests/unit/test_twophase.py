@@ -11,6 +11,7 @@ from shardkeeper.coordinator.twophase import (
     Step,
     decide,
     decide_restore,
+    follows,
     next_poll,
 )
 
@@ -116,6 +117,40 @@ def test_restore_failure_while_finalizing_aborts_everyone() -> None:
         Phase.FINALIZING, NodeView("a", N.FINALIZING), NodeView("b", N.FAILED, error="rename failed")
     )
     assert d.step is Step.ABORT and d.reason == 'node "b": rename failed'
+
+
+# --- steps the nodes carry out at once, followed in the same tick (follows) ------------------------
+
+
+def test_after_finalize_the_nodes_are_awaited_out_of_transferred() -> None:
+    assert follows(Step.RECORD_FINALIZE) is N.TRANSFERRED
+    assert follows(Step.FINALIZE) is N.TRANSFERRED
+
+
+def test_after_complete_the_nodes_are_awaited_out_of_finalizing() -> None:
+    assert follows(Step.COMPLETE) is N.FINALIZING
+
+
+def test_every_other_step_is_left_to_the_next_tick() -> None:
+    others = set(Step) - {Step.RECORD_FINALIZE, Step.FINALIZE, Step.COMPLETE}
+    assert {follows(step) for step in others} == {None}
+
+
+def test_a_restore_whose_nodes_answer_at_once_goes_from_verified_to_success_by_following() -> None:
+    """The chain the reconciler follows in one tick, with each node's phase after each step."""
+    phase, nodes = Phase.TRANSFERRING, {"a": N.TRANSFERRED, "b": N.TRANSFERRED}
+    after = {N.TRANSFERRED: N.FINALIZING, N.FINALIZING: N.SUCCESS}  # what each node does at once
+    steps = []
+    while True:
+        d = _restore(phase, *(NodeView(n, p) for n, p in nodes.items()))
+        steps.append(d.step)
+        phase = d.phase
+        leaving = follows(d.step)
+        if leaving is None:
+            break
+        nodes = {n: after[p] if p is leaving else p for n, p in nodes.items()}
+    assert steps == [Step.RECORD_FINALIZE, Step.COMPLETE, Step.FINISH]
+    assert phase is Phase.SUCCESS
 
 
 # --- asking the nodes again while they prepare (next_poll) -----------------------------------------

@@ -254,10 +254,11 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
             self._event(
                 "Normal", "Finalizing", f"all {len(st.nodes)} nodes verified {st.size}; moving into place"
             )
-            if await self._publish():
-                await self._each(
-                    in_phase[NodePhase.TRANSFERRED], endpoints, lambda ep: self._step_one(ep, "finalize")
-                )
+            if not await self._publish():
+                raise Stop  # not on record: no node may move anything; the next tick decides again
+            await self._each(
+                in_phase[NodePhase.TRANSFERRED], endpoints, lambda ep: self._step_one(ep, "finalize")
+            )
         elif decision.step is Step.FINALIZE:
             await self._each(
                 in_phase[NodePhase.TRANSFERRED], endpoints, lambda ep: self._step_one(ep, "finalize")

@@ -19,7 +19,7 @@ from shardkeeper.coordinator.objects import (
 )
 from shardkeeper.coordinator.observe import mirror, sum_progress
 from shardkeeper.coordinator.operation_base import OperationBase
-from shardkeeper.coordinator.twophase import Decision, NextPoll, NodeView, Step, next_poll
+from shardkeeper.coordinator.twophase import Decision, NextPoll, NodeView, Step, follows, next_poll
 from shardkeeper.errors import (
     AgentError,
     AgentRefused,
@@ -36,6 +36,11 @@ from shardkeeper.errors import (
 PREPARE_POLL_INTERVAL = 0.05
 PREPARE_WAIT_SECONDS = 0.2
 PREPARE_POLL_BUDGET = 5.0
+#: After a step the nodes carry out at once (``twophase.follows``: a restore's finalize and
+#: complete), they are asked again within the tick, each with a long poll of at most this long, and
+#: the next step follows at once; a node still busy after it (a workload slow to load) is left to the
+#: next tick. Within the same PREPARE_POLL_BUDGET per tick.
+FOLLOW_WAIT_SECONDS = 1.0
 
 
 class Running(OperationBase[SpecT, StatusT]):
@@ -68,6 +73,26 @@ class Running(OperationBase[SpecT, StatusT]):
                 await asyncio.sleep(max(0.0, PREPARE_POLL_INTERVAL - (time.monotonic() - asked)))
         sum_progress(self.status)
         await self._act(decision, endpoints)
+        await self._follow(decision, endpoints, deadline)
+
+    async def _follow(self, decision: Decision, endpoints: dict[str, NodeEndpoint], deadline: float) -> None:
+        """Takes the steps that follow one the nodes carry out at once (``twophase.follows``) in
+        this tick: asks every node again with a long poll on the phase it leaves, decides and acts,
+        until a decision waits, nothing follows, the operation ended, or ``deadline`` (monotonic)."""
+        st = self.status
+        while (leaving := follows(decision.step)) is not None and not self.interrupted():
+            left = deadline - time.monotonic()
+            if left <= 0 or (st.phase is not None and st.phase.terminal):
+                return
+            wait = StatusQuery(wait_while=leaving, timeout_seconds=min(FOLLOW_WAIT_SECONDS, left))
+            views = await asyncio.gather(
+                *(self._observe(name, endpoints.get(name), wait=wait) for name in sorted(st.nodes))
+            )
+            decision = self._decide(views)
+            if decision.step is Step.WAIT:
+                return
+            sum_progress(st)
+            await self._act(decision, endpoints)
 
     @property
     def _preparing_for(self) -> float:

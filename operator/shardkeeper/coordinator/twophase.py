@@ -168,6 +168,23 @@ def decide_restore(
     return Decision(Step.CANCEL, Phase.CANCELED, "canceled")
 
 
+def follows(step: Step) -> NodePhase | None:
+    """After ``step``, the phase the nodes leave once they have carried it out, for the steps they
+    carry out at once (pure; a restore's):
+
+        RECORD_FINALIZE, FINALIZE   -> TRANSFERRED   (each moves its collections into place: renames)
+        COMPLETE                    -> FINALIZING    (each tells its workload)
+        any other step              -> None          (the next tick observes the nodes again)
+
+    The reconciler then asks the nodes again within the same tick, with a long poll on that phase,
+    and acts on the next decision at once: a restore ends in one tick, not three."""
+    if step in (Step.RECORD_FINALIZE, Step.FINALIZE):
+        return NodePhase.TRANSFERRED
+    if step is Step.COMPLETE:
+        return NodePhase.FINALIZING
+    return None
+
+
 @dataclass(frozen=True)
 class NextPoll:
     long_poll: frozenset[str]
