@@ -9,6 +9,7 @@ and discovery raises what the test needs.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from shardkeeper.api.descriptors import NodeDescriptor
 from shardkeeper.api.status import NodeStatus
 from shardkeeper.coordinator.backup import BackupReconciler
 from shardkeeper.coordinator.context import OperatorContext
+from shardkeeper.coordinator.handlers import interrupted
 from shardkeeper.coordinator.kube import ClusterView, merge_patch
 from shardkeeper.coordinator.objects import Event, OperationObject, Stop
 from shardkeeper.coordinator.settings import OperatorSettings
@@ -120,6 +122,7 @@ async def test_transferred_is_on_record_with_its_event_before_the_success_is_wri
     api.on_status.append(lambda: recorded.append(_stored_phase(tmp_path)))
 
     await rec._act(Decision(Step.RECORD_TRANSFERRED, Phase.TRANSFERRED), {})
+    await rec.posted()
 
     assert [(kind, patch["phase"] if kind == "status" else patch) for kind, patch in api.calls] == [
         ("status", "TRANSFERRED"),
@@ -147,6 +150,7 @@ async def test_a_backup_deleted_or_canceled_while_transferred_is_recorded_is_can
     rec.interrupted = lambda: interrupted
 
     await rec._act(Decision(Step.RECORD_TRANSFERRED, Phase.TRANSFERRED), {})
+    await rec.posted()
 
     assert rec.status.phase is Phase.TRANSFERRED and _stored_phase(tmp_path) == "STARTED"
     assert ("events", ["Transferred"]) in api.calls and rec.events == []
@@ -199,6 +203,7 @@ async def test_a_field_the_middle_write_added_and_the_tick_dropped_is_removed_at
     rec.ctx.discover = _raising(RuntimeError("boom"))
 
     outcome = await rec.tick()  # crashes: FAILED on record (cleanup pending), then the cleanup is done
+    await rec.posted()
 
     assert outcome.status.phase is Phase.FAILED
     middle = [patch for kind, patch in api.calls if kind == "status"]
@@ -214,3 +219,37 @@ def _raising(exc: Exception) -> Any:
         raise exc
 
     return discover
+
+
+async def test_posting_the_events_never_holds_up_the_step_that_follows_the_record(tmp_path: Path) -> None:
+    api = ApiServer()
+    rec = _reconciler(tmp_path, Phase.TRANSFERRING, api, nodes_uploaded=True)
+    events_api_back = asyncio.Event()
+
+    async def slow_post(events: list[Event]) -> None:
+        await events_api_back.wait()  # the events API is slow
+        await api.post_events(events)
+
+    rec.post_events = slow_post
+
+    await rec._act(Decision(Step.RECORD_TRANSFERRED, Phase.TRANSFERRED), {})
+
+    assert rec.status.phase is Phase.SUCCESS and _stored_phase(tmp_path) == "SUCCESS"
+    assert [kind for kind, _ in api.calls] == ["status"]  # the Event is still on its way
+    events_api_back.set()
+    await rec.posted()
+    assert api.calls[-1] == ("events", ["Transferred"])
+
+
+def _body(*, cancel: bool = False, deleting: bool = False) -> dict[str, Any]:
+    metadata = {"deletionTimestamp": "2026-11-30T12:00:00Z"} if deleting else {}
+    return {"metadata": metadata, "spec": {"cancel": cancel}}
+
+
+def test_an_interruption_is_a_deletion_or_a_cancel_the_tick_had_not_read() -> None:
+    assert not interrupted(_body(), cancel_read=False)
+    assert interrupted(_body(deleting=True), cancel_read=False)
+    assert interrupted(_body(deleting=True), cancel_read=True)
+    assert interrupted(_body(cancel=True), cancel_read=False)  # set while the tick ran
+    # Already read: the tick decided on it (a restore finalizing carries on), so it stops nothing.
+    assert not interrupted(_body(cancel=True), cancel_read=True)

@@ -11,6 +11,7 @@ from shardkeeper.coordinator.twophase import (
     Step,
     decide,
     decide_restore,
+    follow_on,
     follows,
     next_poll,
 )
@@ -136,21 +137,41 @@ def test_every_other_step_is_left_to_the_next_tick() -> None:
     assert {follows(step) for step in others} == {None}
 
 
-def test_a_restore_whose_nodes_answer_at_once_goes_from_verified_to_success_by_following() -> None:
-    """The chain the reconciler follows in one tick, with each node's phase after each step."""
+def _follow_chain(after: dict[N, N]) -> tuple[list[Step], Phase]:
+    """The steps one tick takes from verified nodes, as ``running._follow`` takes them: ``after``
+    is what a node does with each step within the long poll."""
     phase, nodes = Phase.TRANSFERRING, {"a": N.TRANSFERRED, "b": N.TRANSFERRED}
-    after = {N.TRANSFERRED: N.FINALIZING, N.FINALIZING: N.SUCCESS}  # what each node does at once
-    steps = []
-    while True:
-        d = _restore(phase, *(NodeView(n, p) for n, p in nodes.items()))
-        steps.append(d.step)
+    d = _restore(phase, *(NodeView(n, p) for n, p in nodes.items()))
+    steps = [d.step]
+    while (leaving := follows(d.step)) is not None:
         phase = d.phase
-        leaving = follows(d.step)
-        if leaving is None:
+        nodes = {n: after.get(p, p) if p is leaving else p for n, p in nodes.items()}
+        d = _restore(phase, *(NodeView(n, p) for n, p in nodes.items()))
+        if not follow_on(leaving, d):
             break
-        nodes = {n: after[p] if p is leaving else p for n, p in nodes.items()}
+        steps.append(d.step)
+    return steps, d.phase
+
+
+def test_a_restore_whose_nodes_answer_at_once_goes_from_verified_to_success_in_one_tick() -> None:
+    steps, phase = _follow_chain({N.TRANSFERRED: N.FINALIZING, N.FINALIZING: N.SUCCESS})
     assert steps == [Step.RECORD_FINALIZE, Step.COMPLETE, Step.FINISH]
     assert phase is Phase.SUCCESS
+
+
+def test_a_workload_slow_to_load_leaves_the_rest_to_the_next_tick_without_repeating_complete() -> None:
+    steps, _ = _follow_chain({N.TRANSFERRED: N.FINALIZING})  # complete is not done within the poll
+    assert steps == [Step.RECORD_FINALIZE, Step.COMPLETE]
+
+
+def test_a_node_that_has_not_moved_within_the_poll_is_not_sent_finalize_again_in_the_tick() -> None:
+    steps, _ = _follow_chain({})
+    assert steps == [Step.RECORD_FINALIZE]
+
+
+def test_a_failure_seen_while_following_is_acted_on_at_once() -> None:
+    d = _restore(Phase.FINALIZING, NodeView("a", N.FINALIZING), NodeView("b", N.FAILED, error="full"))
+    assert follow_on(N.TRANSFERRED, d) and d.step is Step.ABORT
 
 
 # --- asking the nodes again while they prepare (next_poll) -----------------------------------------

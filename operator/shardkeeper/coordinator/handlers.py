@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,6 +216,15 @@ async def _post(body: kopf.Body, events: Sequence[Event], action: str) -> None:
         await k8s_events.post(body, type_=event.type, reason=event.reason, note=event.message, action=action)
 
 
+def interrupted(body: Mapping[str, Any], cancel_read: bool) -> bool:
+    """Whether the object, as it is now (``body``, kopf's live view), is being deleted, or has had
+    spec.cancel set since the tick read it (``cancel_read``: its value then). A cancel the tick
+    already saw is the tick's own decision, not an interruption (a restore finalizing ignores it)."""
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return True
+    return bool(body.get("spec", {}).get("cancel")) and not cancel_read
+
+
 def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: Kind) -> None:
     interval = ctx.settings.tick_seconds
 
@@ -251,9 +260,6 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
         def deleting() -> bool:
             return bool(body.get("metadata", {}).get("deletionTimestamp"))
 
-        def interrupted() -> bool:
-            return deleting() or bool(body.get("spec", {}).get("cancel"))
-
         async with _lock(memo):
             if memo.get(_DELETED) or deleting():
                 return  # the delete handler cancels it; a tick must not start anything now
@@ -271,7 +277,8 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
                 _apply(outcome, before={}, body=body, patch=patch, memo=memo, interval=progress_interval)
                 return
             reconciler = kind.reconciler(ctx, obj)
-            reconciler.interrupted = interrupted  # body is a live view in timers
+            cancel_read = bool(getattr(obj.spec, "cancel", False))
+            reconciler.interrupted = lambda: interrupted(body, cancel_read)  # body: a live view in timers
             reconciler.post_events = lambda events: _post(body, events, action=kind.name)
             try:
                 outcome = await reconciler.tick()
@@ -280,6 +287,8 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
                 # operation on any other): the next tick observes again.
                 memo[_FAILING_SINCE] = obj.failing_since or utcnow()
                 raise kopf.TemporaryError(str(exc), delay=interval) from exc
+            finally:
+                await reconciler.posted()  # the Events of mid-tick writes first, in order
             memo.pop(_FAILING_SINCE, None)
             memo[_LAST_STATUS] = outcome.status.wire()
             await _post(body, outcome.events, action=kind.name)

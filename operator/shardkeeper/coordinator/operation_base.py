@@ -69,9 +69,11 @@ class OperationBase(abc.ABC, Generic[SpecT, StatusT]):
         """The status as the API server has it, as far as this tick knows: as the tick found it,
         then as each ``_publish`` wrote it. Every write is a merge patch against it."""
         self.post_events: Callable[[list[Event]], Awaitable[None]] | None = None
-        """Posts Events now (the handler passes one): ``_publish`` posts those decided so far right
-        after the status it wrote, so a crash later in the tick loses neither. Unset, every Event
-        waits for the end of the tick (``Outcome.events``)."""
+        """Posts Events (the handler passes one): ``_publish`` starts posting those decided so far
+        right after the status it wrote, so a crash later in the tick loses neither; the posting
+        runs beside the tick (never delaying a commit or an abort) and ``posted`` awaits it. Unset,
+        every Event waits for the end of the tick (``Outcome.events``)."""
+        self._posting: list[asyncio.Task[None]] = []
         self._failure_reason: str | None = None
         self._message: str | None = None
 
@@ -243,8 +245,21 @@ class OperationBase(abc.ABC, Generic[SpecT, StatusT]):
         if self.post_events is not None and self.events:
             decided = list(self.events)
             self.events.clear()  # the tick's Outcome holds this list: what is posted now is not again
-            await self.post_events(decided)
+            after = self._posting[-1] if self._posting else None
+            self._posting.append(asyncio.create_task(self._post_after(after, decided)))
         return True
+
+    async def _post_after(self, earlier: asyncio.Task[None] | None, events: list[Event]) -> None:
+        if earlier is not None:
+            await earlier  # Events keep the order they were decided in
+        assert self.post_events is not None
+        await self.post_events(events)
+
+    async def posted(self) -> None:
+        """Waits until the Events started by mid-tick writes are posted (the handler, before it
+        posts the rest). Posting never raises (``events.post`` logs a failure)."""
+        await asyncio.gather(*self._posting, return_exceptions=True)
+        self._posting.clear()
 
     def _event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))

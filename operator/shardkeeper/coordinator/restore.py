@@ -250,12 +250,17 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
         st = self.status
         in_phase = {p: [n for n, s in st.nodes.items() if s.phase == p.value] for p in NodePhase}
         if decision.step is Step.RECORD_FINALIZE:
+            if self.interrupted():
+                raise Stop  # deleted or canceled while the nodes verified: delete, or the next tick, cancels
             st.phase = decision.phase
             self._event(
                 "Normal", "Finalizing", f"all {len(st.nodes)} nodes verified {st.size}; moving into place"
             )
-            if not await self._publish():
-                raise Stop  # not on record: no node may move anything; the next tick decides again
+            if not await self._publish() or self.interrupted():
+                # Not on record: no node may move anything; the next tick decides again. Or deleted
+                # or canceled meanwhile: delete then finds nothing moved (a cancel is too late now,
+                # and the next tick finalizes).
+                raise Stop
             await self._each(
                 in_phase[NodePhase.TRANSFERRED], endpoints, lambda ep: self._step_one(ep, "finalize")
             )

@@ -19,7 +19,15 @@ from shardkeeper.coordinator.objects import (
 )
 from shardkeeper.coordinator.observe import mirror, sum_progress
 from shardkeeper.coordinator.operation_base import OperationBase
-from shardkeeper.coordinator.twophase import Decision, NextPoll, NodeView, Step, follows, next_poll
+from shardkeeper.coordinator.twophase import (
+    Decision,
+    NextPoll,
+    NodeView,
+    Step,
+    follow_on,
+    follows,
+    next_poll,
+)
 from shardkeeper.errors import (
     AgentError,
     AgentRefused,
@@ -78,7 +86,10 @@ class Running(OperationBase[SpecT, StatusT]):
     async def _follow(self, decision: Decision, endpoints: dict[str, NodeEndpoint], deadline: float) -> None:
         """Takes the steps that follow one the nodes carry out at once (``twophase.follows``) in
         this tick: asks every node again with a long poll on the phase it leaves, decides and acts,
-        until a decision waits, nothing follows, the operation ended, or ``deadline`` (monotonic)."""
+        until a decision waits, or would wait on the same phase again (a node did not move within
+        the poll), nothing follows, the operation ended, the object was deleted or canceled since
+        the tick read it, or past ``deadline`` (monotonic). A node that does not answer is asked with
+        the usual request timeout, as every observation is, so a tick can outlast the deadline by it."""
         st = self.status
         while (leaving := follows(decision.step)) is not None and not self.interrupted():
             left = deadline - time.monotonic()
@@ -89,8 +100,8 @@ class Running(OperationBase[SpecT, StatusT]):
                 *(self._observe(name, endpoints.get(name), wait=wait) for name in sorted(st.nodes))
             )
             decision = self._decide(views)
-            if decision.step is Step.WAIT:
-                return
+            if not follow_on(leaving, decision) or self.interrupted():
+                return  # a node is still busy (a workload loading), or the user acted: the next tick
             sum_progress(st)
             await self._act(decision, endpoints)
 

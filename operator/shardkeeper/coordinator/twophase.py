@@ -185,6 +185,17 @@ def follows(step: Step) -> NodePhase | None:
     return None
 
 
+def follow_on(leaving: NodePhase, decision: Decision) -> bool:
+    """Whether to act in the same tick on ``decision``, made after waiting for the nodes to leave
+    ``leaving`` (pure):
+
+        the decision waits                                   -> no (the next tick)
+        it would wait on ``leaving`` again (a node did not
+        move within the poll: a workload slow to load)       -> no (the next tick), never a spin
+        anything else (the next step, FINISH, ABORT)         -> yes"""
+    return decision.step is not Step.WAIT and follows(decision.step) is not leaving
+
+
 @dataclass(frozen=True)
 class NextPoll:
     long_poll: frozenset[str]
