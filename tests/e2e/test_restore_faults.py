@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from tests.e2e.conftest import Env, backup_manifest, restore_manifest
+from tests.e2e.conftest import Env, backup_manifest, restore_manifest, wait_until
 
 LAYOUT = {"articles": [0, 1, 2], "users": [0, 1]}
 
@@ -82,3 +82,47 @@ def test_an_agent_killed_while_finalizing_takes_back_what_it_had_moved(env: Env)
         assert visible == [], f"{node.name} still shows {visible}"
         journal = node.data / ".shardkeeper" / "journal"
         assert not journal.exists() or not any(journal.iterdir())
+
+
+def test_a_restore_deleted_while_finalizing_is_finished_first(env: Env) -> None:
+    """From FINALIZING on a restore is finished, not undone: deleted when node 0's workload has loaded
+    its collections and the others' are still loading, the Restore goes only once every node serves
+    its collections, and nothing is taken back on any node (an abort could not take node 0's back)."""
+    env.make_cluster().fill(LAYOUT, keys=200)
+    ns = env.make_namespace()
+    target = env.make_cluster(namespace=ns)
+    env.start_operator()
+    _backup(env)
+    for i in (1, 2):
+        target.db(i, "POST", "/debug/restored-delay", json={"seconds": 6})
+    env.apply(restore_manifest("late", "nightly"), namespace=ns)
+    env.wait_for(
+        "restore",
+        "late",
+        lambda o: o.get("status", {}).get("nodes", {}).get("sampledb-0", {}).get("phase") == "SUCCESS",
+        namespace=ns,
+        timeout=90,
+    )
+    assert env.get("restore", "late", namespace=ns)["status"]["phase"] == "FINALIZING"
+    env.kubectl("delete", "restore", "late", "--wait=false", namespace=ns)
+
+    def gone() -> bool:
+        return "NotFound" in env.kubectl("get", "restore", "late", check=False, namespace=ns)
+
+    wait_until(gone, timeout=60, what="the Restore to go")
+    expected = {
+        "sampledb-0": ["articles", "users"],
+        "sampledb-1": ["articles", "users"],
+        "sampledb-2": ["articles"],
+    }
+    for i, node in enumerate(target.nodes):
+        assert sorted(target.db(i, "GET", "/collections")) == expected[node.name], node.name
+        for collection in expected[node.name]:
+            assert target.summary(i, collection)["keys"] > 0, (node.name, collection)
+        assert not any((node.data / ".shardkeeper" / "restore").iterdir()), node.name
+    reasons = [e["reason"] for e in env.events("late", namespace=ns)]
+    assert reasons[-2:] == ["FinishingBeforeDeletion", "Succeeded"], reasons
+    assert "Canceled" not in reasons
+    record = json.loads((env.backups / "nightly" / "restore_config.json").read_text())
+    assert record["status"] == "SUCCESS" and record["restore"]["namespace"] == ns
+    assert env.agents_free()

@@ -13,15 +13,11 @@ from shardkeeper.api.backup import BackupSpec, BackupStatus
 from shardkeeper.api.common import DeletionPolicy
 from shardkeeper.api.descriptors import GlobalDescriptor
 from shardkeeper.coordinator.backup_record import read_global_descriptor
-from shardkeeper.coordinator.objects import Outcome, Stop, in_thread
+from shardkeeper.coordinator.objects import DeletionDeferred, Outcome, Stop, in_thread
 from shardkeeper.coordinator.operation import OperationReconciler
-from shardkeeper.errors import ShardkeeperError, StorageError, TransientStorageError
+from shardkeeper.errors import StorageError, TransientStorageError
 from shardkeeper.storage import BackupLayout
 from shardkeeper.storage.repository import BackupRepository
-
-
-class DeletionDeferred(ShardkeeperError):
-    """The data cannot be deleted yet (the backend is away); try again later."""
 
 
 class BackupDeletion(OperationReconciler[BackupSpec, BackupStatus]):
@@ -97,4 +93,4 @@ class BackupDeletion(OperationReconciler[BackupSpec, BackupStatus]):
         return descriptor.owner is not None and descriptor.owner.uid == self.obj.uid
 
 
-__all__ = ["BackupDeletion", "DeletionDeferred"]
+__all__ = ["BackupDeletion"]

@@ -28,11 +28,17 @@ from shardkeeper.api.status import OperationStatusBase
 from shardkeeper.coordinator import events as k8s_events
 from shardkeeper.coordinator import metrics, schedule_handlers
 from shardkeeper.coordinator.backup import BackupReconciler
-from shardkeeper.coordinator.backup_deletion import DeletionDeferred
 from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
 from shardkeeper.coordinator.kube import merge_patch
-from shardkeeper.coordinator.objects import Event, OperationObject, Outcome, retry_later
+from shardkeeper.coordinator.objects import (
+    DeletionDeferred,
+    Event,
+    FinishingFirst,
+    OperationObject,
+    Outcome,
+    retry_later,
+)
 from shardkeeper.coordinator.operation import OperationReconciler
 from shardkeeper.coordinator.queue import WAITING, OpRef
 from shardkeeper.coordinator.restore import RestoreReconciler
@@ -48,6 +54,8 @@ _FAILING_SINCE = "shardkeeper-failing-since"
 _LOCK = "shardkeeper-lock"
 _LAST_STATUS = "shardkeeper-last-status"
 _DELETED = "shardkeeper-deleted"
+#: "The delete handler said it finishes the operation first" (said once per operator process).
+_FINISHING = "shardkeeper-finishing"
 _INDEXES = ("backups_by_cluster", "restores_by_cluster")
 
 
@@ -301,7 +309,9 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
     )
     async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """Waits for a tick in progress (it may be preparing nodes), then cancels from the status
-        that tick produced: one terminal outcome, whoever got there first."""
+        that tick produced: one terminal outcome, whoever got there first. An operation that must
+        be finished rather than undone (a restore in FINALIZING) is ticked here, a tick apart, until
+        it has ended (within its own deadlines), then the object goes."""
         async with _lock(memo):
             try:
                 obj = _object(kind, body, status=memo.get(_LAST_STATUS))
@@ -310,35 +320,47 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
                     "operation.deleted_unparsable", name=body.get("metadata", {}).get("name"), error=str(exc)
                 )
                 return  # it never ran: nothing to cancel or delete
-            reconciler = kind.reconciler(ctx, obj)
-            try:
-                await reconciler.delete()
-            except DeletionDeferred as exc:
-                raise kopf.TemporaryError(str(exc), delay=interval) from exc
-            except Exception as exc:
-                # Transient errors are retried for a while; nothing keeps the object Terminating
-                # for ever: past that, or on any other error, it goes, with a Warning saying what
-                # was not done.
-                since = obj.deleting_since or utcnow()
-                failing = (utcnow() - since).total_seconds()
-                if retry_later(exc, failing_for=failing, limit=ctx.settings.transient_error_seconds):
-                    raise kopf.TemporaryError(str(exc), delay=interval) from exc
-                log.exception("operation.delete_failed", name=obj.name, namespace=obj.namespace)
-                reconciler.events.append(
-                    Event(
-                        "Warning",
-                        "CleanupIncomplete",
-                        f"{kind.name} {obj.namespace}/{obj.name} deleted without finishing its "
-                        f"cleanup: {type(exc).__name__}: {exc}",
-                    )
-                )
-            finally:
-                # Whatever was decided (canceled, events) is not decided again on a retry.
-                memo[_LAST_STATUS] = reconciler.status.wire()
-                await _post(body, reconciler.events, action=kind.name)
-                reconciler.events.clear()
+            while not await _delete_once(obj, body, memo):
+                await asyncio.sleep(interval)
+                obj = _object(kind, body, status=memo[_LAST_STATUS])
             memo[_DELETED] = True
             metrics.operation_state(kind.name, obj.namespace, obj.name, str(obj.spec.cluster), "", None)
+
+    async def _delete_once(obj: OperationObject[Any, Any], body: kopf.Body, memo: kopf.Memo) -> bool:
+        """One attempt at deleting; False if the operation is being finished first (tick again)."""
+        reconciler = kind.reconciler(ctx, obj)
+        finishing = False
+        try:
+            await reconciler.delete()
+        except FinishingFirst as exc:
+            finishing = True
+            if not memo.get(_FINISHING):
+                memo[_FINISHING] = True
+                reconciler.events.insert(0, Event("Normal", "FinishingBeforeDeletion", str(exc)))
+        except DeletionDeferred as exc:
+            raise kopf.TemporaryError(str(exc), delay=interval) from exc
+        except Exception as exc:
+            # Transient errors are retried for a while; nothing keeps the object Terminating for
+            # ever: past that, or on any other error, it goes, with a Warning saying what was not done.
+            since = obj.deleting_since or utcnow()
+            failing = (utcnow() - since).total_seconds()
+            if retry_later(exc, failing_for=failing, limit=ctx.settings.transient_error_seconds):
+                raise kopf.TemporaryError(str(exc), delay=interval) from exc
+            log.exception("operation.delete_failed", name=obj.name, namespace=obj.namespace)
+            reconciler.events.append(
+                Event(
+                    "Warning",
+                    "CleanupIncomplete",
+                    f"{kind.name} {obj.namespace}/{obj.name} deleted without finishing its "
+                    f"cleanup: {type(exc).__name__}: {exc}",
+                )
+            )
+        finally:
+            # Whatever was decided (canceled, events) is not decided again on a retry.
+            memo[_LAST_STATUS] = reconciler.status.wire()
+            await _post(body, reconciler.events, action=kind.name)
+            reconciler.events.clear()
+        return not finishing
 
     # A finished object has no timer; a later spec change (deletionPolicy, a late cancel) still gets
     # observed, so that GitOps tools comparing observedGeneration with generation see it settled.

@@ -16,7 +16,7 @@ from shardkeeper.api.common import Backend
 from shardkeeper.api.status import OperationStatusBase
 from shardkeeper.coordinator import queue
 from shardkeeper.coordinator.kube import KubernetesUnavailable
-from shardkeeper.errors import AgentUnreachable, TransientStorageError
+from shardkeeper.errors import AgentUnreachable, ShardkeeperError, TransientStorageError
 
 T = TypeVar("T")
 
@@ -106,6 +106,16 @@ class Outcome(Generic[StatusT]):
 
 class Stop(Exception):
     """Ends a tick early; the status already says why."""
+
+
+class DeletionDeferred(ShardkeeperError):
+    """The object cannot go yet (its Backup's backend is away, its Restore is finalizing); the
+    delete handler tries again a tick later."""
+
+
+class FinishingFirst(Exception):
+    """The object is deleted while its operation must be finished rather than undone (a restore
+    in FINALIZING); the delete handler runs its ticks until it has ended, then lets it go."""
 
 
 async def in_thread(fn: Callable[[], T]) -> T:

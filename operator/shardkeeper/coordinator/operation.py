@@ -18,6 +18,7 @@ import datetime as dt
 from shardkeeper.api.common import Phase
 from shardkeeper.coordinator.objects import (
     TRANSIENT_ERRORS,
+    FinishingFirst,
     Outcome,
     SpecT,
     StatusT,
@@ -144,9 +145,24 @@ class OperationReconciler(Starting[SpecT, StatusT], Running[SpecT, StatusT]):
             self._message = f"backend unavailable, retrying: {exc}"
             self.log.warning("operation.backend_unavailable", error=str(exc), seconds=round(away))
 
+    def _finishes_before_deletion(self) -> bool:
+        """Whether a deletion now lets the operation finish instead of canceling it."""
+        return False
+
     async def delete(self) -> Outcome[StatusT]:
         """The object is being deleted: an unfinished operation (queued, starting or running) is
-        canceled, everywhere, with one terminal Event; a finished one is left as it ended."""
+        canceled, everywhere, with one terminal Event; a finished one is left as it ended.
+
+        One that must be finished rather than undone (``_finishes_before_deletion``) gets a tick
+        instead; if that does not end it, raises ``FinishingFirst`` (the handler ticks it again)."""
+        if self._finishes_before_deletion():
+            await self.tick()
+            phase = self.status.phase
+            if phase is None or not phase.terminal:
+                raise FinishingFirst(
+                    f"deleted while {phase.value if phase else 'unstarted'}: the {self.noun} is "
+                    f"finished first, not undone; the {self.obj.kind} goes once it has ended"
+                )
         st = self.status
         if st.phase is None or not st.phase.terminal:
             if st.nodes:

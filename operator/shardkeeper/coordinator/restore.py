@@ -280,6 +280,11 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
 
     # --- the end -------------------------------------------------------------------------------
 
+    def _finishes_before_deletion(self) -> bool:
+        """From FINALIZING on a restore is finished, not undone (``twophase``): the nodes may
+        already have told their workloads to load what they moved, which an abort cannot take back."""
+        return self.status.phase is Phase.FINALIZING
+
     def _success_message(self) -> str:
         return f'restored backup "{self.spec.backup_id}": {super()._success_message()}'
 

@@ -26,7 +26,8 @@ verified its data (``decide_restore``):
                   all SUCCESS                             -> FINISH (phase SUCCESS)
 
 A failure before SUCCESS aborts everywhere, and an abort takes back what finalize moved. Cancel is
-honoured until FINALIZING, as in the seed; from there on the restore is finished, not undone.
+honoured until FINALIZING, as in the seed; from there on the restore is finished, not undone (a
+deletion then waits for it: ``RestoreReconciler._finishes_before_deletion``).
 """
 
 from __future__ import annotations
