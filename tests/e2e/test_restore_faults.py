@@ -6,6 +6,9 @@ import json
 import time
 from typing import Any
 
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.e2e.conftest import Env, backup_manifest, restore_manifest, wait_until
 
 LAYOUT = {"articles": [0, 1, 2], "users": [0, 1]}
@@ -126,3 +129,13 @@ def test_a_restore_deleted_while_finalizing_is_finished_first(env: Env) -> None:
     record = json.loads((env.backups / "nightly" / "restore_config.json").read_text())
     assert record["status"] == "SUCCESS" and record["restore"]["namespace"] == ns
     assert env.agents_free()
+    # Counted like any restore that ends, although it ended in the delete handler.
+    assert env.operator is not None
+    scraped = requests.get(f"http://127.0.0.1:{env.operator.metrics_port}/metrics", timeout=10).text
+    counted = [
+        s.value
+        for family in text_string_to_metric_families(scraped)
+        for s in family.samples
+        if s.name == "shardkeeper_operations_total" and s.labels.get("namespace") == ns
+    ]
+    assert counted == [1.0], counted

@@ -16,7 +16,7 @@ from shardkeeper.api.backup import BackupSpec, BackupStatus
 from shardkeeper.api.common import Phase, utcnow
 from shardkeeper.coordinator.backup import BackupReconciler
 from shardkeeper.coordinator.context import OperatorContext
-from shardkeeper.coordinator.handlers import KINDS, Unparsable, _object, unparsable_outcome
+from shardkeeper.coordinator.kinds import KINDS, Unparsable, operation_object, unparsable_outcome
 from shardkeeper.coordinator.kube import ClusterView, KubernetesUnavailable
 from shardkeeper.coordinator.objects import OperationObject
 from shardkeeper.coordinator.settings import OperatorSettings
@@ -107,7 +107,7 @@ def test_an_object_that_does_not_parse_ends_failed_naming_the_field() -> None:
         }
     )
     with pytest.raises(Unparsable) as raised:
-        _object(KINDS[0], body)
+        operation_object(KINDS[0], body)
     outcome = unparsable_outcome(KINDS[0], body, raised.value)
     assert outcome.status.phase is Phase.FAILED
     assert "spec.cluster" in (outcome.status.error or "")

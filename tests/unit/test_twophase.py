@@ -85,8 +85,8 @@ def test_terminal_phases_do_nothing() -> None:
 # --- restore -----------------------------------------------------------------------------------
 
 
-def _restore(phase: Phase, *nodes: NodeView, cancel: bool = False):  # type: ignore[no-untyped-def]
-    return decide_restore(phase, nodes, cancel=cancel, preparing_for=1.0, limits=LIMITS)
+def _restore(phase: Phase, *nodes: NodeView, cancel: bool = False, deleted: bool = False):  # type: ignore[no-untyped-def]
+    return decide_restore(phase, nodes, cancel=cancel, preparing_for=1.0, limits=LIMITS, deleted=deleted)
 
 
 def test_restore_moves_into_place_only_when_every_node_verified() -> None:
@@ -111,6 +111,37 @@ def test_restore_cancel_is_honoured_until_finalizing() -> None:
     assert _restore(Phase.TRANSFERRING, NodeView("a", N.TRANSFERRING), cancel=True).step is Step.CANCEL
     d = _restore(Phase.FINALIZING, NodeView("a", N.FINALIZING), cancel=True)
     assert d.step is Step.COMPLETE
+
+
+def test_a_restore_deleted_while_a_node_answers_transferred_is_canceled() -> None:
+    """No workload can have been told to load anything: COMPLETE needs every node past TRANSFERRED."""
+    for others in (N.TRANSFERRED, N.FINALIZING):
+        d = _restore(Phase.FINALIZING, NodeView("a", N.TRANSFERRED), NodeView("b", others), deleted=True)
+        assert d.step is Step.CANCEL and d.phase is Phase.CANCELED
+
+
+def test_a_restore_deleted_once_every_node_has_moved_is_finished() -> None:
+    """COMPLETE may have been sent: the workloads may have loaded what was moved."""
+    d = _restore(Phase.FINALIZING, NodeView("a", N.FINALIZING), NodeView("b", N.FINALIZING), deleted=True)
+    assert d.step is Step.COMPLETE
+    d = _restore(Phase.FINALIZING, NodeView("a", N.SUCCESS), NodeView("b", N.SUCCESS), deleted=True)
+    assert d.step is Step.FINISH and d.phase is Phase.SUCCESS
+
+
+def test_a_deleted_restore_does_not_read_a_silent_nodes_old_phase_as_transferred() -> None:
+    """What a silent node last said may be stale (COMPLETE may have reached it since): only answers count."""
+    silent = NodeView("b", N.TRANSFERRED, silent_for=5.0)
+    d = _restore(Phase.FINALIZING, NodeView("a", N.FINALIZING), silent, deleted=True)
+    assert d.step is Step.WAIT
+    d = _restore(Phase.FINALIZING, NodeView("a", N.FINALIZING), NodeView("b", N.TRANSFERRED), deleted=True)
+    assert d.step is Step.CANCEL
+
+
+def test_a_deleted_restore_that_fails_is_aborted_like_any_other() -> None:
+    d = _restore(
+        Phase.FINALIZING, NodeView("a", N.TRANSFERRED), NodeView("b", N.FAILED, error="x"), deleted=True
+    )
+    assert d.step is Step.ABORT and d.phase is Phase.FAILED
 
 
 def test_restore_failure_while_finalizing_aborts_everyone() -> None:

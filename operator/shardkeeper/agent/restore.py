@@ -122,7 +122,9 @@ class RestoreJob:
         await in_thread(op, lambda: self._download(op))
         op.set_phase(NodePhase.TRANSFERRED)
         await op.wait_signal("finalize", self.reservation)
-        await asyncio.to_thread(self._move_into_place)
+        # in_thread: an abort meanwhile waits for the renames to end, so that it takes back all
+        # that was moved (``discard``), never racing a rename still to come.
+        await in_thread(op, self._move_into_place)
         op.set_phase(NodePhase.FINALIZING)
         await op.wait_signal("complete", self.reservation)
         if self.hook is not None:

@@ -8,30 +8,24 @@ nothing. An index of every operation by cluster lets each one wait its turn.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import structlog
-from pydantic import BaseModel, ValidationError
 
 from shardkeeper import conventions as c
-from shardkeeper.api.backup import BackupSpec, BackupStatus
-from shardkeeper.api.common import TERMINAL_PHASES, Phase, error_text, utcnow
-from shardkeeper.api.restore import RestoreSpec, RestoreStatus
+from shardkeeper.api.common import TERMINAL_PHASES, Phase, utcnow
 from shardkeeper.api.schedule import SCHEDULE_LABEL
-from shardkeeper.api.status import OperationStatusBase
 from shardkeeper.coordinator import events as k8s_events
 from shardkeeper.coordinator import metrics, schedule_handlers
-from shardkeeper.coordinator.backup import BackupReconciler
-from shardkeeper.coordinator.conditions import conditions_for
 from shardkeeper.coordinator.context import OperatorContext
+from shardkeeper.coordinator.kinds import KINDS, Kind, Unparsable, operation_object, unparsable_outcome
 from shardkeeper.coordinator.kube import merge_patch
 from shardkeeper.coordinator.objects import (
+    TRANSIENT_ERRORS,
     DeletionDeferred,
     Event,
     FinishingFirst,
@@ -39,9 +33,7 @@ from shardkeeper.coordinator.objects import (
     Outcome,
     retry_later,
 )
-from shardkeeper.coordinator.operation import OperationReconciler
 from shardkeeper.coordinator.queue import WAITING, OpRef
-from shardkeeper.coordinator.restore import RestoreReconciler
 
 log = structlog.get_logger(__name__)
 
@@ -57,82 +49,6 @@ _DELETED = "shardkeeper-deleted"
 #: "The delete handler said it finishes the operation first" (said once per operator process).
 _FINISHING = "shardkeeper-finishing"
 _INDEXES = ("backups_by_cluster", "restores_by_cluster")
-
-
-@dataclass(frozen=True)
-class Kind:
-    name: str
-    plural: str
-    spec: type[BaseModel]
-    status: type[OperationStatusBase]
-    reconciler: type[OperationReconciler[Any, Any]]
-    index: str
-
-
-KINDS = (
-    Kind(c.BACKUP_KIND, c.BACKUP_PLURAL, BackupSpec, BackupStatus, BackupReconciler, "backups_by_cluster"),
-    Kind(
-        c.RESTORE_KIND, c.RESTORE_PLURAL, RestoreSpec, RestoreStatus, RestoreReconciler, "restores_by_cluster"
-    ),
-)
-
-
-class Unparsable(Exception):
-    """The object does not match its schema (it was admitted before a rule existed, or under an
-    older CRD); the message names the field."""
-
-
-def _parse(model: type[BaseModel], data: Any, where: str) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join([where, *(str(p) for p in first["loc"])])
-        raise Unparsable(f"{field}: {error_text(first)}") from exc
-
-
-def _object(
-    kind: Kind,
-    body: kopf.Body,
-    peers: Sequence[OpRef] = (),
-    failing_since: dt.datetime | None = None,
-    status: dict[str, Any] | None = None,
-) -> OperationObject[Any, Any]:
-    """The object as the reconcilers see it (with ``status`` if given, fresher than the body's);
-    ``Unparsable`` naming the field if it cannot be."""
-    meta = body.get("metadata", {})
-    deleting = meta.get("deletionTimestamp")
-    return OperationObject(
-        kind=kind.name,
-        name=meta["name"],
-        namespace=meta["namespace"],
-        uid=meta["uid"],
-        generation=meta.get("generation"),
-        created=meta.get("creationTimestamp", ""),
-        spec=_parse(kind.spec, body.get("spec", {}), "spec"),
-        status=_parse(kind.status, status if status is not None else body.get("status") or {}, "status"),
-        peers=peers,
-        deleting_since=dt.datetime.fromisoformat(deleting.replace("Z", "+00:00")) if deleting else None,
-        failing_since=failing_since,
-    )
-
-
-def unparsable_outcome(kind: Kind, body: kopf.Body, problem: Unparsable) -> Outcome[Any]:
-    """FAILED, reason ``InvalidSpec``, for an object that cannot be parsed: a terminal phase at
-    once instead of an error every tick (and a queue held behind it)."""
-    meta, now = body.get("metadata", {}), utcnow()
-    message = f"{kind.name} {meta.get('namespace')}/{meta.get('name')} is invalid: {problem}"
-    status = kind.status(phase=Phase.FAILED, error=message, completed_at=now)
-    status.observed_generation = meta.get("generation")
-    status.conditions = conditions_for(
-        [],
-        Phase.FAILED,
-        error=message,
-        failure_reason="InvalidSpec",
-        generation=meta.get("generation"),
-        now=now,
-    )
-    return Outcome(status=status, events=[Event("Warning", "Failed", message)])
 
 
 def _op_ref(kind: str, body: kopf.Body) -> OpRef:
@@ -200,16 +116,23 @@ def _measure(
 ) -> None:
     """Metrics: an operation that ended in this tick, and its cluster's queue depth."""
     cluster = str(getattr(obj.spec, "cluster", ""))
-    schedule = (body.get("metadata", {}).get("labels") or {}).get(SCHEDULE_LABEL, "")
     phase = outcome.status.phase
-    if phase is not None and phase.terminal and phase is not obj.status.phase:
-        metrics.operation_ended(kind.name, obj.namespace, cluster, schedule, outcome.status, utcnow())
+    _count_end(kind, body, obj, outcome.status)
     backend = str(getattr(obj.spec, "backend", ""))
     metrics.operation_state(kind.name, obj.namespace, obj.name, cluster, backend, outcome.status)
     waiting = {ref.uid for ref in peers if ref.phase in WAITING and ref.uid != obj.uid}
     if phase in WAITING:
         waiting.add(obj.uid)
     metrics.queue_depth(obj.namespace, cluster, len(waiting))
+
+
+def _count_end(kind: Kind, body: kopf.Body, obj: OperationObject[Any, Any], status: Any) -> None:
+    """Counts the operation in the metrics if it reached a terminal phase since ``obj`` was read."""
+    phase = status.phase
+    if phase is not None and phase.terminal and phase is not obj.status.phase:
+        cluster = str(getattr(obj.spec, "cluster", ""))
+        schedule = (body.get("metadata", {}).get("labels") or {}).get(SCHEDULE_LABEL, "")
+        metrics.operation_ended(kind.name, obj.namespace, cluster, schedule, status, utcnow())
 
 
 def _lock(memo: kopf.Memo) -> asyncio.Lock:
@@ -278,7 +201,7 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
             peers = [ref for index in indexes for ref in index.get(key, [])]
             progress_interval = ctx.settings.progress_interval_seconds
             try:
-                obj = _object(kind, body, peers, memo.get(_FAILING_SINCE))
+                obj = operation_object(kind, body, peers, memo.get(_FAILING_SINCE))
             except Unparsable as exc:
                 outcome = unparsable_outcome(kind, body, exc)
                 await _post(body, outcome.events, action=kind.name)
@@ -314,7 +237,9 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
         it has ended (within its own deadlines), then the object goes."""
         async with _lock(memo):
             try:
-                obj = _object(kind, body, status=memo.get(_LAST_STATUS))
+                obj = operation_object(
+                    kind, body, failing_since=memo.get(_FAILING_SINCE), status=memo.get(_LAST_STATUS)
+                )
             except Unparsable as exc:
                 log.warning(
                     "operation.deleted_unparsable", name=body.get("metadata", {}).get("name"), error=str(exc)
@@ -322,24 +247,36 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
                 return  # it never ran: nothing to cancel or delete
             while not await _delete_once(obj, body, memo):
                 await asyncio.sleep(interval)
-                obj = _object(kind, body, status=memo[_LAST_STATUS])
+                obj = operation_object(
+                    kind, body, failing_since=memo.get(_FAILING_SINCE), status=memo[_LAST_STATUS]
+                )
             memo[_DELETED] = True
             metrics.operation_state(kind.name, obj.namespace, obj.name, str(obj.spec.cluster), "", None)
 
     async def _delete_once(obj: OperationObject[Any, Any], body: kopf.Body, memo: kopf.Memo) -> bool:
         """One attempt at deleting; False if the operation is being finished first (tick again)."""
         reconciler = kind.reconciler(ctx, obj)
-        finishing = False
+        finishing, ticking = False, reconciler.finishes_before_deletion()
         try:
             await reconciler.delete()
+            memo.pop(_FAILING_SINCE, None)
         except FinishingFirst as exc:
             finishing = True
+            memo.pop(_FAILING_SINCE, None)
             if not memo.get(_FINISHING):
                 memo[_FINISHING] = True
                 reconciler.events.insert(0, Event("Normal", "FinishingBeforeDeletion", str(exc)))
         except DeletionDeferred as exc:
             raise kopf.TemporaryError(str(exc), delay=interval) from exc
         except Exception as exc:
+            if ticking and isinstance(exc, TRANSIENT_ERRORS):
+                # A tick finishing the operation met a transient error within the operation's own
+                # deadline (past it, the tick fails the operation): tick again, as the timer would.
+                memo[_FAILING_SINCE] = obj.failing_since or utcnow()
+                log.warning(
+                    "operation.delete_tick_failed", name=obj.name, namespace=obj.namespace, error=str(exc)
+                )
+                return False
             # Transient errors are retried for a while; nothing keeps the object Terminating for
             # ever: past that, or on any other error, it goes, with a Warning saying what was not done.
             since = obj.deleting_since or utcnow()
@@ -360,6 +297,7 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
             memo[_LAST_STATUS] = reconciler.status.wire()
             await _post(body, reconciler.events, action=kind.name)
             reconciler.events.clear()
+            _count_end(kind, body, obj, reconciler.status)
         return not finishing
 
     # A finished object has no timer; a later spec change (deletionPolicy, a late cancel) still gets

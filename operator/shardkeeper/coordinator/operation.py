@@ -145,7 +145,7 @@ class OperationReconciler(Starting[SpecT, StatusT], Running[SpecT, StatusT]):
             self._message = f"backend unavailable, retrying: {exc}"
             self.log.warning("operation.backend_unavailable", error=str(exc), seconds=round(away))
 
-    def _finishes_before_deletion(self) -> bool:
+    def finishes_before_deletion(self) -> bool:
         """Whether a deletion now lets the operation finish instead of canceling it."""
         return False
 
@@ -153,12 +153,16 @@ class OperationReconciler(Starting[SpecT, StatusT], Running[SpecT, StatusT]):
         """The object is being deleted: an unfinished operation (queued, starting or running) is
         canceled, everywhere, with one terminal Event; a finished one is left as it ended.
 
-        One that must be finished rather than undone (``_finishes_before_deletion``) gets a tick
-        instead; if that does not end it, raises ``FinishingFirst`` (the handler ticks it again)."""
-        if self._finishes_before_deletion():
+        One that must be finished rather than undone (``finishes_before_deletion``) gets a tick
+        instead, which knows the object is being deleted; if that does not end it, the status is
+        written and ``FinishingFirst`` raised (the handler ticks it again). Raises what ``tick`` does
+        (a transient error within its deadline)."""
+        self.deleting = True
+        if self.finishes_before_deletion():
             await self.tick()
             phase = self.status.phase
             if phase is None or not phase.terminal:
+                await self._publish()  # Terminating, with the nodes' progress (best effort)
                 raise FinishingFirst(
                     f"deleted while {phase.value if phase else 'unstarted'}: the {self.noun} is "
                     f"finished first, not undone; the {self.obj.kind} goes once it has ended"

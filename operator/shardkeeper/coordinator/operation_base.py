@@ -65,6 +65,8 @@ class OperationBase(abc.ABC, Generic[SpecT, StatusT]):
         """True once the object is being deleted, or spec.cancel was set after the tick read it (the
         handler passes a live check): the tick then stops at its next step boundary and leaves the
         cancel to ``delete``, or to the next tick."""
+        self.deleting = False
+        """Set by ``delete``: this tick is the delete handler's, for an operation finished first."""
         self.written: dict[str, Any] = obj.status.wire()
         """The status as the API server has it, as far as this tick knows: as the tick found it,
         then as each ``_publish`` wrote it. Every write is a merge patch against it."""

@@ -244,6 +244,7 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
             cancel=self.spec.cancel,
             preparing_for=self._preparing_for,
             limits=self.ctx.limits,
+            deleted=self.deleting,
         )
 
     async def _act_more(self, decision: Decision, endpoints: dict[str, NodeEndpoint]) -> None:
@@ -258,8 +259,8 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
             )
             if not await self._publish() or self.interrupted():
                 # Not on record: no node may move anything; the next tick decides again. Or deleted
-                # or canceled meanwhile: delete then finds nothing moved (a cancel is too late now,
-                # and the next tick finalizes).
+                # or canceled meanwhile: delete then finds every node TRANSFERRED and cancels (a
+                # cancel is too late now, and the next tick finalizes).
                 raise Stop
             await self._each(
                 in_phase[NodePhase.TRANSFERRED], endpoints, lambda ep: self._step_one(ep, "finalize")
@@ -280,9 +281,9 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
 
     # --- the end -------------------------------------------------------------------------------
 
-    def _finishes_before_deletion(self) -> bool:
-        """From FINALIZING on a restore is finished, not undone (``twophase``): the nodes may
-        already have told their workloads to load what they moved, which an abort cannot take back."""
+    def finishes_before_deletion(self) -> bool:
+        """A FINALIZING restore is decided by the delete handler's ticks: canceled while no workload
+        has been told to load anything, otherwise finished, not undone (``twophase``)."""
         return self.status.phase is Phase.FINALIZING
 
     def _success_message(self) -> str:

@@ -134,7 +134,8 @@ class Running(OperationBase[SpecT, StatusT]):
                 await self._abort_all(f"aborted: {reason}", endpoints.values(), silent=self._silent)
             case Step.CANCEL:
                 await self._abort_all("canceled by the user", endpoints.values())
-                self._finish(Phase.CANCELED, "canceled: spec.cancel is true", reason="Canceled")
+                why = f"the {self.obj.kind} was deleted" if self.deleting else "spec.cancel is true"
+                self._finish(Phase.CANCELED, f"canceled: {why}", reason="Canceled")
             case _:
                 await self._act_more(decision, endpoints)
 

@@ -21,13 +21,18 @@ A restore has two more steps, so that nothing becomes visible on any node before
 verified its data (``decide_restore``):
 
     TRANSFERRING  all TRANSFERRED (verified in staging)  -> RECORD_FINALIZE (phase FINALIZING)
-    FINALIZING    nodes TRANSFERRED                       -> FINALIZE (move into place; repeated)
+    FINALIZING    deleted, a node answers TRANSFERRED     -> CANCEL (phase CANCELED)
+                  nodes TRANSFERRED                       -> FINALIZE (move into place; repeated)
                   all FINALIZING (moved)                  -> COMPLETE (tell the workloads; repeated)
                   all SUCCESS                             -> FINISH (phase SUCCESS)
 
 A failure before SUCCESS aborts everywhere, and an abort takes back what finalize moved. Cancel is
-honoured until FINALIZING, as in the seed; from there on the restore is finished, not undone (a
-deletion then waits for it: ``RestoreReconciler._finishes_before_deletion``).
+honoured until FINALIZING, as in the seed; from there on the restore is finished, not undone, since
+a workload told to load what was moved (COMPLETE) cannot be made to forget it. A deletion is
+honoured in FINALIZING as long as a node still answers TRANSFERRED: COMPLETE is sent only once every
+node has answered FINALIZING or SUCCESS, and a node never goes back, so no workload has been told
+anything yet and the abort takes back all that was moved. Otherwise the deletion waits for the end
+(``RestoreReconciler.finishes_before_deletion``).
 """
 
 from __future__ import annotations
@@ -139,8 +144,10 @@ def decide_restore(
     cancel: bool,
     preparing_for: float,
     limits: Limits,
+    deleted: bool = False,
 ) -> Decision:
-    """What to do this tick for a restore (see the module docstring)."""
+    """What to do this tick for a restore (see the module docstring). ``deleted``: the Restore is
+    being deleted (only a FINALIZING one is still decided: the others were canceled)."""
     if phase.terminal:
         return Decision(Step.WAIT, phase)
     if cancel and phase is not Phase.FINALIZING:
@@ -159,6 +166,8 @@ def decide_restore(
             return Decision(Step.COMMIT, Phase.TRANSFERRING)
         return Decision(Step.WAIT, Phase.TRANSFERRING)
     if phase is Phase.FINALIZING:
+        if deleted and NodePhase.TRANSFERRED in phases:
+            return Decision(Step.CANCEL, Phase.CANCELED, "no workload had been told to load its collections")
         if everyone_answered and all(p is NodePhase.SUCCESS for p in phases):
             return Decision(Step.FINISH, Phase.SUCCESS)
         if any(p is NodePhase.TRANSFERRED for p in phases):
