@@ -32,24 +32,23 @@ def _delete_handler(ctx: OperatorContext) -> Any:
 
 def _body(deleted_ago: float) -> kopf.Body:
     deleted = (utcnow() - dt.timedelta(seconds=deleted_ago)).isoformat().replace("+00:00", "Z")
-    return kopf.Body(
-        {
-            "metadata": {
-                "name": "late",
-                "namespace": "ns",
-                "uid": "u1",
-                "generation": 1,
-                "creationTimestamp": "2026-11-30T00:00:00Z",
-                "deletionTimestamp": deleted,
-            },
-            "spec": {"backend": "filesystem", "cluster": "sampledb", "backupId": "nightly"},
-            "status": {
-                "phase": "FINALIZING",
-                "startedAt": "2026-11-30T00:00:01Z",
-                "nodes": {"sampledb-0": {"phase": "FINALIZING", "source": "sampledb-0"}},
-            },
-        }
-    )
+    raw: Any = {
+        "metadata": {
+            "name": "late",
+            "namespace": "ns",
+            "uid": "u1",
+            "generation": 1,
+            "creationTimestamp": "2026-11-30T00:00:00Z",
+            "deletionTimestamp": deleted,
+        },
+        "spec": {"backend": "filesystem", "cluster": "sampledb", "backupId": "nightly"},
+        "status": {
+            "phase": "FINALIZING",
+            "startedAt": "2026-11-30T00:00:01Z",
+            "nodes": {"sampledb-0": {"phase": "FINALIZING", "source": "sampledb-0"}},
+        },
+    }
+    return kopf.Body(raw)
 
 
 @pytest.mark.parametrize("deleted_ago", [10.0, 600.0])
