@@ -54,6 +54,7 @@ def _source(tmp_path: Path) -> list[SourceEntry]:
     (root / "col" / "sub").mkdir(parents=True)
     contents = {
         "col/a.sst": os.urandom(300_000),
+        "col/big.sst": os.urandom(2_500_001),  # several read blocks whatever the codec, the last partial
         "col/b.json": b'{"k": "v"}\n' * 50_000,
         "col/sub/empty": b"",
     }

@@ -62,7 +62,8 @@ class Prefetcher:
 
     Each file's sha256 is computed here, or with ``consumer_hashes`` (NoCompression, where the
     consumer only frames) by the consumer as it takes a dense file's blocks: reading (a copy out of
-    the page cache) and hashing then run on two threads, not one."""
+    the page cache) and hashing then run on two threads, not one. ``block``: bytes per read, at
+    most ``COPY_BUFFER``."""
 
     _END = object()
 
@@ -75,9 +76,11 @@ class Prefetcher:
         depth: int = 8,
         *,
         consumer_hashes: bool = False,
+        block: int = COPY_BUFFER,
     ) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self.consumer_hashes = consumer_hashes
+        self._block = min(block, COPY_BUFFER)
         self._cancelled = cancelled
         self._stop = threading.Event()
         self.digests: dict[str, str] = {}
@@ -120,7 +123,7 @@ class Prefetcher:
                 while left:
                     if self._stop.is_set() or self._cancelled.is_set():
                         raise Cancelled
-                    block = os.pread(fd, min(left, COPY_BUFFER), offset + length - left)
+                    block = os.pread(fd, min(left, self._block), offset + length - left)
                     if not block:
                         raise ChangedAfterSnapshot(f'"{shown(f.name)}" shrank while it was read')
                     if sha is not None:
