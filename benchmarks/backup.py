@@ -8,9 +8,10 @@ For every compression setting, in one run on the same data (warm page cache for 
 
 Each is run ``--repeat`` times, alternately, and medians are compared: this machine's disk is noisy.
 ORDER: the rounds alternate which runs first (ABBA). On this VM an agent run that follows the
-baseline (whose single 1.2 GB output file is deleted just before) was 15-25 % slower, with ~20 % more
-CPU in the kernel's copy into the page cache, than one that follows an agent run; the baseline did not
-care what ran before it (``benchmarks/README.md``, 2026-12-01). Both medians are printed too.
+baseline (whose single 1.2 GB output file is deleted just before) was often, not always, 15-25 %
+slower, with more CPU in the kernel's copy into the page cache, than one that follows an agent run;
+the baseline did not care what ran before it (``benchmarks/README.md``, 2026-12-01). Both medians
+are printed too.
 Prints throughput (uncompressed MB/s), the ratio to the baseline, the agent's peak RSS (the highest
 of the runs) and the workload pause. Run ``python -m benchmarks.backup --scale 1`` and ``--scale 4``
 to see that peak RSS and pause stay flat as the data grows.

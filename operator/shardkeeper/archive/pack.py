@@ -6,10 +6,11 @@ GNU sparse format 1.0 (PAX), whose data area is the map and then the data segmen
 names and link targets travel in PAX records, names that are not UTF-8 with ``hdrcharset=BINARY``;
 mtimes in whole seconds (the node descriptor keeps them to the nanosecond).
 
-Memory stays bounded: files are read in 1 MiB pieces and every piece goes straight through the
-compressor into the writer. sha256 is computed per file (over its content, holes read as zeros) on
-the reading thread; the chunk's checksum (BLAKE3 of the stored bytes) is the caller's, on its I/O
-thread (``storage.checksum.HashingWriter``), so the compressing thread does nothing else.
+Memory stays bounded: files are read in pieces of at most 1 MiB (``PLAIN_BLOCK``, ``COPY_BUFFER``)
+and every piece goes straight through the compressor into the writer. sha256 is computed per file
+(over its content, holes read as zeros) on the reading thread, or with NoCompression on the packing
+thread (``Prefetcher``); the chunk's checksum (BLAKE3 of the stored bytes) is the caller's, on its
+I/O thread (``storage.checksum.HashingWriter``), so the compressing thread does nothing else.
 """
 
 from __future__ import annotations

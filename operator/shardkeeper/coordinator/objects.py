@@ -109,8 +109,8 @@ class Stop(Exception):
 
 
 class DeletionDeferred(ShardkeeperError):
-    """The object cannot go yet (its Backup's backend is away, its Restore is finalizing); the
-    delete handler tries again a tick later."""
+    """The object cannot go yet (its Backup's backend is away); the delete handler tries again a
+    tick later."""
 
 
 class FinishingFirst(Exception):

@@ -133,9 +133,13 @@ class Running(OperationBase[SpecT, StatusT]):
                 await self._publish()
                 await self._abort_all(f"aborted: {reason}", endpoints.values(), silent=self._silent)
             case Step.CANCEL:
-                await self._abort_all("canceled by the user", endpoints.values())
-                why = f"the {self.obj.kind} was deleted" if self.deleting else "spec.cancel is true"
-                self._finish(Phase.CANCELED, f"canceled: {why}", reason="Canceled")
+                if self.deleting:  # a restore deleted while finalizing, before anything was loaded
+                    why = f"canceled: the {self.obj.kind} was deleted ({decision.reason or 'canceled'})"
+                    await self._abort_all(why, endpoints.values())
+                else:
+                    why = "canceled: spec.cancel is true"
+                    await self._abort_all("canceled by the user", endpoints.values())
+                self._finish(Phase.CANCELED, why, reason="Canceled")
             case _:
                 await self._act_more(decision, endpoints)
 
