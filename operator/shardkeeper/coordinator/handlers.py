@@ -236,20 +236,21 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx: OperatorContext, kind: 
         be finished rather than undone (a restore in FINALIZING) is ticked here, a tick apart, until
         it has ended (within its own deadlines), then the object goes."""
         async with _lock(memo):
-            try:
-                obj = operation_object(
-                    kind, body, failing_since=memo.get(_FAILING_SINCE), status=memo.get(_LAST_STATUS)
-                )
-            except Unparsable as exc:
-                log.warning(
-                    "operation.deleted_unparsable", name=body.get("metadata", {}).get("name"), error=str(exc)
-                )
-                return  # it never ran: nothing to cancel or delete
-            while not await _delete_once(obj, body, memo):
+            while True:
+                try:
+                    obj = operation_object(
+                        kind, body, failing_since=memo.get(_FAILING_SINCE), status=memo.get(_LAST_STATUS)
+                    )
+                except Unparsable as exc:
+                    log.warning(
+                        "operation.deleted_unparsable",
+                        name=body.get("metadata", {}).get("name"),
+                        error=str(exc),
+                    )
+                    return  # it never ran: nothing to cancel or delete
+                if await _delete_once(obj, body, memo):
+                    break
                 await asyncio.sleep(interval)
-                obj = operation_object(
-                    kind, body, failing_since=memo.get(_FAILING_SINCE), status=memo[_LAST_STATUS]
-                )
             memo[_DELETED] = True
             metrics.operation_state(kind.name, obj.namespace, obj.name, str(obj.spec.cluster), "", None)
 

@@ -162,9 +162,7 @@ class OperationReconciler(Starting[SpecT, StatusT], Running[SpecT, StatusT]):
             await self.tick()
             phase = self.status.phase
             if phase is None or not phase.terminal:
-                self._refresh_conditions()
-                if self.status.wire() != self.written:
-                    await self._publish()  # Terminating, with the nodes' progress (best effort)
+                await self._publish()  # Terminating, with the nodes' progress (best effort)
                 raise FinishingFirst(
                     f"deleted while {phase.value if phase else 'unstarted'}: the {self.noun} is "
                     f"finished first, not undone; the {self.obj.kind} goes once it has ended"

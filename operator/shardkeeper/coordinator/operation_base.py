@@ -233,13 +233,14 @@ class OperationBase(abc.ABC, Generic[SpecT, StatusT]):
 
     async def _publish(self) -> bool:
         """Writes the status now rather than at the end of the tick (a field gone since the last
-        write is removed), then posts the Events decided so far. False if the status could not be
-        written: the Events then wait for the end of the tick too."""
+        write is removed; nothing is sent if nothing changed), then posts the Events decided so far.
+        False if the status could not be written: the Events then wait for the end of the tick too."""
         self._refresh_conditions()
         new = self.status.wire()
         patch = merge_patch(self.written, new)
         try:
-            await self.ctx.publish_status(self.plural, self.obj.namespace, self.obj.name, patch)
+            if patch:
+                await self.ctx.publish_status(self.plural, self.obj.namespace, self.obj.name, patch)
         except KubernetesUnavailable as exc:
             self.log.warning("operation.status_not_published", error=str(exc))
             return False
