@@ -134,9 +134,10 @@ class Agent:
 
 @contextmanager
 def agent_process(
-    data_root: Path, store: Path, *, hook_url: str, env: dict[str, str] | None = None
+    data_root: Path, store: Path, *, hook_url: str | None, env: dict[str, str] | None = None
 ) -> Iterator[Agent]:
-    """A real ``shardkeeper agent`` process; a fresh one per run, so its peak RSS is that run's."""
+    """A real ``shardkeeper agent`` process; a fresh one per run, so its peak RSS is that run's.
+    Without ``hook_url`` it has no workload hook (it walks the collections itself)."""
     token = secrets.token_hex(16)
     port = free_port()
     proc_env = {
@@ -158,8 +159,7 @@ def agent_process(
             str(data_root),
             "--listen",
             f"127.0.0.1:{port}",
-            "--hook-url",
-            hook_url,
+            *(["--hook-url", hook_url] if hook_url else []),
         ],
         env=proc_env,
     )

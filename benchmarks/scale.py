@@ -1,8 +1,9 @@
 """Scale: many files on one node, many collections on one node, and the Backup status's size.
 
 * ``--files N``: N small files (``--file-size`` bytes of random data, 1,000 to a directory) in one
-  collection, backed up by a real agent process (static hook, filesystem backend): seconds, files/s,
-  the agent's peak RSS (VmHWM from /proc), the pause, the node descriptor's size.
+  collection, backed up by a real agent process (static hook listing every file, or with
+  ``--no-hook`` none: the agent walks them; filesystem backend): seconds, files/s, the agent's peak
+  RSS (VmHWM from /proc), the pause, the node descriptor's size.
 * ``--collections N``: N collections of one ~100 KB file each on one agent: seconds, peak RSS.
 * ``--status N``: the JSON size of a Backup object's status for N/10, N and 10N collections on
   ``--nodes`` nodes, built by the operator's own code (``list_collections``, agents' answers folded
@@ -29,9 +30,11 @@ from benchmarks.dataset import many_collections, many_files
 MB = 1_000_000
 
 
-def backup(data: Path, store: Path, collections: list[str], level: str, op_id: str) -> dict[str, Any]:
-    hook = StaticHook(data)
-    with agent_process(data, store, hook_url=hook.url) as agent:
+def backup(
+    data: Path, store: Path, collections: list[str], level: str, op_id: str, *, hook: bool = True
+) -> dict[str, Any]:
+    url = StaticHook(data).url if hook else None
+    with agent_process(data, store, hook_url=url) as agent:
         request = {
             "kind": "backup",
             "id": op_id,
@@ -53,7 +56,7 @@ def backup(data: Path, store: Path, collections: list[str], level: str, op_id: s
         descriptor = next(store.rglob("backup.json"))
         return {
             "seconds": seconds,
-            "pause_ms": prepared["pauseMs"],
+            "pause_ms": prepared.get("pauseMs"),
             "rss_mb": agent.peak_rss_mb(),
             "agent_cpu_s": cpu,
             "files": done["filesTotal"],
@@ -121,6 +124,11 @@ def main() -> int:
     parser.add_argument("--status", type=int, default=0)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--level", default="ZstdBestSpeed")
+    parser.add_argument(
+        "--no-hook",
+        action="store_true",
+        help="--files: the agent walks the files itself (no workload hook listing them)",
+    )
     args = parser.parse_args()
     work = Path(args.workdir)
     print(load())
@@ -131,8 +139,13 @@ def main() -> int:
             many_files(data / "many", files=args.files, size=args.file_size)
             (data / ".complete").touch()
         reset(work / "scale-store")
-        row = backup(data, work / "scale-store", ["many"], args.level, "scale-files")
-        row = {"files": args.files, **row, "files/s": row["files"] / row["seconds"]}
+        row = backup(data, work / "scale-store", ["many"], args.level, "scale-files", hook=not args.no_hook)
+        row = {
+            "files": args.files,
+            "listed by": "the agent" if args.no_hook else "the hook",
+            **row,
+            "files/s": row["files"] / row["seconds"],
+        }
         print(table([_fmt(row)], list(row)), flush=True)
     if args.collections:
         data = work / f"collections-{args.collections}"

@@ -129,7 +129,7 @@ def back_up(
     from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
     from shardkeeper.archive.transfer import Reuse, upload
     from shardkeeper.storage import BackupLayout
-    from shardkeeper.storage.repository import BackupRepository
+    from shardkeeper.storage.repository import BackupRepository, EntrySpool
 
     frozen = freeze_hookless(data, work / f"staging-{backup_id}", ["col"], ("*.sst",))
     check_frozen(frozen)
@@ -141,7 +141,8 @@ def back_up(
         reuse = Reuse(base, described)
     read: list[int] = []
     choice = CODEC_FOR_LEVEL[level]
-    collections = upload(
+    spool = EntrySpool(work)
+    uploaded = upload(
         frozen.entries,
         root=frozen.root,
         storage=store,
@@ -153,9 +154,10 @@ def back_up(
         on_bytes=lambda _logical, n: read.append(n),
         on_entries=lambda _n: None,
         cancelled=threading.Event(),
+        spool=spool,
         reuse=reuse,
     )
-    repo.write_node(
+    repo.write_node_spooled(
         NodeDescriptor(
             format_version=3 if base else 2,
             id=backup_id,
@@ -164,13 +166,15 @@ def back_up(
             started_at=dt.datetime.now(dt.UTC),
             codec=choice.codec,
             compression_level=level,
-            collections=collections,
+            collections=uploaded.collections,
             bytes=0,
             stored_bytes=0,
             file_count=0,
             base=base,
-        )
+        ),
+        spool,
     )
+    spool.close()
     described = repo.node_descriptor(backup_id, "n0")
     assert described is not None
     return described, sum(read)

@@ -13,6 +13,8 @@ from pathlib import Path
 import blake3
 import pytest
 import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shardkeeper.api.common import Codec, CompressionLevel
 from shardkeeper.api.descriptors import EntryType
@@ -47,6 +49,29 @@ def test_plan_never_makes_a_chunk_of_directories_alone() -> None:
 
 def test_plan_of_nothing_is_nothing() -> None:
     assert plan_chunks([], target_bytes=64) == []
+
+
+def test_plan_bounds_the_entries_of_a_chunk() -> None:
+    chunks = plan_chunks(_files(*[1] * 7), target_bytes=64, max_entries=3)
+    assert [len(c) for c in chunks] == [3, 3, 1]
+
+
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=200), max_size=60),
+    target=st.integers(min_value=1, max_value=128),
+    max_entries=st.integers(min_value=1, max_value=8),
+)
+def test_a_plan_keeps_every_entry_in_order_within_both_bounds(
+    sizes: list[int], target: int, max_entries: int
+) -> None:
+    entries = _files(*sizes)
+    chunks = plan_chunks(entries, target_bytes=target, max_entries=max_entries)
+    assert [e for c in chunks for e in c] == entries
+    for c in chunks:
+        assert 1 <= len(c) <= max_entries
+        big = [e for e in c if e.size >= target]
+        # A chunk is within the target, or holds one big file (last) and nothing with content before it.
+        assert sum(e.size for e in c) <= target or (big == [c[-1]] and sum(e.size for e in c[:-1]) == 0)
 
 
 def _source(tmp_path: Path) -> list[SourceEntry]:

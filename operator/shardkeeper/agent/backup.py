@@ -28,7 +28,7 @@ from shardkeeper.agent.snapshot import (
 from shardkeeper.agent.throttle import Throttle
 from shardkeeper.api.agent import NodePhase, PrepareBackup
 from shardkeeper.api.common import Consistency, Phase, utcnow
-from shardkeeper.api.descriptors import EntryType, NodeDescriptor, Skipped
+from shardkeeper.api.descriptors import NodeDescriptor, Skipped
 from shardkeeper.api.hook import HookFile
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
 from shardkeeper.archive.transfer import Reuse, upload
@@ -36,7 +36,7 @@ from shardkeeper.archive.tree import shown
 from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION
 from shardkeeper.errors import ObjectNotFound, ShardkeeperError, SpecError, StorageError
 from shardkeeper.storage import BackupLayout, Storage
-from shardkeeper.storage.repository import BackupRepository
+from shardkeeper.storage.repository import BackupRepository, EntrySpool
 
 log = structlog.get_logger(__name__)
 MB = 1_000_000
@@ -237,11 +237,14 @@ class BackupJob:
         await self._stage_pending(op)
         await self._end_hold(op)
         self.uploading = True
-        descriptor = await in_thread(op, lambda: self._upload(op))
-        op.set_phase(NodePhase.TRANSFERRED)
-        await in_thread(op, lambda: BackupRepository(self.storage).write_node(descriptor))
+        with EntrySpool(self.staging) as spool:
+            descriptor = await in_thread(op, lambda: self._upload(op, spool))
+            op.set_phase(NodePhase.TRANSFERRED)
+            repository = BackupRepository(self.storage)
+            await in_thread(op, lambda: repository.write_node_spooled(descriptor, spool))
 
-    def _upload(self, op: Operation) -> NodeDescriptor:
+    def _upload(self, op: Operation, spool: EntrySpool) -> NodeDescriptor:
+        """Uploads the frozen trees; returns the node descriptor, its entries in ``spool``."""
         frozen = self.frozen
         assert frozen is not None
         choice = CODEC_FOR_LEVEL[self.request.compression_level]
@@ -251,7 +254,7 @@ class BackupJob:
             op.add_bytes(logical)
             throttle.take(read)
 
-        collections = upload(
+        uploaded = upload(
             {name: frozen.entries[name] for name in op.collections},
             root=frozen.root,
             storage=self.storage,
@@ -263,20 +266,16 @@ class BackupJob:
             on_bytes=on_bytes,
             on_entries=op.add_files,
             cancelled=op.cancelled,
+            spool=spool,
             reuse=self.reuse,
         )
+        collections = uploaded.collections
         references = {ch.backup for col in collections for ch in col.chunks if ch.backup}
-        reused = sum(
-            e.size
-            for col in collections
-            for e in col.entries
-            if e.type is EntryType.FILE and e.chunk in {ch.n for ch in col.chunks if ch.backup}
-        )
-        op.bytes_reused = reused
+        op.bytes_reused = uploaded.bytes_reused
         return NodeDescriptor(
             format_version=INCREMENTAL_FORMAT_VERSION if references else DESCRIPTOR_FORMAT_VERSION,
             base=self.request.incremental_base,
-            bytes_reused=reused,
+            bytes_reused=uploaded.bytes_reused,
             id=self.request.id,
             node=op.node,
             status=Phase.SUCCESS,
@@ -287,7 +286,7 @@ class BackupJob:
             collections=collections,
             bytes=sum(col.bytes for col in collections),
             stored_bytes=sum(ch.size for col in collections for ch in col.chunks if not ch.backup),
-            file_count=sum(len(col.files) for col in collections),
+            file_count=uploaded.files,
             pause_ms=op.pause_ms,
             skipped=[Skipped(path=shown(p), reason=why) for p, why in frozen.skipped[:SKIPPED_LISTED]],
             skipped_count=len(frozen.skipped),

@@ -99,6 +99,9 @@ class _Stager:
         self._inodes: dict[tuple[str, int, int], str] = {}
         self._made: set[str] = set()
         self.linked: list[tuple[str, os.stat_result]] = []
+        #: One int object per distinct mode, uid and gid: they repeat over a node's entries, and
+        #: each stat makes new ones (28 bytes each, 84 per entry: 84 MB for a million files).
+        self._ints: dict[int, int] = {}
 
     # --- what gets recorded ----------------------------------------------------------------------
 
@@ -118,13 +121,15 @@ class _Stager:
     def _record(
         self, collection: str, name: str, type_: EntryType, st: os.stat_result, **more: object
     ) -> None:
+        same = self._ints.setdefault
+        mode = stat.S_IMODE(st.st_mode) & MODE_MASK
         self.entries[collection][name] = SourceEntry(
             name=name,
             type=type_,
-            mode=stat.S_IMODE(st.st_mode) & MODE_MASK,
+            mode=same(mode, mode),
             mtime_ns=st.st_mtime_ns,
-            uid=st.st_uid,
-            gid=st.st_gid,
+            uid=same(st.st_uid, st.st_uid),
+            gid=same(st.st_gid, st.st_gid),
             **more,  # type: ignore[arg-type]
         )
 

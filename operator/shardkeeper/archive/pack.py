@@ -41,6 +41,10 @@ from shardkeeper.storage.base import Writer
 #: 9 % less CPU; ``benchmarks/README.md``). A compressor is fed 1 MiB (``COPY_BUFFER``): at 256 KiB
 #: zstd-1 took 14 % longer.
 PLAIN_BLOCK = 256 * 1024
+#: Entries per chunk at most: what packing and describing a chunk hold (each file's sha256 until the
+#: chunk is described) is bounded by it, whatever the chunk size, so a million small files take
+#: a hundred chunks, not one.
+CHUNK_MAX_ENTRIES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +89,11 @@ class PackedChunk:
     """Of the stored bytes: set by the caller, whose writer hashed them."""
 
 
-def plan_chunks(entries: Sequence[SourceEntry], target_bytes: int) -> list[list[SourceEntry]]:
-    """Groups entries, in order, into chunks of about ``target_bytes`` of file content.
+def plan_chunks(
+    entries: Sequence[SourceEntry], target_bytes: int, max_entries: int = CHUNK_MAX_ENTRIES
+) -> list[list[SourceEntry]]:
+    """Groups entries, in order, into chunks of about ``target_bytes`` of file content and at most
+    ``max_entries`` entries.
 
     A file larger than the target gets a chunk of its own, so that big immutable files stay
     addressable one by one. Entries without content (directories, links) go with their neighbours.
@@ -97,7 +104,9 @@ def plan_chunks(entries: Sequence[SourceEntry], target_bytes: int) -> list[list[
     for e in entries:
         size = e.data_size
         big = size >= target_bytes
-        if current and current_bytes and (big or current_bytes + size > target_bytes):
+        if len(current) >= max_entries or (
+            current and current_bytes and (big or current_bytes + size > target_bytes)
+        ):
             chunks.append(current)
             current, current_bytes = [], 0
         if big:  # with the directories and links just before it, if any: never a chunk of those alone

@@ -19,9 +19,10 @@ import dataclasses
 import functools
 import hashlib
 import os
+import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -32,10 +33,11 @@ from shardkeeper.archive.codecs import CodecChoice
 from shardkeeper.archive.pack import PackedChunk, SourceEntry, pack_chunk, plan_chunks
 from shardkeeper.archive.prefetch import COPY_BUFFER, Cancelled
 from shardkeeper.archive.sparse import inode_generation
-from shardkeeper.archive.tree import check_tree, finish_tree
+from shardkeeper.archive.tree import finish_tree
 from shardkeeper.archive.unpack import ExpectedChunk, unpack_chunk
 from shardkeeper.storage import BackgroundWriter, BackupLayout, Storage
 from shardkeeper.storage.checksum import HashingWriter
+from shardkeeper.storage.repository import EntrySpool
 
 T = TypeVar("T")
 BLOCK_BYTES = 4096
@@ -99,32 +101,76 @@ def content_sha256(path: Path, cancelled: threading.Event) -> str:
     return sha.hexdigest()
 
 
-def run_chunks(workers: int, jobs: Sequence[Callable[[], T]], cancelled: threading.Event) -> list[T]:
+def run_chunks(
+    workers: int,
+    jobs: Sequence[Callable[[], T]],
+    cancelled: threading.Event,
+    consume: Callable[[T], None] | None = None,
+) -> list[T]:
     """Runs ``jobs`` on ``workers`` threads; the first failure stops the others (``cancelled`` is
-    set for the ones running) and is raised once every job has ended. Results in job order."""
+    set for the ones running) and is raised once every job has ended. Results in job order; with
+    ``consume``, each result is passed to it (on this thread) as soon as it and every result before it
+    are in, and not kept (returns []). A failure of ``consume`` stops the jobs too."""
+    results: list[T] = []
+    failure: BaseException | None = None
+    finished: queue.SimpleQueue[Future[T]] = queue.SimpleQueue()
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunk") as pool:
-        futures = [pool.submit(job) for job in jobs]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in futures if f in done and f.exception() is not None]
-        if failed:
-            cancelled.set()
-            for f in futures:
-                f.cancel()
-    if failed:
-        raise failed[0].exception()  # type: ignore[misc]
-    return [f.result() for f in futures]
+        futures: list[Future[T] | None] = [pool.submit(job) for job in jobs]
+        for f in futures:
+            assert f is not None
+            f.add_done_callback(finished.put)
+        ready = 0  # the results before this one are consumed
+        for _ in range(len(futures)):
+            failure = finished.get().exception()
+            while failure is None and ready < len(futures):
+                future = futures[ready]
+                if future is None or not future.done():
+                    break
+                futures[ready] = None  # a consumed result is not kept here
+                ready += 1
+                try:
+                    (consume or results.append)(future.result())
+                except BaseException as exc:  # raised below, once the jobs end
+                    failure = exc
+            if failure is not None:
+                cancelled.set()
+                for f in futures:
+                    if f is not None:
+                        f.cancel()
+                break
+    if failure is not None:
+        raise failure
+    return results
 
 
-def allocated(entries: Sequence[Entry]) -> int:
-    """Bytes a restore writes to disk: each file's data rounded up to whole blocks, a block per
-    directory; holes, links and hard links take none (an estimate a quota check can rely on)."""
-    total = 0
-    for e in entries:
-        if e.type is EntryType.FILE:
-            total += -(-e.data_bytes // BLOCK_BYTES) * BLOCK_BYTES
-        elif e.type is EntryType.DIR:
-            total += BLOCK_BYTES
-    return total
+def allocated(entry: Entry) -> int:
+    """Bytes a restore writes to disk for ``entry``: a file's data rounded up to whole blocks, a block
+    for a directory; holes, links and hard links take none (an estimate a quota check can rely on)."""
+    if entry.type is EntryType.FILE:
+        return -(-entry.data_bytes // BLOCK_BYTES) * BLOCK_BYTES
+    return BLOCK_BYTES if entry.type is EntryType.DIR else 0
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """What ``upload`` stored and referenced; the entries are in its ``EntrySpool``."""
+
+    collections: list[CollectionEntry]
+    """In the order of the trees, each with its chunks and totals and no entries (the spool's)."""
+    files: int
+    """Regular files described."""
+    bytes_reused: int
+    """Bytes of the files referenced in earlier backups."""
+
+
+@dataclass
+class _Collection:
+    """A collection's totals while its entries are spooled."""
+
+    chunks: int
+    """Chunks this backup stores for it (numbered 1..chunks; referenced ones come after)."""
+    bytes: int = 0
+    allocated: int = 0
 
 
 def upload(
@@ -140,11 +186,14 @@ def upload(
     on_bytes: Callable[[int, int], None],
     on_entries: Callable[[int], None],
     cancelled: threading.Event,
+    spool: EntrySpool,
     reuse: Reuse | None = None,
-) -> list[CollectionEntry]:
+) -> Uploaded:
     """Stores ``trees`` (collection -> frozen entries, files under ``root``) as chunks
-    ``<node>/chunk-<k>`` and returns their description; with ``reuse``, files the base holds are
-    referenced instead. Raises what packing or the backend raised."""
+    ``<node>/chunk-<k>`` and describes them: each entry goes to ``spool`` as soon as its chunk is
+    packed and every chunk before it too (so memory holds a few chunks' worth of entries, not the
+    node's), the collections' totals and chunks are returned. With ``reuse``, files the base holds
+    are referenced instead. Raises what packing or the backend raised."""
     reused: dict[str, BaseFile] = {}
     if reuse is not None:
         files = [e for entries in trees.values() for e in entries if e.type is EntryType.FILE]
@@ -167,13 +216,23 @@ def upload(
         own = [e for e in entries if e.name not in reused]
         for n, part in enumerate(plan_chunks(own, chunk_bytes), start=1):
             plans.append((collection, n, layout.chunk_key(len(plans) + 1), part))
+    totals = {name: _Collection(chunks=sum(1 for plan in plans if plan[0] == name)) for name in trees}
+    # A referenced chunk gets the next number in its collection, in the order its files come.
+    referenced: dict[tuple[str, str, str], ChunkEntry] = {}
+    for name, found in reused.items():
+        collection = name.partition("/")[0]
+        where = (collection, found.chunk.backup or "", found.chunk.key)
+        if where not in referenced:
+            n = totals[collection].chunks + 1 + sum(1 for c, _, _ in referenced if c == collection)
+            referenced[where] = found.chunk.model_copy(update={"n": n})
     # At most a few chunks are in flight (packed, their commit not yet done), not more.
     in_flight = threading.BoundedSemaphore(workers + 1)
     commits: list[Future[None]] = []
-
     digests: dict[str, HashingWriter] = {}
+    stored: list[tuple[str, PackedChunk]] = []  # (key, packed without its files), in plan order
 
-    def pack(key: str, part: list[SourceEntry]) -> PackedChunk:
+    def pack(index: int) -> tuple[int, PackedChunk]:
+        _, _, key, part = plans[index]
         in_flight.acquire()
         hashing = digests[key] = HashingWriter(storage.open_writer(layout.chunk(node, key)))
         writer = BackgroundWriter(hashing)  # hashes on its I/O thread
@@ -193,81 +252,102 @@ def upload(
         commit = writer.commit_later()
         commit.add_done_callback(committed)
         commits.append(commit)
-        return packed
+        return index, packed
+
+    def describe(result: tuple[int, PackedChunk]) -> None:
+        """Spools the entries of a packed chunk (and, before a collection's first chunk, the
+        collection's referenced files), in plan order."""
+        index, packed = result
+        collection, n, key, part = plans[index]
+        if n == 1:
+            for e in trees[collection]:
+                found = reused.get(e.name) if e.type is EntryType.FILE else None
+                if found is not None:
+                    where = (collection, found.chunk.backup or "", found.chunk.key)
+                    base = found.entry
+                    _spool(
+                        spool,
+                        totals[collection],
+                        collection,
+                        e,
+                        referenced[where].n,
+                        sha256=base.sha256,
+                        data=base.data,
+                        gen=base.gen,
+                    )
+        for e in part:
+            f = packed.files.get(e.name) if e.type is EntryType.FILE else None
+            if f is None:
+                _spool(spool, totals[collection], collection, e, n)
+            else:
+                _spool(
+                    spool,
+                    totals[collection],
+                    collection,
+                    e,
+                    n,
+                    sha256=f.sha256,
+                    data=f.data,
+                    gen=f.generation,
+                )
+        stored.append((key, dataclasses.replace(packed, files={})))
 
     try:
-        jobs = [functools.partial(pack, key, part) for _, _, key, part in plans]
-        results = run_chunks(workers, jobs, cancelled)
+        run_chunks(workers, [functools.partial(pack, i) for i in range(len(plans))], cancelled, describe)
     finally:
         wait(commits)  # every commit ends before anyone cleans up what this operation wrote
     for commit in commits:
         commit.result()
     if cancelled.is_set():
         raise Cancelled
-    results = [
-        dataclasses.replace(packed, blake3=digests[key].hexdigest())
-        for (_, _, key, _), packed in zip(plans, results, strict=True)
-    ]
-    return describe(trees, plans, results, reused)
-
-
-def describe(
-    trees: dict[str, list[SourceEntry]],
-    plans: list[tuple[str, int, str, list[SourceEntry]]],
-    results: list[PackedChunk],
-    reused: dict[str, BaseFile] | None = None,
-) -> list[CollectionEntry]:
-    """The descriptor's collections for what ``upload`` stored and what it referenced (pure)."""
-    reused = reused or {}
-    chunk_of: dict[str, int] = {}
-    packed_files = {}
     chunks: dict[str, list[ChunkEntry]] = {name: [] for name in trees}
-    for (collection, n, key, part), packed in zip(plans, results, strict=True):
+    for (collection, n, key, part), (_, packed) in zip(plans, stored, strict=True):
         chunks[collection].append(
             ChunkEntry(
                 n=n,
                 key=key,
-                blake3=packed.blake3,
+                blake3=digests[key].hexdigest(),
                 size=packed.size,
                 raw_size=packed.raw_size,
                 files=len(part),
             )
         )
-        for e in part:
-            chunk_of[e.name] = n
-        packed_files.update(packed.files)
-    referenced: dict[tuple[str, str, str], int] = {}  # (collection, backup, key) -> n in this backup
-    for name, found in reused.items():
-        collection = name.partition("/")[0]
-        where = (collection, found.chunk.backup or "", found.chunk.key)
-        if where not in referenced:
-            referenced[where] = len(chunks[collection]) + 1
-            chunks[collection].append(found.chunk.model_copy(update={"n": referenced[where]}))
-        chunk_of[name] = referenced[where]
-    out = []
-    for collection, source in trees.items():
-        entries = []
-        for e in source:
-            fields: dict[str, object] = {"mode": e.mode, "mtime_ns": e.mtime_ns, "uid": e.uid, "gid": e.gid}
-            if e.type is EntryType.FILE:
-                if e.name in reused:
-                    base = reused[e.name].entry
-                    fields.update(size=e.size, sha256=base.sha256, data=base.data, ino=e.ino, gen=base.gen)
-                else:
-                    f = packed_files[e.name]
-                    fields.update(size=e.size, sha256=f.sha256, data=f.data, ino=e.ino, gen=f.generation)
-            entries.append(Entry.make(e.name, e.type, target=e.link, chunk=chunk_of[e.name], **fields))
-        check_tree(collection, entries)
-        out.append(
-            CollectionEntry.model_construct(  # its entries were validated as they were made
-                name=collection,
-                bytes=sum(e.size for e in entries if e.type is EntryType.FILE),
-                allocated=allocated(entries),
-                entries=entries,
-                chunks=chunks[collection],
+    for (collection, _, _), chunk in referenced.items():
+        chunks[collection].append(chunk)
+    return Uploaded(
+        collections=[
+            CollectionEntry.model_construct(  # its entries were validated as they were spooled
+                name=name,
+                bytes=totals[name].bytes,
+                allocated=totals[name].allocated,
+                entries=[],
+                chunks=chunks[name],
             )
-        )
-    return out
+            for name in trees
+        ],
+        files=sum(1 for entries in trees.values() for e in entries if e.type is EntryType.FILE),
+        bytes_reused=sum(e.size for entries in trees.values() for e in entries if e.name in reused),
+    )
+
+
+def _spool(
+    spool: EntrySpool,
+    totals: _Collection,
+    collection: str,
+    e: SourceEntry,
+    chunk: int,
+    **content: object,
+) -> None:
+    """Describes ``e`` (held in chunk ``chunk``; ``content``: a file's sha256, data map and inode
+    generation) as the descriptor's validated ``Entry``, into ``spool``."""
+    fields: dict[str, object] = {"mode": e.mode, "mtime_ns": e.mtime_ns, "uid": e.uid, "gid": e.gid}
+    if e.type is EntryType.FILE:
+        fields.update(size=e.size, ino=e.ino, **content)
+    entry = Entry.make(e.name, e.type, target=e.link, chunk=chunk, **fields)
+    spool.add(collection, entry)
+    totals.allocated += allocated(entry)
+    if entry.type is EntryType.FILE:
+        totals.bytes += entry.size
 
 
 def download(
@@ -324,4 +404,4 @@ def download(
             finish_tree(staging, col.name, col.entries, owners=owners)
 
 
-__all__ = ["BaseFile", "Reuse", "allocated", "describe", "download", "run_chunks", "upload"]
+__all__ = ["BaseFile", "Reuse", "Uploaded", "allocated", "download", "run_chunks", "upload"]

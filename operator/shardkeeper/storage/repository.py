@@ -10,11 +10,20 @@ there is one policy for every object a backup consists of:
 Format 1 node descriptors (regular files only, chunk keys under the collection's name) are upgraded
 to format 2 models on the way in, so readers see one shape. Writes are whole objects (a temp file
 and a rename, or a single put), so a reader never sees half a descriptor.
+
+A node descriptor can hold millions of entries. A backup does not build them as one model: it
+appends each entry to an ``EntrySpool`` (a local temporary file, one JSON object per entry) as its
+chunk is packed, and ``write_node_spooled`` streams the descriptor from it. The result is the same
+document ``write_node`` writes, whose keys in another order; readers parse either alike.
 """
 
 from __future__ import annotations
 
 import builtins
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -138,12 +147,95 @@ class BackupRepository:
     def write_node(self, descriptor: NodeDescriptor) -> None:
         self._write(BackupLayout(descriptor.id).node_descriptor(descriptor.node), descriptor)
 
+    def write_node_spooled(self, descriptor: NodeDescriptor, spool: EntrySpool) -> None:
+        """Writes ``descriptor`` with each collection's entries taken from ``spool``: its own
+        collections carry no entries, and they are the spool's collections in the spool's order.
+        Streams: memory is one block of the spool. Raises ``ValueError`` if the two disagree, and
+        what the backend raises."""
+        names = [col.name for col in descriptor.collections]
+        if names != spool.collections or any(col.entries for col in descriptor.collections):
+            raise ValueError("the descriptor's collections are not the spool's, or carry entries")
+        body = descriptor.model_dump(mode="json", by_alias=True, exclude_none=True)
+        collections = body.pop("collections")
+        key = BackupLayout(descriptor.id).node_descriptor(descriptor.node)
+        with self.storage.writer(key) as out:
+            out.write(json.dumps(body, indent=1)[:-2].encode() + b',\n "collections": [')
+            for i, (col, name) in enumerate(zip(collections, names, strict=True)):
+                del col["entries"]
+                head = ("," if i else "") + "\n  " + json.dumps(col)[:-1] + ', "entries": [\n'
+                out.write(head.encode())
+                spool.copy(name, out.write)
+                out.write(b"]}")
+            out.write(b"\n ]\n}\n")
+
     def write_restore(self, descriptor: RestoreDescriptor) -> None:
         self._write(BackupLayout(descriptor.backup_id).restore_descriptor, descriptor)
 
     def delete(self, backup_id: str) -> int:
         """Removes everything under the backup's id; returns how many objects there were."""
         return self.storage.delete_prefix(BackupLayout(backup_id).root)
+
+
+class EntrySpool:
+    """A node descriptor's entries, spooled to an anonymous file in ``directory`` as a backup
+    describes them (see the module docstring): a million entries take disk, not memory. Each
+    collection's entries are added together, one collection after another. A context manager: the
+    file goes when it is closed."""
+
+    _BLOCK = 1 << 20
+
+    def __init__(self, directory: Path) -> None:
+        self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by close()
+        self._ranges: dict[str, tuple[int, int]] = {}
+        self._current: str | None = None
+        self._start = 0
+        self.entries = 0
+
+    @property
+    def collections(self) -> builtins.list[str]:
+        """The collections spooled, in order."""
+        return [*self._ranges, *([self._current] if self._current is not None else [])]
+
+    def add(self, collection: str, entry: Entry) -> None:
+        """Appends ``entry`` (a validated model) to ``collection``'s entries. Raises ``ValueError``
+        if ``collection`` was spooled before, then left for another."""
+        first = collection != self._current
+        if first:
+            if collection in self._ranges:
+                raise ValueError(f'collection "{collection}" was spooled already')
+            self._end()
+            self._current, self._start = collection, self._file.tell()
+        line = entry.model_dump_json(by_alias=True, exclude_none=True).encode()
+        self._file.write(line if first else b",\n" + line)
+        self.entries += 1
+
+    def _end(self) -> None:
+        if self._current is not None:
+            self._ranges[self._current] = (self._start, self._file.tell())
+            self._current = None
+
+    def copy(self, collection: str, write: Callable[[bytes], object]) -> None:
+        """Passes ``collection``'s entries, as the inside of a JSON array, to ``write`` in blocks
+        (nothing for a collection without entries)."""
+        self._end()
+        start, end = self._ranges.get(collection, (0, 0))
+        self._file.seek(start)
+        while start < end:
+            block = self._file.read(min(self._BLOCK, end - start))
+            if not block:
+                raise OSError(f"the entry spool ended early in collection {collection}")
+            write(block)
+            start += len(block)
+        self._file.seek(0, 2)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> EntrySpool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 # --- format 1 ------------------------------------------------------------------------------------
@@ -193,4 +285,4 @@ def _upgrade_node_v1(old: NodeDescriptorV1) -> dict[str, Any]:
     return body
 
 
-__all__ = ["BackupRepository", "CorruptDescriptor"]
+__all__ = ["BackupRepository", "CorruptDescriptor", "EntrySpool"]
