@@ -1,14 +1,17 @@
 """What a workload hook lists is checked before anything is staged: a path that is not there, or
-below something that is not a directory, fails the snapshot naming what the hook listed."""
+below something that is not a directory, fails the snapshot naming what the hook listed. The
+listing is staged in its order and not kept once staged."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from shardkeeper.agent.snapshot import freeze
 from shardkeeper.agent.staging import SnapshotError, freeze_listed
-from shardkeeper.api.hook import HookFile
+from shardkeeper.api.hook import HeldWrites, HookFile, HookFileList
 
 
 @pytest.fixture
@@ -50,3 +53,37 @@ def test_a_listed_path_that_is_not_there_fails_naming_it(data: Path, path: str, 
         _freeze(data, path)
     assert str(failed.value) == message
     assert str(data) not in str(failed.value)  # the hook's path, not the agent's
+
+
+class _ListingHook:
+    """A workload hook that lists the files it was given (prepare) and answers every release."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.answer = HookFileList(files=[HookFile(path=p, immutable=True) for p in paths])
+
+    async def prepare(self, op_id: str, collections: list[str], **_: object) -> HookFileList:
+        return self.answer
+
+    async def release(self, op_id: str) -> HeldWrites:
+        return HeldWrites()
+
+
+def test_a_hooks_listing_is_staged_in_order_and_not_kept(data: Path) -> None:
+    (data / "col" / "sub" / "000002.sst").write_bytes(b"other")
+    hook = _ListingHook(["col/sub/000002.sst", "col/sub/000001.sst"])
+    frozen = asyncio.run(
+        freeze(
+            op_id="b",
+            collections=["col"],
+            data_root=data,
+            staging=data.parent / "staging",
+            hook=hook,  # type: ignore[arg-type]
+            immutable_patterns=(),
+            hold_timeout=60,
+        )
+    )
+    names = [e.name for e in frozen.entries["col"]]
+    assert names == ["col", "col/sub", "col/sub/000002.sst", "col/sub/000001.sst"]
+    # Neither the answer nor the hold keeps the million files a workload may list.
+    assert hook.answer.files is None
+    assert frozen.hold is not None and type(frozen.hold.listed) is HeldWrites

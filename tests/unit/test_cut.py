@@ -8,7 +8,7 @@ import datetime as dt
 from shardkeeper.agent.hold import Hold
 from shardkeeper.api.backup import BackupStatus
 from shardkeeper.api.common import Consistency
-from shardkeeper.api.hook import HeldWrites
+from shardkeeper.api.hook import HeldWrites, HookFile, HookFileList
 from shardkeeper.api.status import HoldWindow, NodeStatus
 from shardkeeper.coordinator.cut import find_cut, record_cut
 
@@ -88,6 +88,16 @@ def test_an_agent_believes_a_workload_that_reports_its_hold() -> None:
     assert hold.pause_ms() == 2.75  # known at once: writes resumed before the answer
     hold.released(HeldWrites(held_from=_at(100), held_until=_at(103), held_ms=2.75), _at(400))
     assert hold.pause_ms() == 2.75 and hold.window().held_until == _at(103)
+
+
+def test_a_hold_keeps_the_times_of_an_answer_not_its_files() -> None:
+    files = [HookFile(path=f"c/f{i}", immutable=True) for i in range(3)]
+    listed = HookFileList(held_from=_at(100), held_until=_at(103), held_ms=2.75, files=files)
+    hold = Hold(listed=listed, asked_at=T0)
+    hold.released(HookFileList(held_from=_at(100), held_until=_at(103), files=files), _at(400))
+    assert type(hold.listed) is HeldWrites and type(hold.ended) is HeldWrites
+    assert hold.listed == HeldWrites(held_from=_at(100), held_until=_at(103), held_ms=2.75)
+    assert hold.ended == HeldWrites(held_from=_at(100), held_until=_at(103))
 
 
 def test_a_workload_hold_until_release_ends_with_the_release_answer() -> None:

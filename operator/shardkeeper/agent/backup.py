@@ -13,7 +13,7 @@ from shardkeeper import conventions as c
 from shardkeeper.agent import metrics
 from shardkeeper.agent.hook import WorkloadHook
 from shardkeeper.agent.operations import Operation, in_thread
-from shardkeeper.agent.settings import AgentSettings
+from shardkeeper.agent.settings import AgentSettings, cgroup_memory_limit
 from shardkeeper.agent.snapshot import (
     SKIPPED_LISTED,
     Frozen,
@@ -40,6 +40,26 @@ from shardkeeper.storage.repository import BackupRepository, EntrySpool
 
 log = structlog.get_logger(__name__)
 MB = 1_000_000
+MiB = 1 << 20
+#: What a restore of a node holds in memory: the agent's own (~80 MB) and, per entry, its node
+#: descriptor parsed whole (2.44 KB per entry at 100,000 entries; ``benchmarks/README.md``, goal 4),
+#: rounded up. A backup streams its descriptor (~0.35 KB per entry): it alone would not show when a
+#: node outgrows what its restore fits in.
+RESTORE_BASE_BYTES = 100 * MiB
+RESTORE_BYTES_PER_ENTRY = 2_600
+
+
+def restore_memory_warning(entries: int, limit: int | None) -> str | None:
+    """The warning a backup of ``entries`` entries gets when its restore would need more memory
+    than ``limit`` bytes (the agent's container limit; None: no limit), else None."""
+    needed = RESTORE_BASE_BYTES + entries * RESTORE_BYTES_PER_ENTRY
+    if limit is None or needed <= limit:
+        return None
+    return (
+        f"a restore of this node needs about {-(-needed // MiB)} MiB of memory ({entries} entries: "
+        f"it reads the node descriptor whole), above this agent's limit of {limit // MiB} MiB: raise "
+        "agent.resources.limits.memory before you need the restore"
+    )
 
 
 def worker_count(cores: int, cpu_percentage: int) -> int:
@@ -242,6 +262,10 @@ class BackupJob:
             op.set_phase(NodePhase.TRANSFERRED)
             repository = BackupRepository(self.storage)
             await in_thread(op, lambda: repository.write_node_spooled(descriptor, spool))
+        warning = restore_memory_warning(spool.entries, cgroup_memory_limit())
+        if warning is not None:
+            log.warning("backup.restore_needs_more_memory", id=op.id, node=op.node, warning=warning)
+            op.warnings.append(warning)
 
     def _upload(self, op: Operation, spool: EntrySpool) -> NodeDescriptor:
         """Uploads the frozen trees; returns the node descriptor, its entries in ``spool``."""
@@ -312,4 +336,4 @@ class BackupJob:
                 log.warning("backup.partial_upload_left", id=op.id, error=str(exc))
 
 
-__all__ = ["BackupJob", "worker_count"]
+__all__ = ["BackupJob", "restore_memory_warning", "worker_count"]

@@ -33,6 +33,9 @@ class Hold:
     release_sent_at: dt.datetime | None = None
     release_answered_mono: float | None = None
 
+    def __post_init__(self) -> None:
+        self.listed = self.listed.hold_only()
+
     @property
     def writes_resumed(self) -> bool:
         """The workload resumed writes before it answered the prepare (only compaction is paused)."""
@@ -44,7 +47,7 @@ class Hold:
         says changes nothing here: the first end recorded is the hold's)."""
         if self.ended is not None:
             return
-        self.ended, self.release_sent_at = ended, sent_at
+        self.ended, self.release_sent_at = ended.hold_only(), sent_at
         self.release_answered_mono = time.perf_counter()
 
     def window(self) -> HoldWindow:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
@@ -25,7 +27,8 @@ class WorkloadHook:
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
-    async def _post(self, name: str, body: BaseModel) -> dict[str, object]:
+    async def _post(self, name: str, body: BaseModel) -> bytes:
+        """The answer's body if it is JSON, else b"" (checked by the caller). Raises ``HookError``."""
         url = f"{self._base}/{name}"
         try:
             async with (
@@ -35,11 +38,8 @@ class WorkloadHook:
                 if resp.status >= 300:
                     text = (await resp.text())[:500]
                     raise HookError(f"workload hook {name} answered {resp.status}: {text}")
-                if resp.content_type == "application/json":
-                    data: dict[str, object] = await resp.json()
-                    return data
-                return {}
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a body not JSON
+                return await resp.read() if resp.content_type == "application/json" else b""
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise HookError(f"workload hook {name} at {url} failed: {exc!r}") from exc
 
     async def prepare(
@@ -74,18 +74,20 @@ class WorkloadHook:
         return listed
 
     @staticmethod
-    def _file_list(name: str, data: dict[str, object]) -> HookFileList:
+    def _file_list(name: str, raw: bytes) -> HookFileList:
+        """Parsed straight from the bytes: a million listed files never exist as dicts too."""
         try:
-            return HookFileList.model_validate(data)
+            return HookFileList.model_validate_json(raw or b"{}")
         except ValidationError as exc:
             raise HookError(f"workload hook {name} answered an invalid file list: {exc}") from exc
 
     async def release(self, op_id: str) -> HeldWrites:
         """Ends the hold; what the workload says about it (all fields None if it says nothing)."""
-        data = await self._post("release", HookRelease(id=op_id))
+        raw = await self._post("release", HookRelease(id=op_id))
         try:
+            data = json.loads(raw) if raw else None
             return HeldWrites.model_validate(data) if data else HeldWrites()
-        except ValidationError as exc:
+        except ValueError as exc:  # not JSON, or a ValidationError
             raise HookError(f"workload hook release answered an invalid body: {exc}") from exc
 
     async def restored(self, op_id: str, collections: list[str]) -> None:

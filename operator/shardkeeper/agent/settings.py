@@ -21,6 +21,16 @@ def _cgroup_cpu_limit(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> float | No
     return None if quota == "max" else int(quota) / int(period)
 
 
+def cgroup_memory_limit(path: Path = Path("/sys/fs/cgroup/memory.max")) -> int | None:
+    """The container's memory limit in bytes (cgroup v2 ``memory.max``: a number or "max"); None
+    when there is none or it cannot be read."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def usable_cores(env: dict[str, str] | None = None) -> int:
     """Cores this process may use: ``SHARDKEEPER_CPU_CORES`` if set, else the CPU affinity capped
     by the container's CPU limit. It bounds the worker pool together with ``cpuPercentage``."""

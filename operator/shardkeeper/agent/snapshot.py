@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -115,7 +116,8 @@ async def freeze(
         hold = Hold(listed=listed, asked_at=asked_at, asked_mono=asked_mono)
         if listed.files is None:  # deferred: the files come with the answer to resume
             return Frozen(root=staging, entries={}, hold=hold, deferred=True)
-        frozen = await asyncio.to_thread(freeze_listed, data_root, staging, listed.files, collections)
+        files, listed.files = listed.files, None  # used once: freed as they are staged
+        frozen = await asyncio.to_thread(freeze_listed, data_root, staging, _consumed(files), collections)
     except BaseException as exc:
         # The workload may be holding writes already; it must not stay paused because of us. If we
         # were interrupted (an abort), its prepare may still be running: a release sent now would
@@ -129,6 +131,14 @@ async def freeze(
         raise
     frozen.hold = hold
     return frozen
+
+
+def _consumed(files: list[HookFile]) -> Iterator[HookFile]:
+    """The files in order, each removed from ``files`` as it is taken: a million listed files are
+    freed while they are staged, so their models and the staged entries are not both held whole."""
+    files.reverse()
+    while files:
+        yield files.pop()
 
 
 async def resume(frozen: Frozen, hook: WorkloadHook, op_id: str, node: str) -> list[HookFile]:

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
 from shardkeeper.api.common import Model
 
@@ -74,8 +75,18 @@ class HeldWrites(Model):
         default=False, description="Release: the hold had already ended by itself (holdTimeoutSeconds)."
     )
 
+    def hold_only(self) -> HeldWrites:
+        """These fields alone: what a hold keeps of an answer that also lists files (a million of
+        them, otherwise kept for the whole backup)."""
+        return HeldWrites.model_validate(self.model_dump(include=set(HeldWrites.model_fields)))
 
-class HookFile(Model):
+
+@dataclass(frozen=True, slots=True, config=ConfigDict(extra="ignore"))
+class HookFile:
+    """One listed file. A dataclass with slots, not a model: a workload may list a million files,
+    and a model takes ~550 bytes each where this takes ~120 (``benchmarks/README.md``, goal 4). Its
+    field names are the same in camelCase."""
+
     path: str = Field(description="Relative to the data root; the first segment is the collection.")
     immutable: bool = Field(description="True if the workload will never modify this file in place.")
     size: int | None = Field(

@@ -2,8 +2,11 @@
 
 ``upload`` plans each collection's chunks, packs and compresses them on ``workers`` threads (each
 chunk's bytes go to the backend on an I/O thread of its own, whose commit overlaps the next chunk),
-and describes what it stored. ``download`` unpacks and verifies every chunk of the selected
-collections into a staging directory, then finishes each tree (links, directory metadata).
+and describes what it stored: each chunk's entries go to an ``EntrySpool`` on disk once it and the
+chunks before it are packed, so memory holds the frozen listing and a few chunks' worth of file
+checksums, not the descriptor (``benchmarks/README.md``, goal 4). ``download`` unpacks and verifies
+every chunk of the selected collections into a staging directory, then finishes each tree (links,
+directory metadata).
 
 Incremental backups (``Reuse``): a regular file the base backup already holds is referenced, not
 uploaded. A file that shares its inode with the live data (immutable: hard-linked into staging) is
