@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shardkeeper.agent.snapshot import freeze
-from shardkeeper.agent.staging import SnapshotError, freeze_listed
+from shardkeeper.agent.snapshot import freeze, stage
+from shardkeeper.agent.staging import Frozen, SnapshotError, freeze_listed
 from shardkeeper.api.hook import HeldWrites, HookFile, HookFileList
 
 
@@ -87,3 +87,11 @@ def test_a_hooks_listing_is_staged_in_order_and_not_kept(data: Path) -> None:
     # Neither the answer nor the hold keeps the million files a workload may list.
     assert hook.answer.files is None
     assert frozen.hold is not None and type(frozen.hold.listed) is HeldWrites
+
+
+def test_a_resumed_listing_is_staged_and_emptied(data: Path) -> None:
+    files = [HookFile(path="col/sub/000001.sst", immutable=True)]
+    frozen = Frozen(root=data.parent / "staging", entries={})
+    stage(frozen, data, files, ["col"])
+    assert [e.name for e in frozen.entries["col"]] == ["col", "col/sub", "col/sub/000001.sst"]
+    assert files == []  # the deferred answer is not held through the upload

@@ -155,7 +155,7 @@ class BackupJob:
 
     async def _resumed(self, op: Operation, frozen: Frozen) -> list[HookFile]:
         """The files of the deferred listing: resumes writes the first time, then the same answer
-        (or failure) every time."""
+        (or failure) every time. Staging empties the list (``stage``): only the transfer uses it."""
         if self._resuming is None:
             self._resuming = asyncio.ensure_future(self._resume(op, frozen))
         return await asyncio.shield(self._resuming)

@@ -175,10 +175,10 @@ async def resume(frozen: Frozen, hook: WorkloadHook, op_id: str, node: str) -> l
 
 def stage(frozen: Frozen, data_root: Path, files: list[HookFile], collections: list[str]) -> None:
     """Stages the files a ``resume`` returned into ``frozen`` (blocking: run it in a thread). The
-    workload still holds compaction, so every listed file is as it was at the hold. Raises
-    ``SnapshotError`` or ``UnsafeArchiveEntry`` naming the path."""
+    workload still holds compaction, so every listed file is as it was at the hold. ``files`` is
+    emptied as it is staged. Raises ``SnapshotError`` or ``UnsafeArchiveEntry`` naming the path."""
     try:
-        staged = freeze_listed(data_root, frozen.root, files, collections)
+        staged = freeze_listed(data_root, frozen.root, _consumed(files), collections)
     except OSError as exc:
         raise SnapshotError(f"could not freeze the file set: {exc}") from exc
     frozen.entries, frozen.skipped = staged.entries, staged.skipped
