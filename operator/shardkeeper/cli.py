@@ -52,7 +52,12 @@ def _operator(args: argparse.Namespace) -> int:
 
 def _agent(args: argparse.Namespace) -> int:
     from shardkeeper.agent.app import run
-    from shardkeeper.agent.settings import AgentSettings, immutable_patterns, read_token
+    from shardkeeper.agent.settings import (
+        AgentSettings,
+        cgroup_memory_limit,
+        immutable_patterns,
+        read_token,
+    )
 
     host, _, port = args.listen.rpartition(":")
     node = args.node or os.environ.get("POD_NAME")
@@ -74,6 +79,9 @@ def _agent(args: argparse.Namespace) -> int:
             capacity_bytes=int(os.environ["SHARDKEEPER_DATA_CAPACITY_BYTES"])
             if os.environ.get("SHARDKEEPER_DATA_CAPACITY_BYTES")
             else None,
+            memory_limit_bytes=int(os.environ["SHARDKEEPER_MEMORY_LIMIT_BYTES"])
+            if os.environ.get("SHARDKEEPER_MEMORY_LIMIT_BYTES")
+            else cgroup_memory_limit(),
         )
     )
     return 0

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from shardkeeper.agent import staging
 from shardkeeper.agent.app import REGISTRY, create_app
-from shardkeeper.agent.backup import worker_count
+from shardkeeper.agent.backup import RESTORE_BASE_BYTES, worker_count
 from shardkeeper.agent.settings import AgentSettings
 
 TOKEN = "t0ken-for-tests"
@@ -94,6 +94,32 @@ async def test_backup_prepare_commit_success(agent) -> None:  # type: ignore[no-
     assert (store / "b1" / "db-0" / "chunk-1").exists() and (store / "b1" / "db-0" / "chunk-2").exists()
     assert not any((data / ".shardkeeper" / "staging").iterdir())
     assert "operation" not in await (await client.get("/v1/node", headers=AUTH)).json()
+
+
+async def test_a_backup_whose_restore_would_not_fit_succeeds_with_a_warning(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "store"
+    (data / "articles").mkdir(parents=True)
+    (data / "articles" / "000001.sst").write_bytes(b"table")
+    store.mkdir()
+    settings = AgentSettings(
+        node="db-0", data_root=data, token=SecretStr(TOKEN), memory_limit_bytes=RESTORE_BASE_BYTES
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BACKUP_FILESYSTEM_PATH", str(store))
+        client = TestClient(TestServer(create_app(settings)))
+        await client.start_server()
+        try:
+            request = _prepare(collections=["articles"])
+            assert (await client.put("/v1/operations/b1", json=request, headers=AUTH)).status == 202
+            await _wait_phase(client, "b1", "PREPARED")
+            assert (await client.post("/v1/operations/b1/commit", headers=AUTH)).status == 200
+            done = await _wait_phase(client, "b1", "SUCCESS", "FAILED")
+        finally:
+            await client.close()
+    assert done["phase"] == "SUCCESS"
+    [warning] = done["warnings"]
+    assert "a restore of this node needs about 101 MiB" in warning and "(2 entries" in warning
+    assert "limit of 100 MiB" in warning and "agent.resources.limits.memory" in warning
 
 
 async def test_one_operation_per_node(agent) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from shardkeeper import conventions as c
 from shardkeeper.agent import metrics
 from shardkeeper.agent.hook import WorkloadHook
 from shardkeeper.agent.operations import Operation, in_thread
-from shardkeeper.agent.settings import AgentSettings, cgroup_memory_limit
+from shardkeeper.agent.settings import AgentSettings
 from shardkeeper.agent.snapshot import (
     SKIPPED_LISTED,
     Frozen,
@@ -262,7 +262,7 @@ class BackupJob:
             op.set_phase(NodePhase.TRANSFERRED)
             repository = BackupRepository(self.storage)
             await in_thread(op, lambda: repository.write_node_spooled(descriptor, spool))
-        warning = restore_memory_warning(spool.entries, cgroup_memory_limit())
+        warning = restore_memory_warning(spool.entries, self.settings.memory_limit_bytes)
         if warning is not None:
             log.warning("backup.restore_needs_more_memory", id=op.id, node=op.node, warning=warning)
             op.warnings.append(warning)

@@ -80,6 +80,9 @@ class AgentSettings:
     restores that would exceed it are refused. None: the volume's free space is the limit."""
     max_bytes_per_second: int | None = None
     """Bandwidth limit per node for transfers (SHARDKEEPER_MAX_BYTES_PER_SECOND); None: unlimited."""
+    memory_limit_bytes: int | None = field(default_factory=cgroup_memory_limit)
+    """SHARDKEEPER_MEMORY_LIMIT_BYTES, else the container's limit (cgroup v2 ``memory.max``); None:
+    none known. A backup warns when its node's restore would need more (``agent.backup``)."""
 
     @property
     def state_dir(self) -> Path:
