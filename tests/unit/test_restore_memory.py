@@ -41,6 +41,6 @@ def test_a_node_whose_restore_would_not_fit_is_warned_with_the_numbers() -> None
     assert restore_memory_warning(fits, limit) is None
     warning = restore_memory_warning(1_000_000, limit)
     assert warning is not None
-    assert "needs about 2580 MiB" in warning and "1000000 entries" in warning
+    assert "needs about 1531 MiB" in warning and "1000000 entries" in warning
     assert "limit of 512 MiB" in warning and "agent.resources.limits.memory" in warning
     assert restore_memory_warning(fits + 1, limit) is not None

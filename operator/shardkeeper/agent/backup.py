@@ -42,11 +42,11 @@ log = structlog.get_logger(__name__)
 MB = 1_000_000
 MiB = 1 << 20
 #: What a restore of a node holds in memory: the agent's own (~80 MB) and, per entry, its node
-#: descriptor parsed whole (2.44 KB per entry at 100,000 entries; ``benchmarks/README.md``, goal 4),
-#: rounded up. A backup streams its descriptor (~0.35 KB per entry): it alone would not show when a
-#: node outgrows what its restore fits in.
+#: descriptor read whole (1.34 KB per entry at 100,000 entries: the JSON and the parsed ``Entry``;
+#: ``benchmarks/README.md``, goal 4), with a margin. A backup streams its descriptor (~0.35 KB per
+#: entry): it alone would not show when a node outgrows what its restore fits in.
 RESTORE_BASE_BYTES = 100 * MiB
-RESTORE_BYTES_PER_ENTRY = 2_600
+RESTORE_BYTES_PER_ENTRY = 1_500
 
 
 def restore_memory_warning(entries: int, limit: int | None) -> str | None:

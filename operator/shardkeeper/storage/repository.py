@@ -37,6 +37,7 @@ from shardkeeper.api.descriptors import (
     NodeDescriptor,
     RestoreDescriptor,
     Versioned,
+    dump_entry,
 )
 from shardkeeper.errors import CorruptDescriptor, ObjectNotFound
 from shardkeeper.storage.base import Storage
@@ -205,7 +206,7 @@ class EntrySpool:
                 raise ValueError(f'collection "{collection}" was spooled already')
             self._end()
             self._current, self._start = collection, self._file.tell()
-        line = entry.model_dump_json(by_alias=True, exclude_none=True).encode()
+        line = dump_entry(entry)
         self._file.write(line if first else b",\n" + line)
         self.entries += 1
 
