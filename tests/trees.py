@@ -141,40 +141,39 @@ def back_up(
         reuse = Reuse(base, described)
     read: list[int] = []
     choice = CODEC_FOR_LEVEL[level]
-    spool = EntrySpool(work)
-    uploaded = upload(
-        frozen.entries,
-        root=frozen.root,
-        storage=store,
-        layout=BackupLayout(backup_id),
-        node="n0",
-        choice=choice,
-        chunk_bytes=chunk_bytes,
-        workers=2,
-        on_bytes=lambda _logical, n: read.append(n),
-        on_entries=lambda _n: None,
-        cancelled=threading.Event(),
-        spool=spool,
-        reuse=reuse,
-    )
-    repo.write_node_spooled(
-        NodeDescriptor(
-            format_version=3 if base else 2,
-            id=backup_id,
+    with EntrySpool(work) as spool:
+        uploaded = upload(
+            frozen.entries,
+            root=frozen.root,
+            storage=store,
+            layout=BackupLayout(backup_id),
             node="n0",
-            status=Phase.SUCCESS,
-            started_at=dt.datetime.now(dt.UTC),
-            codec=choice.codec,
-            compression_level=level,
-            collections=uploaded.collections,
-            bytes=0,
-            stored_bytes=0,
-            file_count=0,
-            base=base,
-        ),
-        spool,
-    )
-    spool.close()
+            choice=choice,
+            chunk_bytes=chunk_bytes,
+            workers=2,
+            on_bytes=lambda _logical, n: read.append(n),
+            on_entries=lambda _n: None,
+            cancelled=threading.Event(),
+            spool=spool,
+            reuse=reuse,
+        )
+        repo.write_node_spooled(
+            NodeDescriptor(
+                format_version=3 if base else 2,
+                id=backup_id,
+                node="n0",
+                status=Phase.SUCCESS,
+                started_at=dt.datetime.now(dt.UTC),
+                codec=choice.codec,
+                compression_level=level,
+                collections=uploaded.collections,
+                bytes=0,
+                stored_bytes=0,
+                file_count=0,
+                base=base,
+            ),
+            spool,
+        )
     described = repo.node_descriptor(backup_id, "n0")
     assert described is not None
     return described, sum(read)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from shardkeeper.agent.app import create_app
+from shardkeeper.agent.hook import HookError, WorkloadHook
 from shardkeeper.agent.settings import AgentSettings
+from shardkeeper.agent.snapshot import freeze
+from shardkeeper.api.hook import HeldWrites
 
 AUTH = {"Authorization": "Bearer tok"}
 
@@ -355,3 +359,78 @@ async def test_a_hold_that_ended_by_itself_before_staging_ended_fails_the_node(d
     assert failed["phase"] == "FAILED"
     assert "ended its hold by itself (its hold timeout) before the files were staged" in failed["error"]
     assert hook.calls == ["prepare", "resume", "release"] and not staging.exists()
+
+
+async def _answering(
+    routes: dict[str, tuple[int, bytes]],
+) -> tuple[TestServer, WorkloadHook]:
+    """A workload that answers each endpoint with a fixed status and body (JSON content type)."""
+
+    def handler(status: int, body: bytes) -> Any:
+        async def answer(_: web.Request) -> web.Response:
+            return web.Response(status=status, body=body, content_type="application/json")
+
+        return answer
+
+    app = web.Application()
+    for name, (status, body) in routes.items():
+        app.router.add_post(f"/{name}", handler(status, body))
+    server = TestServer(app)
+    await server.start_server()
+    return server, WorkloadHook(str(server.make_url("/")), timeout=10)
+
+
+async def test_a_name_that_is_not_utf8_is_listed_and_staged(tmp_path: Path) -> None:
+    # A workload written in Python lists os.walk's names as json.dumps writes them: an undecodable
+    # byte is a lone surrogate escape, which the fast JSON parser refuses.
+    data = tmp_path / "data"
+    (data / "c").mkdir(parents=True)
+    raw_name = b"x\xff\xfe.sst"
+    (data / "c").joinpath(raw_name.decode("utf-8", "surrogateescape")).write_bytes(b"table")
+    name = "c/" + raw_name.decode("utf-8", "surrogateescape")
+    body = json.dumps({"files": [{"path": name, "immutable": True}]}).encode()
+    assert b"\\udcff" in body
+    server, hook = await _answering({"prepare": (200, body), "release": (200, b"{}")})
+    try:
+        frozen = await freeze(
+            op_id="b",
+            collections=["c"],
+            data_root=data,
+            staging=tmp_path / "staging",
+            hook=hook,
+            immutable_patterns=(),
+            hold_timeout=60,
+        )
+    finally:
+        await server.close()
+    assert [e.name for e in frozen.entries["c"]] == ["c", name]
+    assert (tmp_path / "staging" / name).read_bytes() == b"table"
+
+
+async def test_a_blank_release_answer_says_nothing_and_a_garbled_error_is_a_hook_error() -> None:
+    server, hook = await _answering({"release": (200, b" \n")})
+    try:
+        assert await hook.release("b") == HeldWrites()
+    finally:
+        await server.close()
+    server, hook = await _answering({"release": (500, b"\xff\xfe oops"), "prepare": (503, b"\xff")})
+    try:
+        with pytest.raises(HookError, match="answered 500"):
+            await hook.release("b")
+        with pytest.raises(HookError, match="answered 503"):
+            await hook.prepare("b", ["c"], hold_timeout=60)
+    finally:
+        await server.close()
+
+
+async def test_a_file_list_that_is_not_json_or_not_a_list_is_a_hook_error() -> None:
+    for body, why in (
+        (b"{not json", "invalid file list"),
+        (b'{"files": [{"path": 3}]}', "invalid file list"),
+    ):
+        server, hook = await _answering({"prepare": (200, body)})
+        try:
+            with pytest.raises(HookError, match=why):
+                await hook.prepare("b", ["c"], hold_timeout=60)
+        finally:
+            await server.close()

@@ -166,3 +166,16 @@ def test_a_failing_job_is_raised_with_or_without_a_consumer() -> None:
         with pytest.raises(OSError, match="job 5 failed"):
             run_chunks(2, [lambda n=n: job(n) for n in range(20)], cancelled, consume)
         assert cancelled.is_set()
+
+
+def test_a_collection_the_spool_lacks_is_written_without_entries(tmp_path: Path) -> None:
+    repo = BackupRepository(FilesystemStorage(root=tmp_path / "store"))
+    root = Entry.make("a", EntryType.DIR, mode=0o755, mtime_ns=0)
+    with EntrySpool(tmp_path) as spool:
+        spool.add("a", root)
+        empty = CollectionEntry(name="e", bytes=0, entries=[], chunks=[])
+        repo.write_node_spooled(
+            _descriptor([CollectionEntry(name="a", bytes=0, entries=[], chunks=[]), empty]), spool
+        )
+    read = repo.node_descriptor("b", "n0")
+    assert read is not None and [(c.name, c.entries) for c in read.collections] == [("a", [root]), ("e", [])]

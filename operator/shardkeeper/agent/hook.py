@@ -36,7 +36,7 @@ class WorkloadHook:
                 session.post(url, json=body.model_dump(mode="json", by_alias=True)) as resp,
             ):
                 if resp.status >= 300:
-                    text = (await resp.text())[:500]
+                    text = (await resp.text(errors="replace"))[:500]
                     raise HookError(f"workload hook {name} answered {resp.status}: {text}")
                 return await resp.read() if resp.content_type == "application/json" else b""
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -75,17 +75,25 @@ class WorkloadHook:
 
     @staticmethod
     def _file_list(name: str, raw: bytes) -> HookFileList:
-        """Parsed straight from the bytes: a million listed files never exist as dicts too."""
+        """Parsed straight from the bytes: a million listed files never exist as dicts too. JSON the
+        fast parser refuses is parsed as ``json`` does: a workload written in Python lists a name
+        that is not UTF-8 as a lone surrogate escape (``"\\udcff"``), which ``json`` accepts (PEP 383:
+        the agent's paths carry the same surrogates)."""
         try:
-            return HookFileList.model_validate_json(raw or b"{}")
-        except ValidationError as exc:
+            try:
+                return HookFileList.model_validate_json(raw if raw.strip() else b"{}")
+            except ValidationError as exc:
+                if exc.errors()[0]["type"] != "json_invalid":
+                    raise
+            return HookFileList.model_validate(json.loads(raw))
+        except ValueError as exc:  # not JSON, or a ValidationError
             raise HookError(f"workload hook {name} answered an invalid file list: {exc}") from exc
 
     async def release(self, op_id: str) -> HeldWrites:
         """Ends the hold; what the workload says about it (all fields None if it says nothing)."""
         raw = await self._post("release", HookRelease(id=op_id))
         try:
-            data = json.loads(raw) if raw else None
+            data = json.loads(raw) if raw.strip() else None
             return HeldWrites.model_validate(data) if data else HeldWrites()
         except ValueError as exc:  # not JSON, or a ValidationError
             raise HookError(f"workload hook release answered an invalid body: {exc}") from exc

@@ -150,11 +150,15 @@ class BackupRepository:
 
     def write_node_spooled(self, descriptor: NodeDescriptor, spool: EntrySpool) -> None:
         """Writes ``descriptor`` with each collection's entries taken from ``spool``: its own
-        collections carry no entries, and they are the spool's collections in the spool's order.
+        collections carry no entries, and hold the spool's collections in the spool's order (one
+        the spool lacks has none).
         Streams: memory is one block of the spool. Raises ``ValueError`` if the two disagree, and
         what the backend raises."""
         names = [col.name for col in descriptor.collections]
-        if names != spool.collections or any(col.entries for col in descriptor.collections):
+        spooled = spool.collections
+        if [n for n in names if n in spooled] != spooled or any(
+            col.entries for col in descriptor.collections
+        ):
             raise ValueError("the descriptor's collections are not the spool's, or carry entries")
         body = descriptor.model_dump(mode="json", by_alias=True, exclude_none=True)
         collections = body.pop("collections")
