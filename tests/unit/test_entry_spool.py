@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from shardkeeper.api.common import Codec, CompressionLevel, Phase
 from shardkeeper.api.descriptors import ChunkEntry, CollectionEntry, Entry, EntryType, NodeDescriptor
 from shardkeeper.archive.transfer import run_chunks
+from shardkeeper.errors import CorruptDescriptor
 from shardkeeper.storage.filesystem import FilesystemStorage
 from shardkeeper.storage.layout import BackupLayout
 from shardkeeper.storage.repository import BackupRepository, EntrySpool
@@ -179,3 +180,16 @@ def test_a_collection_the_spool_lacks_is_written_without_entries(tmp_path: Path)
         )
     read = repo.node_descriptor("b", "n0")
     assert read is not None and [(c.name, c.entries) for c in read.collections] == [("a", [root]), ("e", [])]
+
+
+def test_a_corrupt_entry_is_named_by_its_first_field_in_declared_order(tmp_path: Path) -> None:
+    store = FilesystemStorage(root=tmp_path / "store")
+    body = json.loads(_descriptor([]).model_dump_json(by_alias=True))
+    body["collections"] = [
+        {"name": "col", "bytes": 0, "chunks": [], "entries": [{"path": "col/x", "type": "fil", "mode": -1}]}
+    ]
+    store.put_bytes(BackupLayout("b").node_descriptor("n0"), json.dumps(body).encode())
+    with pytest.raises(
+        CorruptDescriptor, match=r"entries\.0\.type: Input should be .* \(and 1 more problems\)"
+    ):
+        BackupRepository(store).node_descriptor("b", "n0")

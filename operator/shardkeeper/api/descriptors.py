@@ -72,7 +72,7 @@ class Entry:
 
     path: str | None = Field(default=None, description="The path, when its bytes are valid UTF-8.")
     path_b64: str | None = Field(default=None, description="The path's bytes in base64, otherwise.")
-    type: EntryType
+    type: EntryType = Field()  # a Field keeps the declared validation order (errors name it first)
     mode: int = Field(
         ge=0, le=0o7777, description="Permission bits; writers never record setuid/setgid/sticky."
     )
@@ -95,7 +95,7 @@ class Entry:
         default=None, ge=1, description="The chunk (in the collection) holding the entry."
     )
     target: str | None = Field(default=None, description="Symbolic links: the target; hard links: the path.")
-    target_b64: str | None = None
+    target_b64: str | None = Field(default=None)
     data: list[tuple[int, int]] | None = Field(
         default=None, description="Sparse files: the (offset, length) data segments; the rest are holes."
     )
