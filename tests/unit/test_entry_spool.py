@@ -100,14 +100,18 @@ def test_a_spool_refuses_a_collection_it_left(tmp_path: Path) -> None:
             spool.add("a", entry)
 
 
+def _bare(name: str) -> CollectionEntry:
+    """A collection as ``write_node_spooled`` takes it: no entries (the spool's), no chunks."""
+    return CollectionEntry(name=name, bytes=0, entries=[], chunks=[])
+
+
 def test_a_descriptor_that_is_not_the_spools_is_refused(tmp_path: Path) -> None:
     repo = BackupRepository(FilesystemStorage(root=tmp_path / "store"))
     entry = Entry.make("a", EntryType.DIR, mode=0o755, mtime_ns=0)
     with EntrySpool(tmp_path) as spool:
         spool.add("a", entry)
-        other = CollectionEntry(name="b", bytes=0, entries=[], chunks=[])
         with pytest.raises(ValueError, match="not the spool's"):
-            repo.write_node_spooled(_descriptor([other]), spool)
+            repo.write_node_spooled(_descriptor([_bare("b")]), spool)
         carrying = CollectionEntry(name="a", bytes=0, entries=[entry], chunks=[])
         with pytest.raises(ValueError, match="carry entries"):
             repo.write_node_spooled(_descriptor([carrying]), spool)
@@ -174,10 +178,7 @@ def test_a_collection_the_spool_lacks_is_written_without_entries(tmp_path: Path)
     root = Entry.make("a", EntryType.DIR, mode=0o755, mtime_ns=0)
     with EntrySpool(tmp_path) as spool:
         spool.add("a", root)
-        empty = CollectionEntry(name="e", bytes=0, entries=[], chunks=[])
-        repo.write_node_spooled(
-            _descriptor([CollectionEntry(name="a", bytes=0, entries=[], chunks=[]), empty]), spool
-        )
+        repo.write_node_spooled(_descriptor([_bare("a"), _bare("e")]), spool)
     read = repo.node_descriptor("b", "n0")
     assert read is not None and [(c.name, c.entries) for c in read.collections] == [("a", [root]), ("e", [])]
 

@@ -118,10 +118,10 @@ def run_chunks(
     failure: BaseException | None = None
     finished: queue.SimpleQueue[Future[T]] = queue.SimpleQueue()
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunk") as pool:
-        futures: list[Future[T] | None] = [pool.submit(job) for job in jobs]
-        for f in futures:
-            assert f is not None
+        submitted = [pool.submit(job) for job in jobs]
+        for f in submitted:
             f.add_done_callback(finished.put)
+        futures: list[Future[T] | None] = list(submitted)
         ready = 0  # the results before this one are consumed
         for _ in range(len(futures)):
             failure = finished.get().exception()
@@ -137,9 +137,9 @@ def run_chunks(
                     failure = exc
             if failure is not None:
                 cancelled.set()
-                for f in futures:
-                    if f is not None:
-                        f.cancel()
+                for waiting in futures:
+                    if waiting is not None:
+                        waiting.cancel()
                 break
     if failure is not None:
         raise failure
@@ -171,7 +171,7 @@ class _Collection:
     """A collection's totals while its entries are spooled."""
 
     chunks: int
-    """Chunks this backup stores for it (numbered 1..chunks; referenced ones come after)."""
+    """Chunk numbers given: its own chunks (1..k), then the chunks it references."""
     bytes: int = 0
     allocated: int = 0
 
@@ -215,24 +215,25 @@ def upload(
             if e.name in reused:
                 on_bytes(e.size, 0)
     plans: list[tuple[str, int, str, list[SourceEntry]]] = []
+    totals: dict[str, _Collection] = {}
     for collection, entries in trees.items():
-        own = [e for e in entries if e.name not in reused]
-        for n, part in enumerate(plan_chunks(own, chunk_bytes), start=1):
+        parts = plan_chunks([e for e in entries if e.name not in reused], chunk_bytes)
+        totals[collection] = _Collection(chunks=len(parts))
+        for n, part in enumerate(parts, start=1):
             plans.append((collection, n, layout.chunk_key(len(plans) + 1), part))
-    totals = {name: _Collection(chunks=sum(1 for plan in plans if plan[0] == name)) for name in trees}
     # A referenced chunk gets the next number in its collection, in the order its files come.
     referenced: dict[tuple[str, str, str], ChunkEntry] = {}
     for name, found in reused.items():
         collection = name.partition("/")[0]
         where = (collection, found.chunk.backup or "", found.chunk.key)
         if where not in referenced:
-            n = totals[collection].chunks + 1 + sum(1 for c, _, _ in referenced if c == collection)
-            referenced[where] = found.chunk.model_copy(update={"n": n})
+            totals[collection].chunks += 1
+            referenced[where] = found.chunk.model_copy(update={"n": totals[collection].chunks})
     # At most a few chunks are in flight (packed, their commit not yet done), not more.
     in_flight = threading.BoundedSemaphore(workers + 1)
     commits: list[Future[None]] = []
     digests: dict[str, HashingWriter] = {}
-    stored: list[tuple[str, PackedChunk]] = []  # (key, packed without its files), in plan order
+    stored: list[PackedChunk] = []  # without their files, in plan order
 
     def pack(index: int) -> tuple[int, PackedChunk]:
         _, _, key, part = plans[index]
@@ -261,39 +262,20 @@ def upload(
         """Spools the entries of a packed chunk (and, before a collection's first chunk, the
         collection's referenced files), in plan order."""
         index, packed = result
-        collection, n, key, part = plans[index]
+        collection, n, _, part = plans[index]
         if n == 1:
             for e in trees[collection]:
                 found = reused.get(e.name) if e.type is EntryType.FILE else None
                 if found is not None:
-                    where = (collection, found.chunk.backup or "", found.chunk.key)
                     base = found.entry
-                    _spool(
-                        spool,
-                        totals[collection],
-                        collection,
-                        e,
-                        referenced[where].n,
-                        sha256=base.sha256,
-                        data=base.data,
-                        gen=base.gen,
-                    )
+                    where = (collection, found.chunk.backup or "", found.chunk.key)
+                    content = {"sha256": base.sha256, "data": base.data, "gen": base.gen}
+                    _spool(spool, totals[collection], collection, e, referenced[where].n, **content)
         for e in part:
             f = packed.files.get(e.name) if e.type is EntryType.FILE else None
-            if f is None:
-                _spool(spool, totals[collection], collection, e, n)
-            else:
-                _spool(
-                    spool,
-                    totals[collection],
-                    collection,
-                    e,
-                    n,
-                    sha256=f.sha256,
-                    data=f.data,
-                    gen=f.generation,
-                )
-        stored.append((key, dataclasses.replace(packed, files={})))
+            content = {} if f is None else {"sha256": f.sha256, "data": f.data, "gen": f.generation}
+            _spool(spool, totals[collection], collection, e, n, **content)
+        stored.append(dataclasses.replace(packed, files={}))
 
     try:
         run_chunks(workers, [functools.partial(pack, i) for i in range(len(plans))], cancelled, describe)
@@ -304,7 +286,7 @@ def upload(
     if cancelled.is_set():
         raise Cancelled
     chunks: dict[str, list[ChunkEntry]] = {name: [] for name in trees}
-    for (collection, n, key, part), (_, packed) in zip(plans, stored, strict=True):
+    for (collection, n, key, part), packed in zip(plans, stored, strict=True):
         chunks[collection].append(
             ChunkEntry(
                 n=n,
