@@ -18,7 +18,8 @@ from shardkeeper.agent.app import create_app
 from shardkeeper.agent.hook import HookError, WorkloadHook
 from shardkeeper.agent.settings import AgentSettings
 from shardkeeper.agent.snapshot import freeze
-from shardkeeper.api.hook import HeldWrites
+from shardkeeper.agent.staging import SnapshotError
+from shardkeeper.api.hook import HeldWrites, HookFile
 
 AUTH = {"Authorization": "Bearer tok"}
 
@@ -425,8 +426,8 @@ async def test_a_blank_release_answer_says_nothing_and_a_garbled_error_is_a_hook
 
 async def test_a_file_list_that_is_not_json_or_not_a_list_is_a_hook_error() -> None:
     for body, why in (
-        (b"{not json", "invalid file list"),
-        (b'{"files": [{"path": 3}]}', "invalid file list"),
+        (b"{not json", "prepare answered an invalid file list"),
+        (b'{"files": {"path": "c/f"}}', "prepare answered an invalid file list: files: not a list"),
     ):
         server, hook = await _answering({"prepare": (200, body)})
         try:
@@ -434,3 +435,54 @@ async def test_a_file_list_that_is_not_json_or_not_a_list_is_a_hook_error() -> N
                 await hook.prepare("b", ["c"], hold_timeout=60)
         finally:
             await server.close()
+
+
+async def test_an_invalid_listed_file_is_a_hook_error_naming_it_when_it_is_read() -> None:
+    body = b'{"files": [{"path": "c/a", "immutable": true}, {"path": 3}]}'
+    server, hook = await _answering({"prepare": (200, body)})
+    try:
+        listed = await hook.prepare("b", ["c"], hold_timeout=60)
+    finally:
+        await server.close()
+    assert listed.count == 2
+    files = listed.files()
+    assert next(files) == HookFile(path="c/a", immutable=True)
+    with pytest.raises(HookError, match=r"prepare listed an invalid file \(files\[1\]\)"):
+        next(files)
+
+
+async def test_a_freeze_that_meets_an_invalid_listed_file_fails_naming_it_and_releases(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    (data / "c").mkdir(parents=True)
+    (data / "c" / "a").write_bytes(b"table")
+    released: list[bytes] = []
+
+    async def release(request: web.Request) -> web.Response:
+        released.append(await request.read())
+        return web.json_response({})
+
+    async def prepare(_: web.Request) -> web.Response:
+        body = b'{"files": [{"path": "c/a", "immutable": true}, {"path": "c/b", "immutable": "often"}]}'
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/prepare", prepare)
+    app.router.add_post("/release", release)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        with pytest.raises(SnapshotError, match=r"(?s)listed an invalid file \(files\[1\]\).*immutable"):
+            await freeze(
+                op_id="b",
+                collections=["c"],
+                data_root=data,
+                staging=tmp_path / "staging",
+                hook=WorkloadHook(str(server.make_url("/")), timeout=10),
+                immutable_patterns=(),
+                hold_timeout=60,
+            )
+    finally:
+        await server.close()
+    assert [json.loads(body)["id"] for body in released] == ["b"]

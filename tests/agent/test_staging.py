@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shardkeeper.agent.hook import Listing
 from shardkeeper.agent.snapshot import freeze, stage
 from shardkeeper.agent.staging import Frozen, SnapshotError, freeze_listed
 from shardkeeper.api.hook import HeldWrites, HookFile, HookFileList
@@ -59,9 +60,10 @@ class _ListingHook:
     """A workload hook that lists the files it was given (prepare) and answers every release."""
 
     def __init__(self, paths: list[str]) -> None:
-        self.answer = HookFileList(files=[HookFile(path=p, immutable=True) for p in paths])
+        answer = HookFileList(files=[HookFile(path=p, immutable=True) for p in paths])
+        self.answer = Listing.parse("prepare", answer.model_dump_json(by_alias=True).encode())
 
-    async def prepare(self, op_id: str, collections: list[str], **_: object) -> HookFileList:
+    async def prepare(self, op_id: str, collections: list[str], **_: object) -> Listing:
         return self.answer
 
     async def release(self, op_id: str) -> HeldWrites:
@@ -85,13 +87,15 @@ def test_a_hooks_listing_is_staged_in_order_and_not_kept(data: Path) -> None:
     names = [e.name for e in frozen.entries["col"]]
     assert names == ["col", "col/sub", "col/sub/000002.sst", "col/sub/000001.sst"]
     # Neither the answer nor the hold keeps the million files a workload may list.
-    assert hook.answer.files is None
+    with pytest.raises(RuntimeError, match="read already"):
+        next(hook.answer.files())
     assert frozen.hold is not None and type(frozen.hold.listed) is HeldWrites
 
 
-def test_a_resumed_listing_is_staged_and_emptied(data: Path) -> None:
-    files = [HookFile(path="col/sub/000001.sst", immutable=True)]
+def test_a_resumed_listing_is_staged_and_dropped(data: Path) -> None:
+    listed = _ListingHook(["col/sub/000001.sst"]).answer
     frozen = Frozen(root=data.parent / "staging", entries={})
-    stage(frozen, data, files, ["col"])
+    stage(frozen, data, listed, ["col"])
     assert [e.name for e in frozen.entries["col"]] == ["col", "col/sub", "col/sub/000001.sst"]
-    assert files == []  # the deferred answer is not held through the upload
+    with pytest.raises(RuntimeError, match="read already"):  # not held through the upload
+        next(listed.files())

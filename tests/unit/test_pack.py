@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from shardkeeper.api.common import Codec, CompressionLevel
 from shardkeeper.api.descriptors import EntryType
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-from shardkeeper.archive.pack import SourceEntry, pack_chunk, plan_chunks
+from shardkeeper.archive.pack import pack_chunk, plan_chunks
 from shardkeeper.archive.prefetch import Cancelled, ChangedAfterSnapshot
+from shardkeeper.archive.source import SourceEntry
 from shardkeeper.storage.checksum import HashingWriter
 from shardkeeper.storage.filesystem import FilesystemStorage
 
@@ -35,15 +36,21 @@ def _files(*sizes: int) -> list[SourceEntry]:
     return [_file(f"c/f{i}", s) for i, s in enumerate(sizes)]
 
 
+def _plan(entries: list[SourceEntry], target_bytes: int, **kw: int) -> list[list[SourceEntry]]:
+    return [
+        entries[r.start : r.stop] for r in plan_chunks([e.data_size for e in entries], target_bytes, **kw)
+    ]
+
+
 def test_plan_groups_small_files_and_isolates_big_ones() -> None:
-    chunks = plan_chunks(_files(10, 20, 30, 100, 5, 60, 50), target_bytes=64)
+    chunks = _plan(_files(10, 20, 30, 100, 5, 60, 50), target_bytes=64)
     assert [[f.size for f in c] for c in chunks] == [[10, 20, 30], [100], [5], [60], [50]]
 
 
 def test_plan_never_makes_a_chunk_of_directories_alone() -> None:
     root = SourceEntry(name="c", type=EntryType.DIR, mode=0o755, mtime_ns=0)
     sub = SourceEntry(name="c/d", type=EntryType.DIR, mode=0o755, mtime_ns=0)
-    chunks = plan_chunks([root, sub, _file("c/d/big", 100), _file("c/d/small", 10)], target_bytes=64)
+    chunks = _plan([root, sub, _file("c/d/big", 100), _file("c/d/small", 10)], target_bytes=64)
     assert [[e.name for e in c] for c in chunks] == [["c", "c/d", "c/d/big"], ["c/d/small"]]
 
 
@@ -52,7 +59,7 @@ def test_plan_of_nothing_is_nothing() -> None:
 
 
 def test_plan_bounds_the_entries_of_a_chunk() -> None:
-    chunks = plan_chunks(_files(*[1] * 7), target_bytes=64, max_entries=3)
+    chunks = _plan(_files(*[1] * 7), target_bytes=64, max_entries=3)
     assert [len(c) for c in chunks] == [3, 3, 1]
 
 
@@ -65,7 +72,7 @@ def test_a_plan_keeps_every_entry_in_order_within_both_bounds(
     sizes: list[int], target: int, max_entries: int
 ) -> None:
     entries = _files(*sizes)
-    chunks = plan_chunks(entries, target_bytes=target, max_entries=max_entries)
+    chunks = _plan(entries, target_bytes=target, max_entries=max_entries)
     assert [e for c in chunks for e in c] == entries
     for c in chunks:
         assert 1 <= len(c) <= max_entries

@@ -15,7 +15,8 @@ import pytest
 from shardkeeper.api.common import Codec, CompressionLevel
 from shardkeeper.api.descriptors import Entry, EntryType
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL, compressor
-from shardkeeper.archive.pack import SourceEntry, pack_chunk
+from shardkeeper.archive.pack import pack_chunk
+from shardkeeper.archive.source import SourceEntry
 from shardkeeper.archive.unpack import ExpectedChunk, unpack_chunk
 from shardkeeper.errors import IntegrityError, UnsafeArchiveEntry
 from shardkeeper.storage.checksum import HashingWriter

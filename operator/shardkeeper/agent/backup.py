@@ -11,7 +11,7 @@ import structlog
 
 from shardkeeper import conventions as c
 from shardkeeper.agent import metrics
-from shardkeeper.agent.hook import WorkloadHook
+from shardkeeper.agent.hook import Listing, WorkloadHook
 from shardkeeper.agent.operations import Operation, in_thread
 from shardkeeper.agent.settings import AgentSettings
 from shardkeeper.agent.snapshot import (
@@ -29,7 +29,6 @@ from shardkeeper.agent.throttle import Throttle
 from shardkeeper.api.agent import NodePhase, PrepareBackup
 from shardkeeper.api.common import Consistency, Phase, utcnow
 from shardkeeper.api.descriptors import NodeDescriptor, Skipped
-from shardkeeper.api.hook import HookFile
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
 from shardkeeper.archive.transfer import Reuse, upload
 from shardkeeper.archive.tree import shown
@@ -93,7 +92,7 @@ class BackupJob:
         self.uploading = False
         #: The resume of a deferred listing (its files), once asked: later releases and the
         #: transfer await it.
-        self._resuming: asyncio.Future[list[HookFile]] | None = None
+        self._resuming: asyncio.Future[Listing] | None = None
 
     # --- phase 1 -------------------------------------------------------------------------------
 
@@ -153,23 +152,23 @@ class BackupJob:
             return
         await self._resumed(op, frozen)
 
-    async def _resumed(self, op: Operation, frozen: Frozen) -> list[HookFile]:
+    async def _resumed(self, op: Operation, frozen: Frozen) -> Listing:
         """The files of the deferred listing: resumes writes the first time, then the same answer
-        (or failure) every time. Staging empties the list (``stage``): only the transfer uses it."""
+        (or failure) every time. Staging reads the files (once: ``stage``): only the transfer does."""
         if self._resuming is None:
             self._resuming = asyncio.ensure_future(self._resume(op, frozen))
         return await asyncio.shield(self._resuming)
 
-    async def _resume(self, op: Operation, frozen: Frozen) -> list[HookFile]:
+    async def _resume(self, op: Operation, frozen: Frozen) -> Listing:
         assert self.hook is not None
         try:
-            files = await resume(frozen, self.hook, op.id, op.node)
+            listed = await resume(frozen, self.hook, op.id, op.node)
         finally:
             op.held = False
             if frozen.hold is not None:
                 op.hold = frozen.hold.window()
         self._record_pause(op)
-        return files
+        return listed
 
     async def _stage_pending(self, op: Operation) -> None:
         """Stages what the resume listed, then ends the compaction hold, then checks the tree as a
@@ -178,9 +177,9 @@ class BackupJob:
         assert frozen is not None
         if self._resuming is None and not frozen.deferred:
             return  # staged at prepare
-        files = await self._resumed(op, frozen)  # resumed now if the release never came
+        listed = await self._resumed(op, frozen)  # resumed now if the release never came
         collections = op.collections
-        await in_thread(op, lambda: stage(frozen, self.settings.data_root, files, collections))
+        await in_thread(op, lambda: stage(frozen, self.settings.data_root, listed, collections))
         self._staged(op)
         await self._end_staged_hold(op)
         await asyncio.to_thread(check_frozen, frozen)

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ValidationError
+import ijson
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shardkeeper.api.hook import (
     HeldWrites,
-    HookFileList,
+    HookFile,
     HookPrepare,
     HookRelease,
     HookRestored,
     HookResume,
 )
 from shardkeeper.errors import ShardkeeperError
+
+_HELD_KEYS = frozenset(field.alias or name for name, field in HeldWrites.model_fields.items())
+_HOOK_FILE: TypeAdapter[HookFile] = TypeAdapter(HookFile)
+_VALUE_EVENTS = frozenset(("start_map", "start_array", "string", "number", "boolean", "null"))
 
 
 class HookError(ShardkeeperError):
@@ -50,9 +58,9 @@ class WorkloadHook:
         hold_timeout: float,
         resume_writes: bool = False,
         defer_listing: bool = False,
-    ) -> HookFileList:
-        """The file list (None only if ``defer_listing`` was asked and the workload deferred it) and,
-        if the workload says, when it held writes. Raises ``HookError``."""
+    ) -> Listing:
+        """The file list (no files only if ``defer_listing`` was asked and the workload deferred it)
+        and, if the workload says, when it held writes. Raises ``HookError``."""
         request = HookPrepare(
             id=op_id,
             collections=collections,
@@ -60,34 +68,18 @@ class WorkloadHook:
             resume_writes_after_listing=resume_writes,
             defer_listing=defer_listing,
         )
-        listed = self._file_list("prepare", await self._post("prepare", request))
-        if listed.files is None and not defer_listing:
+        listed = Listing.parse("prepare", await self._post("prepare", request))
+        if listed.count is None and not defer_listing:
             raise HookError("workload hook prepare answered no files")
         return listed
 
-    async def resume(self, op_id: str) -> HookFileList:
+    async def resume(self, op_id: str) -> Listing:
         """Resumes writes after a deferred listing (compaction stays paused until ``release``): the
         files as they were at the hold, and when writes were held. Raises ``HookError``."""
-        listed = self._file_list("resume", await self._post("resume", HookResume(id=op_id)))
-        if listed.files is None:
+        listed = Listing.parse("resume", await self._post("resume", HookResume(id=op_id)))
+        if listed.count is None:
             raise HookError("workload hook resume answered no files")
         return listed
-
-    @staticmethod
-    def _file_list(name: str, raw: bytes) -> HookFileList:
-        """Parsed straight from the bytes: a million listed files never exist as dicts too. JSON the
-        fast parser refuses is parsed as ``json`` does: a workload written in Python lists a name
-        that is not UTF-8 as a lone surrogate escape (``"\\udcff"``), which ``json`` accepts (PEP 383:
-        the agent's paths carry the same surrogates)."""
-        try:
-            try:
-                return HookFileList.model_validate_json(raw if raw.strip() else b"{}")
-            except ValidationError as exc:
-                if exc.errors()[0]["type"] != "json_invalid":
-                    raise
-            return HookFileList.model_validate(json.loads(raw))
-        except ValueError as exc:  # not JSON, or a ValidationError
-            raise HookError(f"workload hook {name} answered an invalid file list: {exc}") from exc
 
     async def release(self, op_id: str) -> HeldWrites:
         """Ends the hold; what the workload says about it (all fields None if it says nothing)."""
@@ -100,3 +92,101 @@ class WorkloadHook:
 
     async def restored(self, op_id: str, collections: list[str]) -> None:
         await self._post("restored", HookRestored(id=op_id, collections=collections))
+
+
+class Listing:
+    """A workload's answer to prepare or resume (``api.hook.HookFileList``), read from its bytes in
+    two passes (ijson): ``parse`` checks the whole answer and reads when writes were held and how
+    many files it lists; ``files`` reads the files, one validated ``HookFile`` at a time, so a million
+    listed files never exist as objects at once (``benchmarks/README.md``, goal 4)."""
+
+    def __init__(
+        self, name: str, raw: bytes, held: HeldWrites, count: int | None, backend: ModuleType
+    ) -> None:
+        self._name, self._backend = name, backend
+        self._raw: bytes | None = raw
+        self.held = held
+        """When the workload held writes, as it says (every field None if it says nothing)."""
+        self.count = count
+        """How many files it lists; None if the answer has no ``files`` (a deferred listing)."""
+
+    @classmethod
+    def parse(cls, name: str, raw: bytes) -> Listing:
+        """The answer to ``name`` (prepare or resume), checked whole. A workload written in Python
+        lists a name that is not UTF-8 as a lone surrogate escape (``"\\udcff"``), as ``json`` does
+        (PEP 383: the agent's paths carry the same surrogates), and may write an integer beyond 64
+        bits; the fast parser (yajl) refuses both, so an answer it refuses is read again with ijson's
+        pure-Python parser. Raises ``HookError``: not JSON, not an
+        object, ``files`` neither a list nor null, or a field of the hold invalid."""
+        if not raw.strip():
+            return cls(name, b"", HeldWrites(), None, ijson)
+        backend: ModuleType = ijson
+        try:
+            try:
+                held, count = _scan(raw, backend)
+            except (ijson.JSONError, UnicodeDecodeError) as fast:
+                backend = ijson.get_backend("python")
+                try:
+                    held, count = _scan(raw, backend)
+                except (ijson.JSONError, UnicodeDecodeError):
+                    raise fast from None  # the fast parser's words: they show where
+        except (ijson.JSONError, ValueError) as exc:  # ValueError: not UTF-8, or a ValidationError
+            why = _first_line(exc) if isinstance(exc, ijson.JSONError) else str(exc)
+            raise HookError(f"workload hook {name} answered an invalid file list: {why}") from None
+        return cls(name, raw, held, count, backend)
+
+    def files(self) -> Iterator[HookFile]:
+        """The listed files, in order; once only: the answer is dropped when they are first read
+        (read again, raises ``RuntimeError``). Raises ``HookError`` naming the first invalid one
+        (``files[i]``)."""
+        raw, self._raw = self._raw, None
+        if raw is None:
+            raise RuntimeError(f"the files the workload hook's {self._name} listed were read already")
+        if self.count is None:
+            return
+        for i, item in enumerate(self._backend.items(raw, "files.item", use_float=True)):
+            try:
+                yield _HOOK_FILE.validate_python(item)
+            except ValidationError as exc:
+                raise HookError(
+                    f"workload hook {self._name} listed an invalid file (files[{i}]): {exc}"
+                ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    """A parse error's first line: yajl's next lines quote the answer around the error (its message
+    may be bytes)."""
+    text = exc.args[0] if exc.args else ""
+    return (text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)).partition("\n")[0]
+
+
+def _scan(raw: bytes, backend: ModuleType) -> tuple[HeldWrites, int | None]:
+    """The first pass of ``Listing.parse``: every event of the answer, keeping the hold's fields and
+    counting the files. Raises ``ijson.JSONError``, ``UnicodeDecodeError``, ``ValidationError`` or
+    ``ValueError``."""
+    held: dict[str, Any] = {}
+    count: int | None = None
+    files_keys = 0
+    events = backend.parse(raw, use_float=True)
+    first = next(events)
+    if first[1] != "start_map":
+        raise ValueError("the answer is not a JSON object")
+    for prefix, event, value in events:
+        if prefix == "files.item":
+            if event in _VALUE_EVENTS and count is not None:
+                count += 1
+        elif prefix == "":
+            if event == "map_key" and value == "files":
+                files_keys += 1
+            elif event == "map_key" and value.startswith("files."):
+                raise ValueError(f'an unknown field "{value}" reads as the listed files\' own')
+        elif prefix == "files":
+            if event == "start_array":
+                count = 0
+            elif event != "null" and event != "end_array":
+                raise ValueError("files: not a list")
+        elif prefix in _HELD_KEYS and event in _VALUE_EVENTS:  # a list or object: refused as such
+            held[prefix] = {} if event == "start_map" else [] if event == "start_array" else value
+    if files_keys > 1:
+        raise ValueError("files: given twice")
+    return HeldWrites.model_validate(held), count

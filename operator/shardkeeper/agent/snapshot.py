@@ -10,13 +10,12 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
 
 from shardkeeper.agent.hold import Hold
-from shardkeeper.agent.hook import HookError, WorkloadHook
+from shardkeeper.agent.hook import HookError, Listing, WorkloadHook
 from shardkeeper.agent.staging import (
     SKIPPED_LISTED,
     Frozen,
@@ -26,7 +25,7 @@ from shardkeeper.agent.staging import (
     freeze_listed,
 )
 from shardkeeper.api.common import collection_name_problem, utcnow
-from shardkeeper.api.hook import HeldWrites, HookFile
+from shardkeeper.api.hook import HeldWrites
 from shardkeeper.archive.tree import shown
 
 log = structlog.get_logger(__name__)
@@ -113,11 +112,10 @@ async def freeze(
     )
     try:
         listed = await asyncio.shield(prepare)
-        hold = Hold(listed=listed, asked_at=asked_at, asked_mono=asked_mono)
-        if listed.files is None:  # deferred: the files come with the answer to resume
+        hold = Hold(listed=listed.held, asked_at=asked_at, asked_mono=asked_mono)
+        if listed.count is None:  # deferred: the files come with the answer to resume
             return Frozen(root=staging, entries={}, hold=hold, deferred=True)
-        files, listed.files = listed.files, None  # used once: freed as they are staged
-        frozen = await asyncio.to_thread(freeze_listed, data_root, staging, _consumed(files), collections)
+        frozen = await asyncio.to_thread(freeze_listed, data_root, staging, listed.files(), collections)
     except BaseException as exc:
         # The workload may be holding writes already; it must not stay paused because of us. If we
         # were interrupted (an abort), its prepare may still be running: a release sent now would
@@ -133,15 +131,7 @@ async def freeze(
     return frozen
 
 
-def _consumed(files: list[HookFile]) -> Iterator[HookFile]:
-    """The files in order, each removed from ``files`` as it is taken: a million listed files are
-    freed while they are staged, so their models and the staged entries are not both held whole."""
-    files.reverse()
-    while files:
-        yield files.pop()
-
-
-async def resume(frozen: Frozen, hook: WorkloadHook, op_id: str, node: str) -> list[HookFile]:
+async def resume(frozen: Frozen, hook: WorkloadHook, op_id: str, node: str) -> Listing:
     """Ends the write hold of a ``deferred`` freeze (compaction stays paused until ``release``) and
     returns the files as they were at the hold, to ``stage``. Raises ``SnapshotError`` (the freeze
     stays ``deferred``: nothing can be staged, so the node's backup must fail); the caller then ends
@@ -155,8 +145,8 @@ async def resume(frozen: Frozen, hook: WorkloadHook, op_id: str, node: str) -> l
     except HookError as exc:
         hold.released(HeldWrites(), sent_at)
         raise SnapshotError(f"could not resume writes and list the files: {exc}") from exc
-    hold.released(listed, sent_at)
-    if listed.expired:
+    hold.released(listed.held, sent_at)
+    if listed.held.expired:
         raise SnapshotError(
             "the workload ended its hold by itself (its hold timeout) before the release: no cut"
         )
@@ -166,20 +156,20 @@ async def resume(frozen: Frozen, hook: WorkloadHook, op_id: str, node: str) -> l
         "snapshot.resumed",
         id=op_id,
         node=node,
-        files=len(listed.files or ()),
+        files=listed.count,
         pause_ms=round(pause_ms, 2) if pause_ms is not None else None,
         measured_by=hold.window().measured_by,
     )
-    return listed.files or []
+    return listed
 
 
-def stage(frozen: Frozen, data_root: Path, files: list[HookFile], collections: list[str]) -> None:
-    """Stages the files a ``resume`` returned into ``frozen`` (blocking: run it in a thread). The
-    workload still holds compaction, so every listed file is as it was at the hold. ``files`` is
-    emptied as it is staged. Raises ``SnapshotError`` or ``UnsafeArchiveEntry`` naming the path."""
+def stage(frozen: Frozen, data_root: Path, listed: Listing, collections: list[str]) -> None:
+    """Stages the files a ``resume`` listed into ``frozen`` (blocking: run it in a thread), reading
+    them from ``listed`` (once). The workload still holds compaction, so every listed file is as it
+    was at the hold. Raises ``SnapshotError`` or ``UnsafeArchiveEntry`` naming the path."""
     try:
-        staged = freeze_listed(data_root, frozen.root, _consumed(files), collections)
-    except OSError as exc:
+        staged = freeze_listed(data_root, frozen.root, listed.files(), collections)
+    except (OSError, HookError) as exc:
         raise SnapshotError(f"could not freeze the file set: {exc}") from exc
     frozen.entries, frozen.skipped = staged.entries, staged.skipped
 

@@ -35,7 +35,7 @@ from shardkeeper.agent.filecopy import copy_file, copy_prefix
 from shardkeeper.agent.hold import Hold
 from shardkeeper.api.descriptors import EntryType
 from shardkeeper.api.hook import HookFile
-from shardkeeper.archive.pack import SourceEntry
+from shardkeeper.archive.source import SourceEntry, SourceTree
 from shardkeeper.archive.tree import MODE_MASK, check_path, check_tree, shown
 from shardkeeper.errors import ShardkeeperError, UnsafeArchiveEntry
 
@@ -63,7 +63,7 @@ def check_frozen(frozen: Frozen) -> None:
 class Frozen:
     root: Path
     """Staging directory: files are at ``root/<collection>/...``."""
-    entries: dict[str, list[SourceEntry]]
+    entries: dict[str, SourceTree]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """(path, why) of what was left out: sockets, FIFOs, devices, files gone before they were frozen."""
     hold: Hold | None = None
@@ -76,7 +76,7 @@ class Frozen:
 
     @property
     def bytes(self) -> int:
-        return sum(e.data_size for entries in self.entries.values() for e in entries)
+        return sum(tree.data_bytes for tree in self.entries.values())
 
     @property
     def count(self) -> int:
@@ -94,11 +94,15 @@ class _Stager:
     def __init__(self, data_root: Path, staging: Path, *, hookless: bool) -> None:
         self._src, self._dst = str(data_root), str(staging)
         self.hookless = hookless
-        self.entries: dict[str, dict[str, SourceEntry]] = {}
+        self.entries: dict[str, SourceTree] = {}
+        #: The names recorded, with a hook only: a workload may list a name twice, or a directory
+        #: that was recorded already as the parent of a file listed before it.
+        self._seen: set[str] = set()
         self.skipped: list[tuple[str, str]] = []
         self._inodes: dict[tuple[str, int, int], str] = {}
         self._made: set[str] = set()
-        self.linked: list[tuple[str, os.stat_result]] = []
+        self.linked: list[tuple[str, int, os.stat_result]] = []
+        """(collection, index in its tree, staged stat) of each hard-linked file, hookless."""
         #: One int object per distinct mode, uid and gid: they repeat over a node's entries, and
         #: each stat makes new ones (28 bytes each, 84 per entry: 84 MB for a million files).
         self._ints: dict[int, int] = {}
@@ -115,15 +119,20 @@ class _Stager:
             )
         if not stat.S_ISDIR(st.st_mode):
             raise SnapshotError(f'collection "{shown(name)}" is not a directory')
-        self.entries[name] = {}
+        self.entries[name] = SourceTree()
         self._record(name, name, EntryType.DIR, st)
 
     def _record(
         self, collection: str, name: str, type_: EntryType, st: os.stat_result, **more: object
     ) -> None:
+        if not self.hookless:
+            self._seen.add(name)
+        self.entries[collection].append(self._entry(name, type_, st, **more))
+
+    def _entry(self, name: str, type_: EntryType, st: os.stat_result, **more: object) -> SourceEntry:
         same = self._ints.setdefault
         mode = stat.S_IMODE(st.st_mode) & MODE_MASK
-        self.entries[collection][name] = SourceEntry(
+        return SourceEntry(
             name=name,
             type=type_,
             mode=same(mode, mode),
@@ -170,7 +179,7 @@ class _Stager:
             os.link(src, dst, follow_symlinks=False)
             if self.hookless:  # the baseline of the re-check: the same inode, its ctime counting our link
                 st = os.lstat(dst)
-                self.linked.append((name, st))
+                self.linked.append((collection, len(self.entries[collection]), st))
             self._record(collection, name, EntryType.FILE, st, size=st.st_size, linked=True, ino=st.st_ino)
         else:
             st = self._copy(name, src, dst, st)
@@ -202,22 +211,23 @@ class _Stager:
 
     def recheck_linked(self) -> None:
         """Hookless: a hard-linked file that changed while the others were staged is copied instead."""
-        for name, staged in self.linked:
+        for collection, index, staged in self.linked:
+            tree = self.entries[collection]
+            name = tree.names[index]
             try:
                 now = os.lstat(f"{self._src}/{name}")
             except FileNotFoundError:
                 continue  # deleted after it was frozen: the staged link holds it as it was
             if _fingerprint(now) == _fingerprint(staged):
                 continue
-            collection = name.partition("/")[0]
             log.info("snapshot.relinked_file_changed", path=shown(name))
             st = self._copy(name, f"{self._src}/{name}", f"{self._dst}/{name}", now)
-            self._record(collection, name, EntryType.FILE, st, size=st.st_size, ino=st.st_ino)
+            tree[index] = self._entry(name, EntryType.FILE, st, size=st.st_size, ino=st.st_ino)
         self.linked.clear()
 
     def frozen(self, staging: Path) -> Frozen:
-        entries = {name: list(found.values()) for name, found in self.entries.items()}
-        return Frozen(root=staging, entries=entries, skipped=self.skipped)
+        self._seen.clear()
+        return Frozen(root=staging, entries=self.entries, skipped=self.skipped)
 
     # --- with a hook: the workload's list ---------------------------------------------------------
 
@@ -245,9 +255,10 @@ class _Stager:
                     raise SnapshotError(
                         f'workload hook listed "{shown(name)}", below "{shown(parent)}", not a directory'
                     )
-                self._record(collection, parent, EntryType.DIR, st)
+                if parent not in self._seen:
+                    self._record(collection, parent, EntryType.DIR, st)
                 checked.add(parent)
-            if name in self.entries[collection]:
+            if name in self._seen:
                 continue
             st = self._listed_stat(name, name)
             self.add(collection, name, st, immutable=f.immutable, prefix=f.size)
@@ -275,7 +286,7 @@ class _Stager:
                     names = sorted(entry.name for entry in it)
             except FileNotFoundError:
                 self.skip(directory, "removed before it was frozen: left out")
-                self.entries[collection].pop(directory, None)
+                self.entries[collection].remove_last(directory)
                 continue
             subdirs = []
             for base in names:

@@ -31,6 +31,7 @@ from shardkeeper.archive.prefetch import (
     Opened,
     Prefetcher,
 )
+from shardkeeper.archive.source import SourceEntry
 from shardkeeper.archive.sparse import sparse_map_block
 from shardkeeper.archive.tree import MODE_MASK
 from shardkeeper.storage.base import Writer
@@ -45,28 +46,6 @@ PLAIN_BLOCK = 256 * 1024
 #: chunk is described) is bounded by it, whatever the chunk size, so a million small files take
 #: a hundred chunks, not one.
 CHUNK_MAX_ENTRIES = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class SourceEntry:
-    """One frozen entry. Regular files are read from ``<staging>/<name>``; the others carry all
-    they need. ``linked``: the staged file is the live file's inode (a hard link), so it is checked
-    for changes after it is read."""
-
-    name: str
-    type: EntryType
-    mode: int
-    mtime_ns: int
-    uid: int = 0
-    gid: int = 0
-    size: int = 0
-    link: str | None = None
-    linked: bool = False
-    ino: int = 0
-
-    @property
-    def data_size(self) -> int:
-        return self.size if self.type is EntryType.FILE else 0
 
 
 @dataclass(frozen=True)
@@ -89,34 +68,30 @@ class PackedChunk:
     """Of the stored bytes: set by the caller, whose writer hashed them."""
 
 
-def plan_chunks(
-    entries: Sequence[SourceEntry], target_bytes: int, max_entries: int = CHUNK_MAX_ENTRIES
-) -> list[list[SourceEntry]]:
+def plan_chunks(sizes: Sequence[int], target_bytes: int, max_entries: int = CHUNK_MAX_ENTRIES) -> list[range]:
     """Groups entries, in order, into chunks of about ``target_bytes`` of file content and at most
-    ``max_entries`` entries.
+    ``max_entries`` entries: ``sizes`` are the entries' bytes of content (``SourceTree.data_sizes``),
+    the result each chunk's range of indices into them.
 
     A file larger than the target gets a chunk of its own, so that big immutable files stay
     addressable one by one. Entries without content (directories, links) go with their neighbours.
     """
-    chunks: list[list[SourceEntry]] = []
-    current: list[SourceEntry] = []
-    current_bytes = 0
-    for e in entries:
-        size = e.data_size
+    chunks: list[range] = []
+    start = current_bytes = 0
+    for i, size in enumerate(sizes):
         big = size >= target_bytes
-        if len(current) >= max_entries or (
-            current and current_bytes and (big or current_bytes + size > target_bytes)
+        if i - start >= max_entries or (
+            i > start and current_bytes and (big or current_bytes + size > target_bytes)
         ):
-            chunks.append(current)
-            current, current_bytes = [], 0
+            chunks.append(range(start, i))
+            start, current_bytes = i, 0
         if big:  # with the directories and links just before it, if any: never a chunk of those alone
-            chunks.append([*current, e])
-            current, current_bytes = [], 0
+            chunks.append(range(start, i + 1))
+            start, current_bytes = i + 1, 0
             continue
-        current.append(e)
         current_bytes += size
-    if current:
-        chunks.append(current)
+    if start < len(sizes):
+        chunks.append(range(start, len(sizes)))
     return chunks
 
 

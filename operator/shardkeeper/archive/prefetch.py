@@ -20,7 +20,7 @@ from shardkeeper.archive.tree import shown
 from shardkeeper.errors import ShardkeeperError
 
 if TYPE_CHECKING:
-    from shardkeeper.archive.pack import SourceEntry
+    from shardkeeper.archive.source import SourceEntry
 
 COPY_BUFFER = 1 << 20
 _ZEROS = bytes(COPY_BUFFER)

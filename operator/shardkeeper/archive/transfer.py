@@ -33,8 +33,9 @@ from typing import TypeVar
 from shardkeeper.api.common import Codec
 from shardkeeper.api.descriptors import ChunkEntry, CollectionEntry, Entry, EntryType, NodeDescriptor
 from shardkeeper.archive.codecs import CodecChoice
-from shardkeeper.archive.pack import PackedChunk, SourceEntry, pack_chunk, plan_chunks
+from shardkeeper.archive.pack import PackedChunk, pack_chunk, plan_chunks
 from shardkeeper.archive.prefetch import COPY_BUFFER, Cancelled
+from shardkeeper.archive.source import SourceEntry, SourceTree
 from shardkeeper.archive.sparse import inode_generation
 from shardkeeper.archive.tree import finish_tree
 from shardkeeper.archive.unpack import ExpectedChunk, unpack_chunk
@@ -116,15 +117,22 @@ def run_chunks(
     are in, and not kept (returns []). A failure of ``consume`` stops the jobs too."""
     results: list[T] = []
     failure: BaseException | None = None
-    finished: queue.SimpleQueue[Future[T]] = queue.SimpleQueue()
+    # Each job's failure or None as it ends: the futures themselves (their results) are held only
+    # in ``futures``, and dropped from it once consumed.
+    finished: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+
+    def ended(f: Future[T]) -> None:
+        finished.put(None if f.cancelled() else f.exception())
+
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunk") as pool:
-        submitted = [pool.submit(job) for job in jobs]
-        for f in submitted:
-            f.add_done_callback(finished.put)
-        futures: list[Future[T] | None] = list(submitted)
+        futures: list[Future[T] | None] = []
+        for job in jobs:
+            submitted = pool.submit(job)
+            submitted.add_done_callback(ended)
+            futures.append(submitted)
         ready = 0  # the results before this one are consumed
         for _ in range(len(futures)):
-            failure = finished.get().exception()
+            failure = finished.get()
             while failure is None and ready < len(futures):
                 future = futures[ready]
                 if future is None or not future.done():
@@ -177,7 +185,7 @@ class _Collection:
 
 
 def upload(
-    trees: dict[str, list[SourceEntry]],
+    trees: dict[str, SourceTree],
     *,
     root: Path,
     storage: Storage,
@@ -214,13 +222,15 @@ def upload(
         for e in files:
             if e.name in reused:
                 on_bytes(e.size, 0)
-    plans: list[tuple[str, int, str, list[SourceEntry]]] = []
+    # (collection, chunk number, key, its entries: a range of the collection's own tree)
+    plans: list[tuple[str, int, str, SourceTree, range]] = []
     totals: dict[str, _Collection] = {}
-    for collection, entries in trees.items():
-        parts = plan_chunks([e for e in entries if e.name not in reused], chunk_bytes)
+    for collection, tree in trees.items():
+        own = tree.without(reused) if reused else tree
+        parts = plan_chunks(own.data_sizes, chunk_bytes)
         totals[collection] = _Collection(chunks=len(parts))
         for n, part in enumerate(parts, start=1):
-            plans.append((collection, n, layout.chunk_key(len(plans) + 1), part))
+            plans.append((collection, n, layout.chunk_key(len(plans) + 1), own, part))
     # A referenced chunk gets the next number in its collection, in the order its files come.
     referenced: dict[tuple[str, str, str], ChunkEntry] = {}
     for name, found in reused.items():
@@ -236,7 +246,8 @@ def upload(
     stored: list[PackedChunk] = []  # without their files, in plan order
 
     def pack(index: int) -> tuple[int, PackedChunk]:
-        _, _, key, part = plans[index]
+        _, _, key, own, span = plans[index]
+        part = own[span.start : span.stop]
         in_flight.acquire()
         hashing = digests[key] = HashingWriter(storage.open_writer(layout.chunk(node, key)))
         writer = BackgroundWriter(hashing)  # hashes on its I/O thread
@@ -251,7 +262,7 @@ def upload(
 
         def committed(_: Future[None]) -> None:
             in_flight.release()
-            on_entries(len(part))
+            on_entries(len(span))
 
         commit = writer.commit_later()
         commit.add_done_callback(committed)
@@ -262,16 +273,17 @@ def upload(
         """Spools the entries of a packed chunk (and, before a collection's first chunk, the
         collection's referenced files), in plan order."""
         index, packed = result
-        collection, n, _, part = plans[index]
-        if n == 1:
-            for e in trees[collection]:
-                found = reused.get(e.name) if e.type is EntryType.FILE else None
+        collection, n, _, own, span = plans[index]
+        if n == 1 and reused:
+            tree = trees[collection]
+            for i, name in enumerate(tree.names):
+                found = reused.get(name)  # regular files only
                 if found is not None:
-                    base = found.entry
+                    e, base = tree[i], found.entry
                     where = (collection, found.chunk.backup or "", found.chunk.key)
                     content = {"sha256": base.sha256, "data": base.data, "gen": base.gen}
                     _spool(spool, totals[collection], collection, e, referenced[where].n, **content)
-        for e in part:
+        for e in own[span.start : span.stop]:
             f = packed.files.get(e.name) if e.type is EntryType.FILE else None
             content = {} if f is None else {"sha256": f.sha256, "data": f.data, "gen": f.generation}
             _spool(spool, totals[collection], collection, e, n, **content)
@@ -286,7 +298,7 @@ def upload(
     if cancelled.is_set():
         raise Cancelled
     chunks: dict[str, list[ChunkEntry]] = {name: [] for name in trees}
-    for (collection, n, key, part), packed in zip(plans, stored, strict=True):
+    for (collection, n, key, _, span), packed in zip(plans, stored, strict=True):
         chunks[collection].append(
             ChunkEntry(
                 n=n,
@@ -294,7 +306,7 @@ def upload(
                 blake3=digests[key].hexdigest(),
                 size=packed.size,
                 raw_size=packed.raw_size,
-                files=len(part),
+                files=len(span),
             )
         )
     for (collection, _, _), chunk in referenced.items():
@@ -310,8 +322,8 @@ def upload(
             )
             for name in trees
         ],
-        files=sum(1 for entries in trees.values() for e in entries if e.type is EntryType.FILE),
-        bytes_reused=sum(e.size for entries in trees.values() for e in entries if e.name in reused),
+        files=sum(tree.files for tree in trees.values()),
+        bytes_reused=sum(found.entry.size for found in reused.values()),
     )
 
 

@@ -1,0 +1,193 @@
+"""A node's frozen entries, as packing reads them: ``SourceEntry`` one by one, held in columns.
+
+A node may freeze a million small files, and its listing is held from the freeze until the last
+chunk is packed. As one object each they took ~330 bytes (the object, its large ints, a dict slot);
+a ``SourceTree`` holds the name and ~40 bytes of fixed-width fields per entry (typed arrays), and
+makes the objects only when they are read (``benchmarks/README.md``, goal 4).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Container, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import overload
+
+from shardkeeper.api.descriptors import EntryType
+
+_TYPES = tuple(EntryType)
+_CODES = {t: i for i, t in enumerate(_TYPES)}
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class SourceEntry:
+    """One frozen entry. Regular files are read from ``<staging>/<name>``; the others carry all
+    they need. ``linked``: the staged file is the live file's inode (a hard link), so it is checked
+    for changes after it is read."""
+
+    name: str
+    type: EntryType
+    mode: int
+    mtime_ns: int
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    link: str | None = None
+    linked: bool = False
+    ino: int = 0
+
+    @property
+    def data_size(self) -> int:
+        return self.size if self.type is EntryType.FILE else 0
+
+
+class SourceTree(Sequence[SourceEntry]):
+    """A collection's frozen entries in order, in columns. Ranges: ``mode`` 0..0o177777, ``uid`` and
+    ``gid`` 0..2**32-1 (Linux's uid_t), ``size`` 0..2**63-1 bytes (regular files only: the other
+    entries read back with 0), ``ino`` 0..2**64-1, ``mtime_ns`` any time a 64-bit ``time_t`` holds; out
+    of range raises ``OverflowError``. Indexing with a slice
+    gives a list of entries."""
+
+    __slots__ = (
+        "_gid",
+        "_ino",
+        "_linked",
+        "_links",
+        "_mode",
+        "_nsec",
+        "_sec",
+        "_size",
+        "_type",
+        "_uid",
+        "names",
+    )
+
+    def __init__(self, entries: Iterable[SourceEntry] = ()) -> None:
+        self.names: list[str] = []
+        self._type = bytearray()
+        self._linked = bytearray()
+        self._mode = array("H")
+        self._uid = array("I")
+        self._gid = array("I")
+        self._sec = array("q")
+        self._nsec = array("I")
+        self._size = array("q")
+        self._ino = array("Q")
+        self._links: dict[int, str] = {}
+        """Link targets by index: only symbolic and hard links have one."""
+        for e in entries:
+            self.append(e)
+
+    def append(self, e: SourceEntry) -> None:
+        sec, nsec = divmod(e.mtime_ns, _NS)
+        index = len(self.names)
+        try:
+            self._type.append(_CODES[e.type])
+            self._linked.append(e.linked)
+            self._mode.append(e.mode)
+            self._uid.append(e.uid)
+            self._gid.append(e.gid)
+            self._sec.append(sec)
+            self._nsec.append(nsec)
+            self._size.append(e.data_size)
+            self._ino.append(e.ino)
+        except OverflowError:  # a value out of range: the tree stays as it was
+            for column in self._columns():
+                del column[index:]
+            raise
+        if e.link is not None:
+            self._links[index] = e.link
+        self.names.append(e.name)
+
+    def __setitem__(self, index: int, e: SourceEntry) -> None:
+        """Replaces the entry at ``index`` (the same position: a file re-frozen after it changed)."""
+        sec, nsec = divmod(e.mtime_ns, _NS)
+        self._mode[index], self._uid[index], self._gid[index] = e.mode, e.uid, e.gid
+        self._sec[index], self._nsec[index], self._size[index], self._ino[index] = (
+            sec,
+            nsec,
+            e.data_size,
+            e.ino,
+        )
+        self._type[index], self._linked[index] = _CODES[e.type], e.linked
+        self._links.pop(index, None)
+        if e.link is not None:
+            self._links[index] = e.link
+        self.names[index] = e.name
+
+    def remove_last(self, name: str) -> None:
+        """Removes the last entry named ``name`` (a directory that vanished before it was walked);
+        a linear search from the end: for rare events only. Raises ``ValueError`` if there is none."""
+        index = len(self.names) - 1 - self.names[::-1].index(name)
+        for column in self._columns():
+            del column[index]
+        del self.names[index]
+        self._links = {i - (i > index): link for i, link in self._links.items() if i != index}
+
+    def _columns(self) -> tuple[bytearray | array[int], ...]:
+        return (
+            self._type,
+            self._linked,
+            self._mode,
+            self._uid,
+            self._gid,
+            self._sec,
+            self._nsec,
+            self._size,
+            self._ino,
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _entry(self, i: int) -> SourceEntry:
+        return SourceEntry(
+            name=self.names[i],
+            type=_TYPES[self._type[i]],
+            mode=self._mode[i],
+            mtime_ns=self._sec[i] * _NS + self._nsec[i],
+            uid=self._uid[i],
+            gid=self._gid[i],
+            size=self._size[i],
+            link=self._links.get(i),
+            linked=bool(self._linked[i]),
+            ino=self._ino[i],
+        )
+
+    @overload
+    def __getitem__(self, index: int) -> SourceEntry: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[SourceEntry]: ...
+
+    def __getitem__(self, index: int | slice) -> SourceEntry | list[SourceEntry]:
+        if isinstance(index, slice):
+            return [self._entry(i) for i in range(*index.indices(len(self.names)))]
+        if not -len(self.names) <= index < len(self.names):
+            raise IndexError(index)
+        return self._entry(index % len(self.names))
+
+    def __iter__(self) -> Iterator[SourceEntry]:
+        return (self._entry(i) for i in range(len(self.names)))
+
+    @property
+    def data_sizes(self) -> Sequence[int]:
+        """Each entry's bytes of content, in order (0 for all but regular files)."""
+        return self._size
+
+    @property
+    def data_bytes(self) -> int:
+        return sum(self._size)
+
+    @property
+    def files(self) -> int:
+        """How many entries are regular files."""
+        return self._type.count(_CODES[EntryType.FILE])
+
+    def without(self, names: Container[str]) -> SourceTree:
+        """A copy without the entries named in ``names``."""
+        return SourceTree(self._entry(i) for i, name in enumerate(self.names) if name not in names)
+
+
+__all__ = ["SourceEntry", "SourceTree"]

@@ -1,0 +1,108 @@
+"""A workload hook's listing read as a stream (``agent.hook.Listing``): the same files and hold as the
+whole answer parsed by ``json`` and the schema models, and the same answers refused."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shardkeeper.agent.hook import HookError, Listing
+from shardkeeper.api.hook import HeldWrites, HookFile, HookFileList
+
+# Names as a workload lists them: any text, lone surrogates included (an undecodable byte, PEP 383).
+names = st.text(
+    st.characters(codec=None, exclude_categories=("Cs",)) | st.sampled_from("\udcff\udc80/"), min_size=1
+)
+files = st.fixed_dictionaries(
+    {"path": names, "immutable": st.booleans()},
+    optional={"size": st.none() | st.integers(0, 2**64), "extra": st.recursive(st.integers(), st.lists)},
+)
+holds = st.fixed_dictionaries(
+    {},
+    optional={
+        "heldFrom": st.sampled_from(["2026-12-01T10:00:00Z", "2026-12-01T10:00:00.5+01:00"]),
+        "heldUntil": st.none() | st.just("2026-12-01T10:00:01Z"),
+        "heldMs": st.floats(0, 1e6) | st.integers(0, 10**6),
+        "expired": st.booleans(),
+        "workload": st.recursive(
+            st.none() | st.text(), lambda c: st.lists(c) | st.dictionaries(st.text(), c)
+        ),
+    },
+)
+
+
+def _read(answer: dict[str, Any]) -> tuple[HeldWrites, list[HookFile] | None]:
+    listed = Listing.parse("prepare", json.dumps(answer).encode())
+    got = list(listed.files())
+    assert listed.count == (None if answer.get("files") is None else len(got))
+    return listed.held, (got if listed.count is not None else None)
+
+
+@given(holds, st.none() | st.lists(files, max_size=8))
+def test_a_listing_reads_as_the_whole_answer_parsed_by_the_models(hold: dict[str, Any], listed: Any) -> None:
+    answer = {**hold, "files": listed} if listed is not None else hold
+    whole = HookFileList.model_validate(json.loads(json.dumps(answer)))
+    held, got = _read(answer)
+    assert held == HeldWrites.model_validate(whole.model_dump(include=set(HeldWrites.model_fields)))
+    assert got == whole.files
+
+
+def test_a_blank_answer_lists_nothing() -> None:
+    listed = Listing.parse("resume", b" \n")
+    assert (listed.held, listed.count, list(listed.files())) == (HeldWrites(), None, [])
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"[]", "not a JSON object"),
+        (b'"files"', "not a JSON object"),
+        (b'{"files": [] } trailing', "trailing garbage"),
+        (b'{"files": [', "premature EOF"),
+        (b'{"files": {"path": "c/a"}}', "files: not a list"),
+        (b'{"files": "c/a"}', "files: not a list"),
+        (b'{"files": [], "files": []}', "files: given twice"),
+        (b'{"files": [], "files.item": {"path": "c/x", "immutable": true}}', 'field "files.item"'),
+        (b'{"files": [], "heldMs": -1}', "held_ms|heldMs"),
+        (b'{"files": [], "heldFrom": {"at": "2026-12-01T10:00:00Z"}}', "held_from|heldFrom"),
+        (b'{"files": [], "expired": [true]}', "expired"),
+        (b'{"files": ["c/\xff"]}', "invalid bytes in UTF8 string.$"),
+    ],
+)
+def test_an_answer_that_is_not_a_file_list_is_refused_whole(body: bytes, why: str) -> None:
+    with pytest.raises(
+        HookError, match=f"(?s)workload hook prepare answered an invalid file list: .*({why})"
+    ):
+        Listing.parse("prepare", body)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        '"c/a"',
+        "3",
+        '{"path": 3, "immutable": true}',
+        '{"path": "c/a"}',
+        '{"path": "c/a", "immutable": true, "size": -1}',
+    ],
+)
+def test_an_invalid_file_is_refused_naming_it_when_it_is_read(item: str) -> None:
+    listed = Listing.parse(
+        "resume", f'{{"files": [{{"path": "c/ok", "immutable": false}}, {item}]}}'.encode()
+    )
+    assert listed.count == 2
+    read = listed.files()
+    assert next(read).path == "c/ok"
+    with pytest.raises(HookError, match=r"workload hook resume listed an invalid file \(files\[1\]\)"):
+        next(read)
+
+
+def test_the_files_are_read_once() -> None:
+    listed = Listing.parse("prepare", b'{"files": [{"path": "c/a", "immutable": true}]}')
+    assert [f.path for f in listed.files()] == ["c/a"]
+    with pytest.raises(RuntimeError, match="read already"):
+        next(listed.files())

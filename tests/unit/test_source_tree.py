@@ -1,0 +1,84 @@
+"""``SourceTree``: a collection's frozen entries in columns read back exactly as they were added."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shardkeeper.api.descriptors import EntryType
+from shardkeeper.archive.source import SourceEntry, SourceTree
+
+NS = 1_000_000_000
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> SourceEntry:
+    type_ = draw(st.sampled_from(EntryType))
+    return SourceEntry(
+        name=draw(st.text(min_size=1, max_size=12)),
+        type=type_,
+        mode=draw(st.integers(0, 0o777)),
+        # Any 64-bit time_t in nanoseconds: before 1970, and past 2262 (more than 2**63 ns).
+        mtime_ns=draw(st.integers(-(2**63) * NS, (2**63 - 1) * NS + NS - 1)),
+        uid=draw(st.integers(0, 2**32 - 1)),
+        gid=draw(st.integers(0, 2**32 - 1)),
+        size=draw(st.integers(0, 2**63 - 1)) if type_ is EntryType.FILE else 0,
+        link=draw(st.none() | st.text(min_size=1, max_size=8)),
+        linked=draw(st.booleans()),
+        ino=draw(st.integers(0, 2**64 - 1)),
+    )
+
+
+@given(st.lists(entries(), max_size=20))
+def test_entries_read_back_as_they_were_added(added: list[SourceEntry]) -> None:
+    tree = SourceTree(added)
+    assert len(tree) == len(added)
+    assert list(tree) == added
+    assert [tree[i] for i in range(-len(added), len(added))] == added + added
+    assert tree[1:-1] == added[1:-1]
+    assert list(tree.data_sizes) == [e.data_size for e in added]
+    assert tree.data_bytes == sum(e.data_size for e in added)
+    assert tree.files == sum(e.type is EntryType.FILE for e in added)
+
+
+@given(st.lists(entries(), min_size=1, max_size=20), st.data())
+def test_an_entry_replaced_or_removed_leaves_the_others_as_they_were(
+    added: list[SourceEntry], data: st.DataObject
+) -> None:
+    tree = SourceTree(added)
+    index = data.draw(st.integers(0, len(added) - 1))
+    other = data.draw(entries())
+    tree[index] = other
+    expected = [*added[:index], other, *added[index + 1 :]]
+    assert list(tree) == expected
+    last = max(i for i, e in enumerate(expected) if e.name == other.name)
+    tree.remove_last(other.name)
+    del expected[last]
+    assert list(tree) == expected
+    assert list(tree.without({other.name})) == [e for e in expected if e.name != other.name]
+
+
+def test_a_value_out_of_range_is_refused_and_leaves_the_tree_as_it_was() -> None:
+    first = SourceEntry(name="c", type=EntryType.DIR, mode=0o755, mtime_ns=5, link=None)
+    tree = SourceTree([first])
+    for bad in ({"uid": 2**32}, {"size": 2**63}, {"ino": 2**64}, {"mtime_ns": 2**63 * NS}, {"gid": -1}):
+        fields: dict[str, int] = {"mtime_ns": 0, **bad}
+        entry = SourceEntry(name="c/f", type=EntryType.FILE, mode=0o644, **fields)  # type: ignore[arg-type]
+        with pytest.raises(OverflowError):
+            tree.append(entry)
+        assert list(tree) == [first]
+
+
+def test_sizes_are_kept_for_regular_files_only() -> None:
+    link = SourceEntry(name="c/l", type=EntryType.SYMLINK, mode=0o777, mtime_ns=0, size=12, link="x")
+    assert SourceTree([link])[0].size == 0
+
+
+def test_indexing_past_either_end_raises() -> None:
+    tree = SourceTree([SourceEntry(name="c", type=EntryType.DIR, mode=0o755, mtime_ns=0)])
+    for index in (1, -2):
+        with pytest.raises(IndexError):
+            tree[index]
+    with pytest.raises(ValueError):
+        tree.remove_last("absent")
