@@ -143,6 +143,44 @@ def test_results_are_consumed_in_job_order_and_not_kept() -> None:
     assert kept == []
 
 
+def test_a_slow_job_holds_back_at_most_a_window_of_jobs_after_it() -> None:
+    lock = threading.Lock()
+    started: list[int] = []
+    consumed: list[int] = []
+    ahead: list[int] = []  # at each start: jobs started and not consumed, this one included
+
+    def job(n: int) -> int:
+        with lock:
+            started.append(n)
+            ahead.append(len(started) - len(consumed))
+        time.sleep(0.2 if n == 0 else 0.001)  # the first is slow: the others end before it
+        return n
+
+    def consume(n: int) -> None:
+        with lock:
+            consumed.append(n)
+
+    assert run_chunks(2, [lambda n=n: job(n) for n in range(30)], threading.Event(), consume, window=5) == []
+    assert consumed == list(range(30))
+    assert max(ahead) == 5  # reached while the first job ran, never passed
+
+
+def test_without_a_window_every_job_may_start_at_once() -> None:
+    gate = threading.Event()
+    started: list[int] = []
+
+    def job(n: int) -> int:
+        started.append(n)
+        if n == 0:
+            gate.wait(5)  # the first job waits until the last one has run
+        elif n == 9:
+            gate.set()
+        return n
+
+    assert run_chunks(2, [lambda n=n: job(n) for n in range(10)], threading.Event()) == list(range(10))
+    assert sorted(started) == list(range(10)) and gate.is_set()
+
+
 def test_a_failing_consumer_stops_the_jobs_and_is_raised() -> None:
     cancelled = threading.Event()
     started: list[int] = []

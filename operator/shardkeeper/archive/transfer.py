@@ -47,6 +47,10 @@ T = TypeVar("T")
 BLOCK_BYTES = 4096
 #: Files compared with the base per task of the worker pool (thousands of small files, few tasks).
 MATCH_BATCH = 256
+#: Chunks an upload packs past the first one not yet described, beyond two per worker: each packed
+#: chunk waits with its files' checksums (up to ``CHUNK_MAX_ENTRIES``, ~3 MB) until every chunk
+#: before it is described, so a slow chunk (a big file) holds back at most this many.
+UPLOAD_AHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -110,13 +114,18 @@ def run_chunks(
     jobs: Sequence[Callable[[], T]],
     cancelled: threading.Event,
     consume: Callable[[T], None] | None = None,
+    *,
+    window: int | None = None,
 ) -> list[T]:
     """Runs ``jobs`` on ``workers`` threads; the first failure stops the others (``cancelled`` is
-    set for the ones running) and is raised once every job has ended. Results in job order; with
-    ``consume``, each result is passed to it (on this thread) as soon as it and every result before it
-    are in, and not kept (returns []). A failure of ``consume`` stops the jobs too."""
+    set for the ones running, the ones not started never start) and is raised once every job has
+    ended. Results in job order; with ``consume``, each result is passed to it (on this thread) as
+    soon as it and every result before it are in, and not kept (returns []). A failure of
+    ``consume`` stops the jobs too. ``window``: at most this many jobs are started and not yet
+    consumed (None: all at once), so that a slow job does not let the results after it pile up."""
     results: list[T] = []
     failure: BaseException | None = None
+    window = len(jobs) if window is None else max(window, workers, 1)
     # Each job's failure or None as it ends: the futures themselves (their results) are held only
     # in ``futures``, and dropped from it once consumed.
     finished: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
@@ -126,13 +135,17 @@ def run_chunks(
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunk") as pool:
         futures: list[Future[T] | None] = []
-        for job in jobs:
-            submitted = pool.submit(job)
-            submitted.add_done_callback(ended)
-            futures.append(submitted)
         ready = 0  # the results before this one are consumed
-        for _ in range(len(futures)):
-            failure = finished.get()
+
+        def start_more() -> None:
+            while len(futures) < len(jobs) and len(futures) - ready < window:
+                started = pool.submit(jobs[len(futures)])
+                started.add_done_callback(ended)
+                futures.append(started)
+
+        start_more()
+        while ready < len(jobs):
+            failure = finished.get()  # a job started and not consumed ends: there is always one
             while failure is None and ready < len(futures):
                 future = futures[ready]
                 if future is None or not future.done():
@@ -149,6 +162,7 @@ def run_chunks(
                     if waiting is not None:
                         waiting.cancel()
                 break
+            start_more()
     if failure is not None:
         raise failure
     return results
@@ -290,7 +304,8 @@ def upload(
         stored.append(dataclasses.replace(packed, files={}))
 
     try:
-        run_chunks(workers, [functools.partial(pack, i) for i in range(len(plans))], cancelled, describe)
+        jobs = [functools.partial(pack, i) for i in range(len(plans))]
+        run_chunks(workers, jobs, cancelled, describe, window=2 * workers + UPLOAD_AHEAD)
     finally:
         wait(commits)  # every commit ends before anyone cleans up what this operation wrote
     for commit in commits:
