@@ -54,8 +54,8 @@ def _agent(args: argparse.Namespace) -> int:
     from shardkeeper.agent.app import run
     from shardkeeper.agent.settings import (
         AgentSettings,
-        cgroup_memory_limit,
         immutable_patterns,
+        memory_limit,
         read_token,
     )
 
@@ -79,9 +79,7 @@ def _agent(args: argparse.Namespace) -> int:
             capacity_bytes=int(os.environ["SHARDKEEPER_DATA_CAPACITY_BYTES"])
             if os.environ.get("SHARDKEEPER_DATA_CAPACITY_BYTES")
             else None,
-            memory_limit_bytes=int(os.environ["SHARDKEEPER_MEMORY_LIMIT_BYTES"])
-            if os.environ.get("SHARDKEEPER_MEMORY_LIMIT_BYTES")
-            else cgroup_memory_limit(),
+            memory_limit_bytes=memory_limit(os.environ),
         )
     )
     return 0

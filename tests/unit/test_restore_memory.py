@@ -13,7 +13,7 @@ from shardkeeper.agent.backup import (
     MiB,
     restore_memory_warning,
 )
-from shardkeeper.agent.settings import cgroup_memory_limit
+from shardkeeper.agent.settings import cgroup_memory_limit, memory_limit
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,13 @@ def test_a_node_whose_restore_would_not_fit_is_warned_with_the_numbers() -> None
     assert "needs about 1531 MiB" in warning and "1000000 entries" in warning
     assert "limit of 512 MiB" in warning and "agent.resources.limits.memory" in warning
     assert restore_memory_warning(fits + 1, limit) is not None
+
+
+def test_the_memory_limit_setting_overrides_the_container_and_zero_means_none() -> None:
+    assert memory_limit({"SHARDKEEPER_MEMORY_LIMIT_BYTES": "536870912"}) == 512 * 1024 * 1024
+    assert memory_limit({"SHARDKEEPER_MEMORY_LIMIT_BYTES": "0"}) is None  # no limit: never a warning
+    assert memory_limit({"SHARDKEEPER_MEMORY_LIMIT_BYTES": " "}) == cgroup_memory_limit()
+    assert memory_limit({}) == cgroup_memory_limit()
+    for bad in ("512Mi", "-1", "1e9"):
+        with pytest.raises(ValueError, match="SHARDKEEPER_MEMORY_LIMIT_BYTES must be a whole number"):
+            memory_limit({"SHARDKEEPER_MEMORY_LIMIT_BYTES": bad})

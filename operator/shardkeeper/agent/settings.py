@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,18 @@ def cgroup_memory_limit(path: Path = Path("/sys/fs/cgroup/memory.max")) -> int |
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+def memory_limit(env: Mapping[str, str]) -> int | None:
+    """The agent's memory limit in bytes: ``SHARDKEEPER_MEMORY_LIMIT_BYTES`` if set (0: none, as
+    ``SHARDKEEPER_MAX_BYTES_PER_SECOND``), else the container's (``cgroup_memory_limit``). Raises
+    ``ValueError`` if the variable is not a whole number of bytes."""
+    value = env.get("SHARDKEEPER_MEMORY_LIMIT_BYTES", "").strip()
+    if not value:
+        return cgroup_memory_limit()
+    if not value.isdigit():
+        raise ValueError(f"SHARDKEEPER_MEMORY_LIMIT_BYTES must be a whole number of bytes, not {value!r}")
+    return int(value) or None
 
 
 def usable_cores(env: dict[str, str] | None = None) -> int:
