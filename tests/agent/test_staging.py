@@ -5,13 +5,17 @@ listing is staged in its order and not kept once staged."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from shardkeeper.agent import staging
 from shardkeeper.agent.hook import Listing
 from shardkeeper.agent.snapshot import freeze, stage
-from shardkeeper.agent.staging import Frozen, SnapshotError, freeze_listed
+from shardkeeper.agent.staging import Frozen, SnapshotError, freeze_hookless, freeze_listed
 from shardkeeper.api.hook import HeldWrites, HookFile, HookFileList
 
 
@@ -99,3 +103,44 @@ def test_a_resumed_listing_is_staged_and_dropped(data: Path) -> None:
     assert [e.name for e in frozen.entries["col"]] == ["col", "col/sub", "col/sub/000001.sst"]
     with pytest.raises(RuntimeError, match="read already"):  # not held through the upload
         next(listed.files())
+
+
+@pytest.mark.parametrize("after", ["a symbolic link", "a directory", "nothing"])
+def test_a_directory_gone_before_it_is_walked_leaves_the_linked_files_checks_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: str
+) -> None:
+    # c/d is recorded when c is listed, then deleted (by the database) before it is walked; c/e.sst
+    # is hard-linked (immutable), then changes before the re-check; what follows it in the walk is
+    # what a shifted index would have re-checked instead.
+    data = tmp_path / "data"
+    (data / "c" / "d").mkdir(parents=True)
+    (data / "c" / "d" / "in.sst").write_bytes(b"in")
+    (data / "c" / "e.sst").write_bytes(b"before")
+    if after == "a symbolic link":
+        (data / "c" / "f-link").symlink_to("e.sst")
+    elif after == "a directory":
+        (data / "c" / "f-dir").mkdir()
+    real_scandir, real_lstat = os.scandir, os.lstat
+    linked: list[str] = []
+
+    def scandir(path: Any) -> Any:  # os.scandir itself: rmtree calls it too, with descriptors
+        if isinstance(path, str) and path.endswith("/c/d"):
+            shutil.rmtree(path)
+        return real_scandir(path)
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        st = real_lstat(path, *args, **kwargs)
+        if str(path).endswith("staging/c/e.sst") and not linked:  # linked and noted: now it changes
+            linked.append(str(path))
+            (data / "c" / "e.sst").write_bytes(b"after, longer")
+        return st
+
+    monkeypatch.setattr(staging.os, "scandir", scandir)
+    monkeypatch.setattr(staging.os, "lstat", lstat)
+    frozen = freeze_hookless(data, tmp_path / "staging", ["c"], ("*.sst",))
+    entries = {e.name: e for e in frozen.entries["c"]}
+    assert "c/d" not in entries and [p for p, _ in frozen.skipped] == ["c/d"]
+    assert entries["c/e.sst"].size == len(b"after, longer") and not entries["c/e.sst"].linked
+    assert (tmp_path / "staging" / "c" / "e.sst").read_bytes() == b"after, longer"
+    if after == "a symbolic link":
+        assert entries["c/f-link"].link == "e.sst"

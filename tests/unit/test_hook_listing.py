@@ -7,11 +7,16 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardkeeper.agent.hook import HookError, Listing
 from shardkeeper.api.hook import HeldWrites, HookFile, HookFileList
+
+#: The first text a process draws builds Hypothesis's table of characters (over a second, on a fresh
+#: checkout without .hypothesis/): not slow generation, which the health check is for.
+SLOW_START = settings(suppress_health_check=[HealthCheck.too_slow])
+
 
 # Names as a workload lists them: any text, lone surrogates included (an undecodable byte, PEP 383).
 names = st.text(
@@ -42,6 +47,7 @@ def _read(answer: dict[str, Any]) -> tuple[HeldWrites, list[HookFile] | None]:
     return listed.held, (got if listed.count is not None else None)
 
 
+@SLOW_START
 @given(holds, st.none() | st.lists(files, max_size=8))
 def test_a_listing_reads_as_the_whole_answer_parsed_by_the_models(hold: dict[str, Any], listed: Any) -> None:
     answer = {**hold, "files": listed} if listed is not None else hold

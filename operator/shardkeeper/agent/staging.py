@@ -103,6 +103,9 @@ class _Stager:
         self._made: set[str] = set()
         self.linked: list[tuple[str, int, os.stat_result]] = []
         """(collection, index in its tree, staged stat) of each hard-linked file, hookless."""
+        self.vanished: dict[str, set[str]] = {}
+        """Directories recorded, then gone before they were walked, by collection: left out of the
+        trees only once every index above (``linked``) is used."""
         #: One int object per distinct mode, uid and gid: they repeat over a node's entries, and
         #: each stat makes new ones (28 bytes each, 84 per entry: 84 MB for a million files).
         self._ints: dict[int, int] = {}
@@ -227,6 +230,9 @@ class _Stager:
 
     def frozen(self, staging: Path) -> Frozen:
         self._seen.clear()
+        for collection, gone in self.vanished.items():
+            self.entries[collection] = self.entries[collection].without(gone)
+        self.vanished.clear()
         return Frozen(root=staging, entries=self.entries, skipped=self.skipped)
 
     # --- with a hook: the workload's list ---------------------------------------------------------
@@ -286,7 +292,7 @@ class _Stager:
                     names = sorted(entry.name for entry in it)
             except FileNotFoundError:
                 self.skip(directory, "removed before it was frozen: left out")
-                self.entries[collection].remove_last(directory)
+                self.vanished.setdefault(collection, set()).add(directory)
                 continue
             subdirs = []
             for base in names:

@@ -100,25 +100,16 @@ class SourceTree(Sequence[SourceEntry]):
         self.names.append(e.name)
 
     def __setitem__(self, index: int, e: SourceEntry) -> None:
-        """Replaces the entry at ``index`` (the same position: a file re-frozen after it changed)."""
-        sec, nsec = divmod(e.mtime_ns, _NS)
-        self._mode[index], self._uid[index], self._gid[index] = e.mode, e.uid, e.gid
-        self._sec[index], self._nsec[index] = sec, nsec
-        self._size[index], self._ino[index] = e.data_size, e.ino
-        self._type[index], self._linked[index] = _CODES[e.type], e.linked
+        """Replaces the entry at ``index`` (the same position: a file re-frozen after it changed).
+        Raises ``IndexError``, or ``OverflowError`` (the tree stays as it was)."""
+        index = range(len(self.names))[index]
+        one = SourceTree((e,))  # every range checked before anything changes
+        for column, value in zip(self._columns(), one._columns(), strict=True):
+            column[index] = value[0]
         self._links.pop(index, None)
         if e.link is not None:
             self._links[index] = e.link
         self.names[index] = e.name
-
-    def remove_last(self, name: str) -> None:
-        """Removes the last entry named ``name`` (a directory that vanished before it was walked);
-        a linear search from the end: for rare events only. Raises ``ValueError`` if there is none."""
-        index = len(self.names) - 1 - self.names[::-1].index(name)
-        for column in self._columns():
-            del column[index]
-        del self.names[index]
-        self._links = {i - (i > index): link for i, link in self._links.items() if i != index}
 
     def _columns(self) -> tuple[bytearray | array[int], ...]:
         """The fixed-width columns, in the order ``_entries`` reads them."""
