@@ -72,7 +72,9 @@ def test_a_blank_answer_lists_nothing() -> None:
         (b'{"files": {"path": "c/a"}}', "files: not a list"),
         (b'{"files": "c/a"}', "files: not a list"),
         (b'{"files": [], "files": []}', "files: given twice"),
-        (b'{"files": [], "files.item": {"path": "c/x", "immutable": true}}', 'field "files.item"'),
+        (b'{"files": [], "files.item": {"path": "c/x", "immutable": true}}', 'field named "files.item"'),
+        (b'{"": {"files": [{"path": "c/x", "immutable": true}]}, "files": []}', 'field named ""'),
+        (b'{"files": [], "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested deeper than 64 levels"),
         (b'{"files": [], "heldMs": -1}', "held_ms|heldMs"),
         (b'{"files": [], "heldFrom": {"at": "2026-12-01T10:00:00Z"}}', "held_from|heldFrom"),
         (b'{"files": [], "expired": [true]}', "expired"),
@@ -112,3 +114,11 @@ def test_the_files_are_read_once() -> None:
     assert [f.path for f in listed.files()] == ["c/a"]
     with pytest.raises(RuntimeError, match="read already"):
         next(listed.files())
+
+
+def test_an_answer_may_nest_64_levels_and_name_the_holds_fields_either_way() -> None:
+    deep = b"[" * 63 + b"]" * 63  # inside the answer's object: 64 levels
+    listed = Listing.parse("prepare", b'{"files": [], "x": ' + deep + b', "held_ms": 5, "heldFrom": null}')
+    assert (listed.count, listed.held) == (0, HeldWrites(held_ms=5))
+    with pytest.raises(HookError, match="held_ms"):
+        Listing.parse("prepare", b'{"files": [], "held_ms": -5}')

@@ -85,6 +85,22 @@ def test_a_changed_file_with_the_same_size_and_mtime_is_caught_by_its_hash(tmp_p
     assert (_restore(store, "inc", tmp_path / "r") / "state.db").read_bytes() == b"b" * 5000
 
 
+def test_a_file_that_became_a_directory_or_a_link_is_not_taken_for_the_base_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    empty = [Spec(b"col/was-file", "file", b"", 0o644), Spec(b"col/was-too", "file", b"", 0o644)]
+    make_tree(data, [Spec(b"col", "dir", mode=0o755), *empty])
+    store = FilesystemStorage(root=tmp_path / "store")
+    _backup(data, store, "full", None, tmp_path)
+    (data / "col" / "was-file").unlink()
+    (data / "col" / "was-too").unlink()
+    make_tree(
+        data, [Spec(b"col/was-file", "dir", mode=0o755), Spec(b"col/was-too", "symlink", target=b"elsewhere")]
+    )
+    _backup(data, store, "inc", "full", tmp_path)
+    restored = _restore(store, "inc", tmp_path / "r")
+    assert tree_digest(restored) == tree_digest(data / "col")
+
+
 def test_a_new_file_on_a_reused_inode_is_not_taken_for_the_old_one(tmp_path: Path) -> None:
     """Same path, size, mtime, and (ext4 gives it back) the same inode number: another inode."""
     data = tmp_path / "data"

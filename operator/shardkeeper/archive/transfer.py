@@ -45,7 +45,8 @@ from shardkeeper.storage.repository import EntrySpool
 
 T = TypeVar("T")
 BLOCK_BYTES = 4096
-#: Files compared with the base per task of the worker pool (thousands of small files, few tasks).
+#: Entries compared with the base per task of the worker pool (thousands of small files, few
+#: tasks); only the matches are kept, not the entries.
 MATCH_BATCH = 256
 #: Chunks an upload packs past the first one not yet described, beyond two per worker: each packed
 #: chunk waits with its files' checksums (up to ``CHUNK_MAX_ENTRIES``, ~3 MB) until every chunk
@@ -221,21 +222,21 @@ def upload(
     are referenced instead. Raises what packing or the backend raised."""
     reused: dict[str, BaseFile] = {}
     if reuse is not None:
-        files = [e for entries in trees.values() for e in entries if e.type is EntryType.FILE]
 
-        def match(batch: list[SourceEntry]) -> list[BaseFile | None]:
-            return [reuse.match(e, root, cancelled) for e in batch]
+        def match(tree: SourceTree, start: int) -> list[tuple[str, BaseFile]]:
+            files = (e for e in tree[start : start + MATCH_BATCH] if e.type is EntryType.FILE)
+            found = ((e.name, reuse.match(e, root, cancelled)) for e in files)
+            return [(name, m) for name, m in found if m is not None]
 
-        batches = [files[i : i + MATCH_BATCH] for i in range(0, len(files), MATCH_BATCH)]
-        matches = [
-            m
-            for found in run_chunks(workers, [functools.partial(match, b) for b in batches], cancelled)
-            for m in found
+        batches = [
+            functools.partial(match, tree, start)
+            for tree in trees.values()
+            for start in range(0, len(tree), MATCH_BATCH)
         ]
-        reused = {e.name: m for e, m in zip(files, matches, strict=True) if m is not None}
-        for e in files:
-            if e.name in reused:
-                on_bytes(e.size, 0)
+        reused = {name: m for found in run_chunks(workers, batches, cancelled) for name, m in found}
+        for found in reused.values():
+            on_bytes(found.entry.size, 0)
+
     # (collection, chunk number, key, its entries: a range of the collection's own tree)
     plans: list[tuple[str, int, str, SourceTree, range]] = []
     totals: dict[str, _Collection] = {}
