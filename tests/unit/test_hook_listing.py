@@ -67,8 +67,9 @@ def test_a_blank_answer_lists_nothing() -> None:
     [
         (b"[]", "not a JSON object"),
         (b'"files"', "not a JSON object"),
-        (b'{"files": [] } trailing', "trailing garbage"),
-        (b'{"files": [', "premature EOF"),
+        (b'{"files": [] } trailing', "Extra data"),
+        (b'{"files": [', "Expecting value"),
+        (b'{"files": [], "x": "\\udcff", "files": 3}', "files: not a list"),  # read by json: the last
         (b'{"files": {"path": "c/a"}}', "files: not a list"),
         (b'{"files": "c/a"}', "files: not a list"),
         (b'{"files": [], "files": []}', "files: given twice"),
@@ -78,7 +79,8 @@ def test_a_blank_answer_lists_nothing() -> None:
         (b'{"files": [], "heldMs": -1}', "held_ms|heldMs"),
         (b'{"files": [], "heldFrom": {"at": "2026-12-01T10:00:00Z"}}', "held_from|heldFrom"),
         (b'{"files": [], "expired": [true]}', "expired"),
-        (b'{"files": ["c/\xff"]}', "invalid bytes in UTF8 string.$"),
+        (b'{"files": ["c/\xff"]}', "can't decode byte 0xff"),
+        (b'{"files": [], "x": "\\udcff", "y": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "recursion"),
     ],
 )
 def test_an_answer_that_is_not_a_file_list_is_refused_whole(body: bytes, why: str) -> None:
@@ -122,3 +124,18 @@ def test_an_answer_may_nest_64_levels_and_name_the_holds_fields_either_way() -> 
     assert (listed.count, listed.held) == (0, HeldWrites(held_ms=5))
     with pytest.raises(HookError, match="held_ms"):
         Listing.parse("prepare", b'{"files": [], "held_ms": -5}')
+
+
+def test_what_yajl_refuses_and_json_reads_is_read_as_json_does() -> None:
+    # Python's json writes these (a name that is not UTF-8, a lone surrogate of any kind, NaN in a
+    # field of its own, an integer past 64 bits); yajl refuses each of them.
+    body = (
+        b'{"files": [{"path": "c/\\udcff", "immutable": true}, {"path": "c/\\ud800x", "immutable": false,'
+        b' "size": 18446744073709551616}], "stats": NaN, "heldMs": 2.5}'
+    )
+    listed = Listing.parse("resume", body)
+    assert (listed.count, listed.held) == (2, HeldWrites(held_ms=2.5))
+    assert list(listed.files()) == [
+        HookFile(path="c/\udcff", immutable=True),
+        HookFile(path="c/\ud800x", immutable=False, size=2**64),
+    ]

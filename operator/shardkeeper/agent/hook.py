@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -22,6 +21,8 @@ from shardkeeper.api.hook import (
 )
 from shardkeeper.errors import ShardkeeperError
 
+#: ijson's C parser (yajl 2), never its slower pure-Python one (which reads some invalid JSON).
+_YAJL = ijson.get_backend("yajl2_c")
 #: The deepest a workload's answer may nest (a listed file is three levels down).
 MAX_DEPTH = 64
 #: The hold's fields by either name (camelCase, or snake_case: ``populate_by_name``).
@@ -103,15 +104,23 @@ class WorkloadHook:
 
 class Listing:
     """A workload's answer to prepare or resume (``api.hook.HookFileList``), read from its bytes in
-    two passes (ijson): ``parse`` checks the whole answer and reads when writes were held and how
-    many files it lists; ``files`` reads the files, one validated ``HookFile`` at a time, so a million
-    listed files never exist as objects at once (``benchmarks/README.md``, goal 4)."""
+    two passes (ijson's yajl parser): ``parse`` checks the whole answer and reads when writes were
+    held and how many files it lists; ``files`` reads the files, one validated ``HookFile`` at a
+    time, so a million listed files never exist as objects at once (``benchmarks/README.md``, goal
+    4). An answer yajl refuses is read whole by ``json``, as before (see ``parse``)."""
 
     def __init__(
-        self, name: str, raw: bytes, held: HeldWrites, count: int | None, backend: ModuleType
+        self,
+        name: str,
+        held: HeldWrites,
+        count: int | None,
+        *,
+        raw: bytes = b"",
+        items: list[Any] | None = None,
     ) -> None:
-        self._name, self._backend = name, backend
-        self._raw: bytes | None = raw
+        self._name = name
+        self._raw, self._items = raw, items
+        self._read = False
         self.held = held
         """When the workload held writes, as it says (every field None if it says nothing)."""
         self.count = count
@@ -119,42 +128,55 @@ class Listing:
 
     @classmethod
     def parse(cls, name: str, raw: bytes) -> Listing:
-        """The answer to ``name`` (prepare or resume), checked whole. A workload written in Python
-        lists a name that is not UTF-8 as a lone surrogate escape (``"\\udcff"``), as ``json`` does
-        (PEP 383: the agent's paths carry the same surrogates), and may write an integer beyond 64
-        bits; the fast parser (yajl) refuses both, so an answer it refuses is read again with ijson's
-        pure-Python parser. Raises ``HookError``: not JSON, not an object, nested deeper than
-        ``MAX_DEPTH``, ``files`` neither a list nor null (or given twice), or a field of the hold
-        invalid. Blocking (a million files: ~1 s; with the pure-Python parser ~10 s): call it in a
-        thread."""
+        """The answer to ``name`` (prepare or resume), checked whole. Raises ``HookError``: not
+        JSON, not an object, nested deeper than ``MAX_DEPTH``, ``files`` neither a list nor null (or
+        given twice), or a field of the hold invalid. Blocking (a million files: ~1 s): call it in a
+        thread.
+
+        yajl refuses what Python's ``json`` writes and reads: a name that is not UTF-8 as a lone
+        surrogate escape (``"\\udcff"``, PEP 383: the agent's paths carry the same surrogates),
+        integers past 64 bits, ``NaN``; such an answer is read whole by ``json`` instead, as every
+        answer was before (~0.9 KB per listed file while it is staged)."""
         if not raw.strip():
-            return cls(name, b"", HeldWrites(), None, ijson)
-        backend: ModuleType = ijson
+            return cls(name, HeldWrites(), None)
         try:
             try:
-                held, count = _scan(raw, backend)
-            except (ijson.JSONError, UnicodeDecodeError) as fast:
-                backend = ijson.get_backend("python")
-                try:
-                    held, count = _scan(raw, backend)
-                except (ijson.JSONError, UnicodeDecodeError):
-                    raise fast from None  # the fast parser's words: they show where
-        except (ijson.JSONError, ValueError) as exc:  # ValueError: not UTF-8, or a ValidationError
-            why = _first_line(exc) if isinstance(exc, ijson.JSONError) else str(exc)
-            raise HookError(f"workload hook {name} answered an invalid file list: {why}") from None
-        return cls(name, raw, held, count, backend)
+                held, count = _scan(raw)
+            except (ijson.JSONError, UnicodeDecodeError):
+                return cls._read_whole(name, raw)
+        except ValueError as exc:  # not an answer as the contract has it, or a ValidationError
+            raise HookError(f"workload hook {name} answered an invalid file list: {exc}") from None
+        return cls(name, held, count, raw=raw)
+
+    @classmethod
+    def _read_whole(cls, name: str, raw: bytes) -> Listing:
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep for json
+            raise ValueError(str(exc)) from None
+        if not isinstance(data, dict):
+            raise ValueError("the answer is not a JSON object")
+        files = data.get("files")
+        if files is not None and not isinstance(files, list):
+            raise ValueError("files: not a list")
+        held = HeldWrites.model_validate({key: data[key] for key in _HELD_KEYS if key in data})
+        return cls(name, held, None if files is None else len(files), items=files)
 
     def files(self) -> Iterator[HookFile]:
-        """The listed files, in order; once only: the answer is dropped when they are first read
-        (read again, raises ``RuntimeError``). Raises ``HookError`` naming the first invalid one
+        """The listed files, in order; once only: the answer is dropped as they are read (read
+        again, raises ``RuntimeError``). Raises ``HookError`` naming the first invalid one
         (``files[i]``)."""
-        raw, self._raw = self._raw, None
-        if raw is None:
+        if self._read:
             raise RuntimeError(f"the files the workload hook's {self._name} listed were read already")
+        self._read = True
+        raw, items = self._raw, self._items
+        self._raw, self._items = b"", None
         if self.count is None:
             return
+        source = _YAJL.items(raw, "files.item", use_float=True) if items is None else _popped(items)
+        del raw, items
         read = 0
-        for item in self._backend.items(raw, "files.item", use_float=True):
+        for item in source:
             try:
                 yield _HOOK_FILE.validate_python(item)
             except ValidationError as exc:
@@ -166,14 +188,14 @@ class Listing:
             raise HookError(f"workload hook {self._name} listed {self.count} files, then {read}")
 
 
-def _first_line(exc: Exception) -> str:
-    """A parse error's first line: yajl's next lines quote the answer around the error (its message
-    may be bytes)."""
-    text = exc.args[0] if exc.args else ""
-    return (text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)).partition("\n")[0]
+def _popped(items: list[Any]) -> Iterator[Any]:
+    """``items`` in order, each dropped from the list as it is taken."""
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
-def _scan(raw: bytes, backend: ModuleType) -> tuple[HeldWrites, int | None]:
+def _scan(raw: bytes) -> tuple[HeldWrites, int | None]:
     """The first pass of ``Listing.parse``: every event of the answer, by depth (ijson's prefixed
     events cost memory in the square of the depth: a 200 KB answer nested 100,000 deep took 24 GB),
     keeping the hold's fields and counting the files. Raises ``ijson.JSONError``,
@@ -183,7 +205,7 @@ def _scan(raw: bytes, backend: ModuleType) -> tuple[HeldWrites, int | None]:
     files_given = False
     key = ""  # the top-level field whose value is being read
     depth = 0  # of the containers the event is in
-    for event, value in backend.basic_parse(raw, use_float=True):
+    for event, value in _YAJL.basic_parse(raw, use_float=True):
         if event in ("end_map", "end_array"):
             depth -= 1
             continue
