@@ -130,7 +130,8 @@ class Listing:
     def parse(cls, name: str, raw: bytes) -> Listing:
         """The answer to ``name`` (prepare or resume), checked whole. Raises ``HookError``: not
         JSON, not an object, nested deeper than ``MAX_DEPTH``, ``files`` neither a list nor null (or
-        given twice), or a field of the hold invalid. Blocking (a million files: ~1 s): call it in a
+        given twice), a top-level field named "" or "files.…" (yajl's stream would read it as the
+        files' own), or a field of the hold invalid. Blocking (a million files: ~1 s): call it in a
         thread.
 
         yajl refuses what Python's ``json`` writes and reads: a name that is not UTF-8 as a lone
