@@ -20,7 +20,8 @@ SLOW_START = settings(suppress_health_check=[HealthCheck.too_slow])
 
 # Names as a workload lists them: any text, lone surrogates included (an undecodable byte, PEP 383).
 names = st.text(
-    st.characters(codec=None, exclude_categories=("Cs",)) | st.sampled_from("\udcff\udc80/"), min_size=1
+    st.characters(codec=None, exclude_categories=("Cs",)) | st.sampled_from("\udcff\udc80\ud800\udbff/"),
+    min_size=1,
 )
 files = st.fixed_dictionaries(
     {"path": names, "immutable": st.booleans()},
@@ -139,3 +140,22 @@ def test_what_yajl_refuses_and_json_reads_is_read_as_json_does() -> None:
         HookFile(path="c/\udcff", immutable=True),
         HookFile(path="c/\ud800x", immutable=False, size=2**64),
     ]
+
+
+@pytest.mark.parametrize(
+    ("escaped", "name"),
+    [
+        (rb"c/\ud800x", "c/\ud800x"),  # a lone high surrogate: yajl made it "c/?x", another file
+        (rb"c/\ud800\u0041", "c/\ud800A"),  # yajl made it U+10041
+        (rb"c/\ud83d\ude00", "c/\U0001f600"),  # a valid pair, as json.dumps escapes it
+    ],
+)
+def test_an_escaped_high_surrogate_is_read_as_json_reads_it(escaped: bytes, name: str) -> None:
+    listed = Listing.parse("prepare", b'{"files": [{"path": "' + escaped + b'", "immutable": true}]}')
+    assert [f.path for f in listed.files()] == [name]
+
+
+def test_a_huge_name_is_read_whole_in_one_piece() -> None:
+    name = "c/" + "n" * 20_000_000  # refused later (names are at most 255 bytes), but read first
+    listed = Listing.parse("prepare", json.dumps({"files": [{"path": name, "immutable": True}]}).encode())
+    assert [f.path for f in listed.files()] == [name]

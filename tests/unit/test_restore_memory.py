@@ -51,6 +51,6 @@ def test_the_memory_limit_setting_overrides_the_container_and_zero_means_none() 
     assert memory_limit({"SHARDKEEPER_MEMORY_LIMIT_BYTES": "0"}) is None  # no limit: never a warning
     assert memory_limit({"SHARDKEEPER_MEMORY_LIMIT_BYTES": " "}) == cgroup_memory_limit()
     assert memory_limit({}) == cgroup_memory_limit()
-    for bad in ("512Mi", "-1", "1e9"):
+    for bad in ("512Mi", "-1", "1e9", "²"):
         with pytest.raises(ValueError, match="SHARDKEEPER_MEMORY_LIMIT_BYTES must be a whole number"):
             memory_limit({"SHARDKEEPER_MEMORY_LIMIT_BYTES": bad})

@@ -94,3 +94,15 @@ def test_indexing_past_either_end_raises() -> None:
     assert list(tree) == [link]
     tree[0] = entry
     assert list(tree) == [entry]
+
+
+def test_a_value_of_another_type_is_refused_and_leaves_the_tree_as_it_was() -> None:
+    first = SourceEntry(name="c", type=EntryType.DIR, mode=0o755, mtime_ns=5, linked=2)  # type: ignore[arg-type]
+    tree = SourceTree([first])
+    assert tree[0].linked is True
+    for bad in ({"uid": None}, {"ino": "1"}, {"size": 1.5}):
+        fields: dict[str, object] = {"mtime_ns": 0, **bad}
+        entry = SourceEntry(name="c/f", type=EntryType.FILE, mode=0o644, **fields)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            tree.append(entry)
+        assert len(tree) == 1 and tree[0].name == "c"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,12 @@ from shardkeeper.errors import ShardkeeperError
 
 #: ijson's C parser (yajl 2), never its slower pure-Python one (which reads some invalid JSON).
 _YAJL = ijson.get_backend("yajl2_c")
+#: Bytes yajl is given at a time: it rescans a string it has not finished on every read, so a huge
+#: name or key took time in the square of its length over ijson's 64 KiB reads (49 s for 100 MB).
+_READ_BYTES = 4 << 20
+#: An escaped high surrogate (``\uD800``-``\uDBFF``): yajl turns one that is not followed by a low
+#: surrogate into another character, silently (``c/\ud800x`` became ``c/?x``: another file).
+_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB]")
 #: The deepest a workload's answer may nest (a listed file is three levels down).
 MAX_DEPTH = 64
 #: The hold's fields by either name (camelCase, or snake_case: ``populate_by_name``).
@@ -136,11 +143,15 @@ class Listing:
 
         yajl refuses what Python's ``json`` writes and reads: a name that is not UTF-8 as a lone
         surrogate escape (``"\\udcff"``, PEP 383: the agent's paths carry the same surrogates),
-        integers past 64 bits, ``NaN``; such an answer is read whole by ``json`` instead, as every
-        answer was before (~0.9 KB per listed file while it is staged)."""
+        integers past 64 bits, ``NaN``; and it reads an escaped high surrogate as another character.
+        Such an answer (any with an escaped high surrogate, even in a valid pair: ``json.dumps``
+        escapes characters past U+FFFF so) is read whole by ``json`` instead, as every answer was
+        before (~0.9 KB per listed file while it is staged)."""
         if not raw.strip():
             return cls(name, HeldWrites(), None)
         try:
+            if _HIGH_SURROGATE.search(raw):  # yajl would read them as other characters
+                return cls._read_whole(name, raw)
             try:
                 held, count = _scan(raw)
             except (ijson.JSONError, UnicodeDecodeError):
@@ -174,7 +185,11 @@ class Listing:
         self._raw, self._items = b"", None
         if self.count is None:
             return
-        source = _YAJL.items(raw, "files.item", use_float=True) if items is None else _popped(items)
+        source = (
+            _YAJL.items(raw, "files.item", use_float=True, buf_size=_READ_BYTES)
+            if items is None
+            else _popped(items)
+        )
         del raw, items
         read = 0
         for item in source:
@@ -206,7 +221,7 @@ def _scan(raw: bytes) -> tuple[HeldWrites, int | None]:
     files_given = False
     key = ""  # the top-level field whose value is being read
     depth = 0  # of the containers the event is in
-    for event, value in _YAJL.basic_parse(raw, use_float=True):
+    for event, value in _YAJL.basic_parse(raw, use_float=True, buf_size=_READ_BYTES):
         if event in ("end_map", "end_array"):
             depth -= 1
             continue

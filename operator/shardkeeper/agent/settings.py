@@ -39,7 +39,7 @@ def memory_limit(env: Mapping[str, str]) -> int | None:
     value = env.get("SHARDKEEPER_MEMORY_LIMIT_BYTES", "").strip()
     if not value:
         return cgroup_memory_limit()
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise ValueError(f"SHARDKEEPER_MEMORY_LIMIT_BYTES must be a whole number of bytes, not {value!r}")
     return int(value) or None
 

@@ -83,7 +83,7 @@ class SourceTree(Sequence[SourceEntry]):
         index = len(self.names)
         try:
             self._type.append(_CODES[e.type])
-            self._linked.append(e.linked)
+            self._linked.append(1 if e.linked else 0)
             self._mode.append(e.mode)
             self._uid.append(e.uid)
             self._gid.append(e.gid)
@@ -91,8 +91,8 @@ class SourceTree(Sequence[SourceEntry]):
             self._nsec.append(nsec)
             self._size.append(e.data_size)
             self._ino.append(e.ino)
-        except OverflowError:  # a value out of range: the tree stays as it was
-            for column in self._columns():
+        except (OverflowError, TypeError, ValueError):
+            for column in self._columns():  # out of range, or not an int: the tree stays as it was
                 del column[index:]
             raise
         if e.link is not None:
