@@ -106,7 +106,7 @@ def test_a_resumed_listing_is_staged_and_dropped(data: Path) -> None:
 
 
 @pytest.mark.parametrize("after", ["a symbolic link", "a directory", "nothing"])
-def test_a_directory_gone_before_it_is_walked_leaves_the_linked_files_checks_as_they_were(
+def test_a_directory_gone_before_it_is_walked_leaves_the_recheck_on_the_right_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: str
 ) -> None:
     # c/d is recorded when c is listed, then deleted (by the database) before it is walked; c/e.sst
