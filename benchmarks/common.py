@@ -180,6 +180,17 @@ def agent_process(
         proc.wait(30)
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process, in seconds (0 if it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fsync_tree(path: Path) -> None:
     for p in path.rglob("*") if path.is_dir() else [path]:
         if p.is_file():

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import secrets
 import shutil
@@ -38,25 +37,13 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from benchmarks.common import load, table
+from benchmarks.common import cpu_seconds, load, table
 from testbed.cluster import SampleCluster
 from testbed.controlplane import ControlPlane
 from testbed.operator import OperatorProcess
 
 NAMESPACE = "bench"
 TARGET_NAMESPACE = "bench-target"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int | None) -> float:
-    """utime + stime of a process, in seconds (0 if it is gone)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 class _WriteCounter:
@@ -115,7 +102,7 @@ def _run(
     time.sleep(0.5)  # the watch is open before the object exists
     agents = [n.agent.pid if n.agent else None for n in cluster.nodes]
     op_pid = getattr(operator.proc, "pid", None)
-    cpu_agents, cpu_operator = sum(_cpu_seconds(p) for p in agents), _cpu_seconds(op_pid)
+    cpu_agents, cpu_operator = sum(cpu_seconds(p) for p in agents), cpu_seconds(op_pid)
     spec: dict[str, Any] = {"backend": "filesystem", "cluster": cluster.name}
     if restore_of:
         spec["backupId"] = restore_of
@@ -148,8 +135,8 @@ def _run(
         "seconds": seconds,
         "writes": writes,
         "events": len(events.items),
-        "agent_cpu_per_node": (sum(_cpu_seconds(p) for p in agents) - cpu_agents) / nodes,
-        "operator_cpu": _cpu_seconds(op_pid) - cpu_operator,
+        "agent_cpu_per_node": (sum(cpu_seconds(p) for p in agents) - cpu_agents) / nodes,
+        "operator_cpu": cpu_seconds(op_pid) - cpu_operator,
         "collections": obj["status"].get("collectionCount", 0),
         "status_kib": len(json.dumps(obj["status"])) / 1024,
     }

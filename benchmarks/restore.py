@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.backup import COLLECTIONS, LEVELS, MB, baseline, shardkeeper
-from benchmarks.common import DECOMPRESS_FILTER, StaticHook, agent_process, load, reset, run_pipeline, table
+from benchmarks.common import (
+    DECOMPRESS_FILTER,
+    StaticHook,
+    agent_process,
+    cpu_seconds,
+    load,
+    reset,
+    run_pipeline,
+    table,
+)
 from benchmarks.dataset import data_dir, generate, total_bytes
 
 
@@ -49,9 +58,16 @@ def baseline_restore(archive: Path, target: Path, codec: str) -> float:
 
 
 def shardkeeper_restore(
-    store: Path, target: Path, hook: StaticHook, backup_id: str, cpu: int
+    store: Path,
+    target: Path,
+    hook: StaticHook | None,
+    backup_id: str,
+    cpu: int,
+    collections: list[str] = COLLECTIONS,
 ) -> dict[str, Any]:
-    with agent_process(target, store, hook_url=hook.url) as agent:
+    """Restores ``collections`` of node bench-0 of ``backup_id`` into ``target`` with a fresh agent
+    process: seconds from commit to SUCCESS, the agent's peak RSS and CPU seconds, bytes and files."""
+    with agent_process(target, store, hook_url=hook.url if hook else None) as agent:
         op = f"restore-{backup_id}"
         request = {
             "kind": "restore",
@@ -61,7 +77,7 @@ def shardkeeper_restore(
             "sourceNode": "bench-0",
             "backupId": backup_id,
             "backend": "filesystem",
-            "collections": COLLECTIONS,
+            "collections": collections,
             "cpuPercentage": cpu,
             "reservationSeconds": 600,
         }
@@ -77,7 +93,9 @@ def shardkeeper_restore(
         return {
             "seconds": time.perf_counter() - started,
             "rss_mb": agent.peak_rss_mb(),
+            "agent_cpu_s": cpu_seconds(agent.proc.pid),
             "bytes": done["bytesTotal"],
+            "files": done["filesTotal"],
         }
 
 

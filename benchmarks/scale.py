@@ -4,6 +4,8 @@
   collection, backed up by a real agent process (static hook listing every file, or with
   ``--no-hook`` none: the agent walks them; filesystem backend): seconds, files/s, the agent's peak
   RSS (VmHWM from /proc), the pause, the node descriptor's size.
+  With ``--restore``, a fresh agent then restores them onto an empty data root: seconds from commit
+  to SUCCESS, files/s, peak RSS, CPU seconds.
 * ``--collections N``: N collections of one ~100 KB file each on one agent: seconds, peak RSS.
 * ``--status N``: the JSON size of a Backup object's status for N/10, N and 10N collections on
   ``--nodes`` nodes, built by the operator's own code (``list_collections``, agents' answers folded
@@ -24,8 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import StaticHook, agent_process, load, reset, table
+from benchmarks.common import StaticHook, agent_process, cpu_seconds, load, reset, table
 from benchmarks.dataset import many_collections, many_files
+from benchmarks.restore import shardkeeper_restore
 
 MB = 1_000_000
 
@@ -52,7 +55,7 @@ def backup(
         agent.call("POST", f"/v1/operations/{op_id}/commit")
         done = agent.wait(op_id, "SUCCESS")
         seconds = time.perf_counter() - started
-        cpu = _cpu_seconds(agent.proc.pid)
+        cpu = cpu_seconds(agent.proc.pid)
         descriptor = next(store.rglob("backup.json"))
         return {
             "seconds": seconds,
@@ -62,11 +65,6 @@ def backup(
             "files": done["filesTotal"],
             "descriptor_mb": descriptor.stat().st_size / MB,
         }
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def status_size(collections: int, nodes: int, *, worst: bool = False) -> dict[str, Any]:
@@ -125,6 +123,11 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--level", default="ZstdBestSpeed")
     parser.add_argument(
+        "--restore",
+        action="store_true",
+        help="--files: then restore them with a fresh agent (an empty data root), as a restore does",
+    )
+    parser.add_argument(
         "--no-hook",
         action="store_true",
         help="--files: the agent walks the files itself (no workload hook listing them)",
@@ -147,6 +150,20 @@ def main() -> int:
             "files/s": row["files"] / row["seconds"],
         }
         print(table([_fmt(row)], list(row)), flush=True)
+        if args.restore:
+            reset(work / "scale-restored")
+            done = shardkeeper_restore(
+                work / "scale-store", work / "scale-restored", None, "scale-files", 50, ["many"]
+            )
+            row = {
+                "files": done["files"],
+                "seconds": done["seconds"],
+                "rss_mb": done["rss_mb"],
+                "agent_cpu_s": done["agent_cpu_s"],
+                "files/s": done["files"] / done["seconds"],
+            }
+            print("restore:", table([_fmt(row)], list(row)), flush=True)
+            reset(work / "scale-restored")
     if args.collections:
         data = work / f"collections-{args.collections}"
         if not (data / ".complete").exists():

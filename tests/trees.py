@@ -127,6 +127,7 @@ def back_up(
     from shardkeeper.api.common import Phase
     from shardkeeper.api.descriptors import NodeDescriptor
     from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
+    from shardkeeper.archive.described import DescribedNode
     from shardkeeper.archive.transfer import Reuse, upload
     from shardkeeper.storage import BackupLayout
     from shardkeeper.storage.repository import BackupRepository, EntrySpool
@@ -136,9 +137,9 @@ def back_up(
     repo = BackupRepository(store)
     reuse = None
     if base is not None:
-        described = repo.node_descriptor(base, "n0")
-        assert described is not None
-        reuse = Reuse(base, described)
+        found = repo.node_entries(base, "n0", DescribedNode)
+        assert found is not None
+        reuse = Reuse(base, found[1].trees(found[0]))
     read: list[int] = []
     choice = CODEC_FOR_LEVEL[level]
     with EntrySpool(work) as spool:
@@ -185,17 +186,19 @@ def restore(store: Any, backup_id: str, target: Path) -> Path:
     import threading
 
     from shardkeeper.api.descriptors import EntryType
+    from shardkeeper.archive.described import DescribedNode
     from shardkeeper.archive.transfer import download
     from shardkeeper.archive.tree import check_tree, set_times
     from shardkeeper.storage import BackupLayout
     from shardkeeper.storage.repository import BackupRepository
 
-    described = BackupRepository(store).node_descriptor(backup_id, "n0")
-    assert described is not None
-    for col in described.collections:
-        check_tree(col.name, col.entries)
+    found = BackupRepository(store).node_entries(backup_id, "n0", DescribedNode)
+    assert found is not None
+    described, trees = found[0], found[1].trees(found[0])
+    for col, tree in trees:
+        check_tree(col.name, tree)
     download(
-        described.collections,
+        trees,
         storage=store,
         layout=BackupLayout(backup_id),
         source_node="n0",
@@ -207,7 +210,7 @@ def restore(store: Any, backup_id: str, target: Path) -> Path:
         on_entries=lambda _n: None,
         cancelled=threading.Event(),
     )
-    for col in described.collections:
-        own = next(e for e in col.entries if e.name == col.name and e.type is EntryType.DIR)
+    for col, tree in trees:
+        own = next(e for e in tree if e.name == col.name and e.type is EntryType.DIR)
         set_times(target / col.name, own)
     return target / "col"

@@ -30,6 +30,7 @@ from shardkeeper.api.agent import NodePhase, PrepareBackup
 from shardkeeper.api.common import Consistency, Phase, utcnow
 from shardkeeper.api.descriptors import NodeDescriptor, Skipped
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
+from shardkeeper.archive.described import DescribedNode
 from shardkeeper.archive.transfer import Reuse, upload
 from shardkeeper.archive.tree import shown
 from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION
@@ -40,12 +41,13 @@ from shardkeeper.storage.repository import BackupRepository, EntrySpool
 log = structlog.get_logger(__name__)
 MB = 1_000_000
 MiB = 1 << 20
-#: What a restore of a node holds in memory: the agent's own (~80 MB) and, per entry, its node
-#: descriptor read whole (1.34 KB per entry at 100,000 entries: the JSON and the parsed ``Entry``;
-#: ``benchmarks/README.md``, goal 4), with a margin. A backup streams its descriptor (~0.35 KB per
+#: What a restore of a node holds in memory: the agent's own and, per entry, the entry in columns
+#: (``archive.described``) and ``check_tree``'s index of names while it runs. Measured: 114 MB at
+#: 100,101 entries, 290 MB at 1,001,001 (~0.2 KB per entry plus ~94 MB; ``benchmarks/README.md``,
+#: goal 4), here with a margin. A backup holds about as much, in other shapes (~0.15-0.2 KB per
 #: entry): it alone would not show when a node outgrows what its restore fits in.
 RESTORE_BASE_BYTES = 100 * MiB
-RESTORE_BYTES_PER_ENTRY = 1_500
+RESTORE_BYTES_PER_ENTRY = 250
 
 
 def restore_memory_warning(entries: int, limit: int | None) -> str | None:
@@ -56,7 +58,7 @@ def restore_memory_warning(entries: int, limit: int | None) -> str | None:
         return None
     return (
         f"a restore of this node needs about {-(-needed // MiB)} MiB of memory ({entries} entries: "
-        f"it reads the node descriptor whole), above this agent's limit of {limit // MiB} MiB: raise "
+        f"it holds every entry of the node), above this agent's limit of {limit // MiB} MiB: raise "
         "agent.resources.limits.memory before you need the restore"
     )
 
@@ -217,16 +219,17 @@ class BackupJob:
             metrics.WRITE_PAUSE.labels(op.node).observe(pause_ms / 1000)
 
     def _read_base(self, base_id: str) -> Reuse | None:
-        base = BackupRepository(self.storage).node_descriptor(base_id, self.request.node)
-        if base is None:
+        found = BackupRepository(self.storage).node_entries(base_id, self.request.node, DescribedNode)
+        if found is None:
             log.info("backup.no_base_for_node", id=self.request.id, base=base_id, node=self.request.node)
             return None  # a node the base lacks gets a full copy
+        base, described = found
         if base.status is not Phase.SUCCESS:
             raise SpecError(f'base backup "{base_id}" is {base.status} on node "{self.request.node}"')
         codec = CODEC_FOR_LEVEL[self.request.compression_level].codec
         if base.codec is not codec:
             raise SpecError(f'base backup "{base_id}" was written as {base.codec}, this one would be {codec}')
-        return Reuse(base_id, base)
+        return Reuse(base_id, described.trees(base))
 
     def _check_store(self) -> None:
         probe = self.request.probe

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,15 +20,8 @@ from shardkeeper.api.hook import (
     HookResume,
 )
 from shardkeeper.errors import ShardkeeperError
+from shardkeeper.jsonstream import HIGH_SURROGATE, READ_BYTES, YAJL
 
-#: ijson's C parser (yajl 2), never its slower pure-Python one (which reads some invalid JSON).
-_YAJL = ijson.get_backend("yajl2_c")
-#: Bytes yajl is given at a time: it rescans a string it has not finished on every read, so a huge
-#: name or key took time in the square of its length over ijson's 64 KiB reads (49 s for 100 MB).
-_READ_BYTES = 4 << 20
-#: An escaped high surrogate (``\uD800``-``\uDBFF``): yajl turns one that is not followed by a low
-#: surrogate into another character, silently (``c/\ud800x`` became ``c/?x``: another file).
-_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB]")
 #: The deepest a workload's answer may nest (a listed file is three levels down).
 MAX_DEPTH = 64
 #: The hold's fields by either name (camelCase, or snake_case: ``populate_by_name``).
@@ -150,7 +142,7 @@ class Listing:
         if not raw.strip():
             return cls(name, HeldWrites(), None)
         try:
-            if _HIGH_SURROGATE.search(raw):  # yajl would read them as other characters
+            if HIGH_SURROGATE.search(raw):  # yajl would read them as other characters
                 return cls._read_whole(name, raw)
             try:
                 held, count = _scan(raw)
@@ -186,7 +178,7 @@ class Listing:
         if self.count is None:
             return
         source = (
-            _YAJL.items(raw, "files.item", use_float=True, buf_size=_READ_BYTES)
+            YAJL.items(raw, "files.item", use_float=True, buf_size=READ_BYTES)
             if items is None
             else _popped(items)
         )
@@ -221,7 +213,7 @@ def _scan(raw: bytes) -> tuple[HeldWrites, int | None]:
     files_given = False
     key = ""  # the top-level field whose value is being read
     depth = 0  # of the containers the event is in
-    for event, value in _YAJL.basic_parse(raw, use_float=True, buf_size=_READ_BYTES):
+    for event, value in YAJL.basic_parse(raw, use_float=True, buf_size=READ_BYTES):
         if event in ("end_map", "end_array"):
             depth -= 1
             continue

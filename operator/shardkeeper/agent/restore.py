@@ -33,6 +33,7 @@ from shardkeeper.agent.throttle import Throttle
 from shardkeeper.api.agent import NodePhase, PrepareRestore
 from shardkeeper.api.common import Codec, Phase
 from shardkeeper.api.descriptors import CollectionEntry, EntryType, NodeDescriptor
+from shardkeeper.archive.described import DescribedNode, DescribedTree
 from shardkeeper.archive.transfer import download
 from shardkeeper.archive.tree import check_tree, set_times
 from shardkeeper.errors import ShardkeeperError, SpecError
@@ -62,7 +63,8 @@ class RestoreJob:
         self.reservation = reservation
         self.layout = BackupLayout(request.backup_id)
         self.staging = settings.restore_dir / request.id
-        self.collections: list[CollectionEntry] = []
+        self.collections: list[tuple[CollectionEntry, DescribedTree]] = []
+        """The collections restored, each with its entries (held in columns: a million take ~170 MB)."""
         self.codec: Codec | None = None
         self.moved: list[str] = []
         self.journal = MoveJournal(settings.journal_dir, request.id)
@@ -74,44 +76,48 @@ class RestoreJob:
         req = self.request
         if req.node != self.settings.node:
             raise SpecError(f'this agent serves node "{self.settings.node}", not "{req.node}"')
-        descriptor = await asyncio.to_thread(self._read_descriptor)
-        wanted = set(req.collections)
-        self.collections = [col for col in descriptor.collections if col.name in wanted]
+        descriptor, self.collections = await asyncio.to_thread(self._read_descriptor)
         self.codec = descriptor.codec
         self.dirs_listed = descriptor.format_version >= 2
-        for col in self.collections:  # a descriptor is data from the bucket, too: the backup's own rule
-            check_tree(col.name, col.entries, dirs_listed=self.dirs_listed)
-        op.collections = [col.name for col in self.collections]
+        for col, tree in self.collections:  # a descriptor is data from the bucket, too: the backup's rule
+            await asyncio.to_thread(check_tree, col.name, tree, dirs_listed=self.dirs_listed)
+        op.collections = [col.name for col, _ in self.collections]
         existing = sorted(
             set(op.collections) & set(local_collections(self.settings.data_root, c.AGENT_STATE_DIR))
         )
         if existing:
             raise SpecError(f'collections {existing} already exist on node "{req.node}"')
-        needed = sum(col.allocated for col in self.collections)
+        needed = sum(col.allocated for col, _ in self.collections)
         usable = await asyncio.to_thread(self.settings.usable_bytes)
         if needed * (1 + SPACE_MARGIN) > usable:
             raise SpecError(
                 f'node "{req.node}" has {usable} bytes free for the restore, which needs {needed} '
                 f"(+{SPACE_MARGIN:.0%} margin; allocated bytes: holes and hard links take none)"
             )
-        op.bytes_total = sum(col.bytes for col in self.collections)
-        op.files_total = sum(len(col.entries) for col in self.collections)
+        op.bytes_total = sum(col.bytes for col, _ in self.collections)
+        op.files_total = sum(len(tree) for _, tree in self.collections)
         op.workers = worker_count(self.settings.cores, req.cpu_percentage)
 
-    def _read_descriptor(self) -> NodeDescriptor:
+    def _read_descriptor(self) -> tuple[NodeDescriptor, list[tuple[CollectionEntry, DescribedTree]]]:
+        """The source node's descriptor, and the wanted collections with their entries (streamed:
+        ``BackupRepository.node_entries``)."""
         repo = BackupRepository(self.storage)
-        descriptor = repo.node_descriptor(self.request.backup_id, self.request.source_node)
-        if descriptor is None:
+        wanted = set(self.request.collections)
+        found = repo.node_entries(
+            self.request.backup_id, self.request.source_node, lambda: DescribedNode(wanted)
+        )
+        if found is None:
             key = self.layout.node_descriptor(self.request.source_node)
             raise SpecError(
                 f'backup "{self.request.backup_id}" has no node "{self.request.source_node}" at '
                 f"{self.storage.url(key)}"
             )
+        descriptor, sink = found
         if descriptor.status is not Phase.SUCCESS:
             raise SpecError(
                 f'node "{self.request.source_node}" of backup "{descriptor.id}" is {descriptor.status}'
             )
-        return descriptor
+        return descriptor, sink.trees(descriptor)
 
     async def release(self, op: Operation) -> None:
         """A restore never holds the workload's writes."""
@@ -158,7 +164,7 @@ class RestoreJob:
     def _move_into_place(self) -> None:
         root = self.settings.data_root
         try:
-            for col in self.collections:
+            for col, tree in self.collections:
                 name = col.name
                 if os.path.lexists(root / name):
                     raise SpecError(
@@ -167,7 +173,7 @@ class RestoreJob:
                 self.journal.record(name, self.staging / name)  # before the rename: it survives us
                 (self.staging / name).rename(root / name)
                 self.moved.append(name)
-                own = next((e for e in col.entries if e.name == name and e.type is EntryType.DIR), None)
+                own = next((e for e in tree if e.name == name and e.type is EntryType.DIR), None)
                 if own is not None:
                     set_times(root / name, own)  # its mode may not allow the rename, so after it
         except OSError as exc:

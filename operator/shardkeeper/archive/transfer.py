@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from shardkeeper.api.common import Codec
-from shardkeeper.api.descriptors import ChunkEntry, CollectionEntry, Entry, EntryType, NodeDescriptor
+from shardkeeper.api.descriptors import ChunkEntry, CollectionEntry, Entry, EntryType
 from shardkeeper.archive.codecs import CodecChoice
+from shardkeeper.archive.described import DescribedEntry, DescribedTree
 from shardkeeper.archive.pack import PackedChunk, pack_chunk, plan_chunks
 from shardkeeper.archive.prefetch import COPY_BUFFER, Cancelled
 from shardkeeper.archive.source import SourceEntry, SourceTree
@@ -56,26 +57,41 @@ UPLOAD_AHEAD = 4
 
 @dataclass(frozen=True)
 class BaseFile:
-    entry: Entry
+    entry: DescribedEntry
     chunk: ChunkEntry
     """The chunk holding it, with ``backup`` set to the backup that stores it."""
 
 
 class Reuse:
-    """The regular files of a base backup's node descriptor, by path, for an incremental backup."""
+    """The regular files of a base backup's node, by path, for an incremental backup: the base's
+    entries in their columns (``DescribedTree``, as ``BackupRepository.node_entries`` reads them),
+    and where each file is (~80 bytes per file besides its entry)."""
 
-    def __init__(self, base_id: str, base: NodeDescriptor) -> None:
+    def __init__(self, base_id: str, collections: Sequence[tuple[CollectionEntry, DescribedTree]]) -> None:
         self.base_id = base_id
-        self.files: dict[str, BaseFile] = {}
-        for col in base.collections:
+        self._trees: list[tuple[DescribedTree, dict[int, ChunkEntry]]] = []
+        self._where: dict[str, int] = {}
+        """A file's collection (its position, shifted left 32 bits) and index in its tree."""
+        for k, (col, tree) in enumerate(collections):
             chunks = {ch.n: ch.model_copy(update={"backup": ch.backup or base_id}) for ch in col.chunks}
-            for e in col.entries:
+            self._trees.append((tree, chunks))
+            for i, e in enumerate(tree):
                 if e.type is EntryType.FILE and e.chunk in chunks:
-                    self.files[e.name] = BaseFile(e, chunks[e.chunk])
+                    self._where[e.name] = k << 32 | i
+
+    def get(self, name: str) -> BaseFile | None:
+        """The base's regular file at path ``name``, if it has one."""
+        where = self._where.get(name)
+        if where is None:
+            return None
+        tree, chunks = self._trees[where >> 32]
+        entry = tree[where & 0xFFFFFFFF]
+        assert entry.chunk is not None
+        return BaseFile(entry, chunks[entry.chunk])
 
     def match(self, e: SourceEntry, root: Path, cancelled: threading.Event) -> BaseFile | None:
         """The base's copy of ``e`` if its content is the same, else None (see the module docstring)."""
-        found = self.files.get(e.name)
+        found = self.get(e.name)
         if found is None or found.entry.size != e.size:
             return None
         same = (found.entry.ino, found.entry.mtime_ns) == (e.ino, e.mtime_ns)
@@ -364,7 +380,7 @@ def _spool(
 
 
 def download(
-    collections: Sequence[CollectionEntry],
+    collections: Sequence[tuple[CollectionEntry, DescribedTree]],
     *,
     storage: Storage,
     layout: BackupLayout,
@@ -378,43 +394,39 @@ def download(
     cancelled: threading.Event,
     dirs_listed: bool = True,
 ) -> None:
-    """Unpacks and verifies ``collections`` of ``source_node`` into ``staging`` (which must not
-    exist), then finishes each tree. Raises ``IntegrityError`` or ``UnsafeArchiveEntry`` on any
-    doubt; the caller discards staging then."""
+    """Unpacks and verifies ``collections`` of ``source_node`` (each with its entries) into
+    ``staging`` (which must not exist), then finishes each tree. Raises ``IntegrityError`` or
+    ``UnsafeArchiveEntry`` on any doubt; the caller discards staging then. Memory: the entries of
+    the chunks being unpacked, as ``DescribedEntry``; the others stay in their columns."""
     staging.mkdir(parents=True, exist_ok=False)
-    jobs: list[Callable[[], None]] = []
-    for col in collections:
-        by_chunk: dict[int, dict[str, Entry]] = {}
-        for e in col.entries:
-            if e.chunk is not None:
-                by_chunk.setdefault(e.chunk, {})[e.name] = e
-        for ch in col.chunks:
-            where = BackupLayout(ch.backup) if ch.backup else layout
-            key = where.chunk(source_node, ch.key)
-            algorithm, digest = ch.checksum
-            expected = ExpectedChunk(
-                key, digest, ch.size, by_chunk.get(ch.n, {}), partial=bool(ch.backup), algorithm=algorithm
+
+    def unpack(col: CollectionEntry, tree: DescribedTree, ch: ChunkEntry, indices: Sequence[int]) -> None:
+        key = (BackupLayout(ch.backup) if ch.backup else layout).chunk(source_node, ch.key)
+        algorithm, digest = ch.checksum
+        listed = {e.name: e for e in map(tree.__getitem__, indices)}
+        expected = ExpectedChunk(key, digest, ch.size, listed, partial=bool(ch.backup), algorithm=algorithm)
+        with storage.reader(key) as source:
+            seen = unpack_chunk(
+                source,
+                codec=codec,
+                chunk=expected,
+                target=staging,
+                collection=col.name,
+                on_bytes=on_bytes,
+                cancelled=cancelled,
             )
+        on_entries(len(seen))
 
-            def job(col: CollectionEntry = col, expected: ExpectedChunk = expected) -> None:
-                with storage.reader(expected.key) as source:
-                    seen = unpack_chunk(
-                        source,
-                        codec=codec,
-                        chunk=expected,
-                        target=staging,
-                        collection=col.name,
-                        on_bytes=on_bytes,
-                        cancelled=cancelled,
-                    )
-                on_entries(len(seen))
-
-            jobs.append(job)
+    jobs: list[Callable[[], None]] = []
+    for col, tree in collections:
+        by_chunk = tree.by_chunk()
+        for ch in col.chunks:
+            jobs.append(functools.partial(unpack, col, tree, ch, by_chunk.pop(ch.n, ())))
     run_chunks(workers, jobs, cancelled)
-    for col in collections:
+    for col, tree in collections:
         (staging / col.name).mkdir(exist_ok=True)  # format 1: a collection of empty files only
         if dirs_listed:
-            finish_tree(staging, col.name, col.entries, owners=owners)
+            finish_tree(staging, col.name, tree, owners=owners)
 
 
 __all__ = ["BaseFile", "Reuse", "Uploaded", "allocated", "download", "run_chunks", "upload"]

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from shardkeeper.api.common import NAME_MAX_BYTES, collection_name_problem
-from shardkeeper.api.descriptors import Entry, EntryType
+from shardkeeper.api.descriptors import EntryType
 from shardkeeper.errors import UnsafeArchiveEntry
 
 #: The longest path (relative to the data root) a backup accepts and a restore writes, in bytes.
@@ -51,6 +51,32 @@ class TreeEntry(Protocol):
 
     @property
     def link(self) -> str | None: ...
+
+
+class StoredEntry(TreeEntry, Protocol):
+    """What unpacking and ``finish_tree`` read of an entry: an ``api.descriptors.Entry``, or a
+    ``archive.described.DescribedEntry``."""
+
+    @property
+    def mode(self) -> int: ...
+
+    @property
+    def mtime_ns(self) -> int | None: ...
+
+    @property
+    def uid(self) -> int | None: ...
+
+    @property
+    def gid(self) -> int | None: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def sha256(self) -> str | None: ...
+
+    @property
+    def data(self) -> list[tuple[int, int]] | None: ...
 
 
 def shown(name: str) -> str:
@@ -119,14 +145,13 @@ def check_tree(collection: str, entries: Sequence[TreeEntry], *, dirs_listed: bo
             )
 
 
-def finish_tree(target: Path, collection: str, entries: Iterable[Entry], *, owners: bool) -> None:
+def finish_tree(target: Path, collection: str, entries: Sequence[StoredEntry], *, owners: bool) -> None:
     """The last step of unpacking ``collection`` into ``target`` (a staging directory only this
     restore writes), once every regular file is written and verified: empty directories, hard links,
     then symbolic links, then each directory's mode and mtime, deepest first (after its contents).
     The collection's own directory gets its mode and mtime from ``set_times`` once it is in place (a
     rename may need it writable). ``owners``: also restore uid/gid (only root may). Never follows a
     link: directories are made here, and check_tree refused any entry below a link."""
-    entries = list(entries)
     root = str(target)
     dirs = sorted((e for e in entries if e.type is EntryType.DIR), key=lambda e: e.name.count("/"))
     for entry in dirs:
@@ -163,11 +188,20 @@ def finish_tree(target: Path, collection: str, entries: Iterable[Entry], *, owne
             set_times(Path(f"{root}/{entry.name}"), entry)
 
 
-def set_times(path: Path, entry: Entry) -> None:
+def set_times(path: Path, entry: StoredEntry) -> None:
     """Applies a directory's recorded mode and mtime (``path`` is a directory this restore made)."""
     os.chmod(path, entry.mode & MODE_MASK)  # Linux has no lchmod; path was checked to be a directory
     if entry.mtime_ns is not None:
         os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
 
 
-__all__ = ["MAX_PATH_BYTES", "MODE_MASK", "check_entry", "check_path", "check_tree", "finish_tree", "shown"]
+__all__ = [
+    "MAX_PATH_BYTES",
+    "MODE_MASK",
+    "StoredEntry",
+    "check_entry",
+    "check_path",
+    "check_tree",
+    "finish_tree",
+    "shown",
+]

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from shardkeeper.api.common import Codec
-from shardkeeper.api.descriptors import Entry, EntryType
+from shardkeeper.api.descriptors import EntryType
 from shardkeeper.archive.codecs import decompressed
 from shardkeeper.archive.prefetch import COPY_BUFFER, Cancelled, put_unless_stopped
 from shardkeeper.archive.tarstream import Member, Source, members, sparse_map, what_type
-from shardkeeper.archive.tree import MODE_MASK, check_path, shown
+from shardkeeper.archive.tree import MODE_MASK, StoredEntry, check_path, shown
 from shardkeeper.errors import IntegrityError, ShardkeeperError, UnsafeArchiveEntry
 from shardkeeper.storage.checksum import chunk_hasher
 
@@ -47,7 +47,7 @@ class ExpectedChunk:
     digest: str
     """The checksum of the stored bytes, hex, by ``algorithm``."""
     size: int
-    entries: Mapping[str, Entry]
+    entries: Mapping[str, StoredEntry]
     """The descriptor's entries stored in this chunk, by name."""
     partial: bool = False
     """A chunk of an earlier backup that this one references: members it does not list are skipped."""

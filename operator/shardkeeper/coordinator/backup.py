@@ -231,7 +231,7 @@ class BackupReconciler(BackupDeletion):
         """If the agent had finished before it restarted, its node descriptor says so."""
         if self.status.phase in (Phase.TRANSFERRING, Phase.TRANSFERRED):
             storage = self._open_storage()
-            node = await in_thread(lambda: BackupRepository(storage).node_descriptor(self.op_id, name))
+            node = await in_thread(lambda: BackupRepository(storage).node_head(self.op_id, name))
             if node is not None and node.status is Phase.SUCCESS:
                 self.status.nodes[name].phase = NodePhase.SUCCESS.value
                 return NodeView(name, NodePhase.SUCCESS)
@@ -243,7 +243,7 @@ class BackupReconciler(BackupDeletion):
         storage = self._open_storage()
         names = sorted(self.status.nodes)
         repo = BackupRepository(storage)
-        found = await in_thread(lambda: [repo.node_descriptor(self.op_id, n) for n in names])
+        found = await in_thread(lambda: [repo.node_head(self.op_id, n) for n in names])
         missing = [n for n, d in zip(names, found, strict=True) if d is None]
         if missing:
             self._fail(

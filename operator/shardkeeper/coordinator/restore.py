@@ -198,7 +198,7 @@ class RestoreReconciler(OperationReconciler[RestoreSpec, RestoreStatus]):
         def needs() -> dict[str, int]:
             out = {}
             for target, source in sources.items():
-                node = repo.node_descriptor(self.spec.backup_id, source)
+                node = repo.node_head(self.spec.backup_id, source)
                 if node is None:
                     where = storage.url(self.layout.node_descriptor(source))
                     raise CorruptDescriptor(f"{where} is missing: the backup is incomplete")

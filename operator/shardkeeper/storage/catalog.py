@@ -63,7 +63,7 @@ def copy_backup(
     report = CopyReport()
     try:
         for node in sorted(descriptor.nodes):
-            node_descriptor = repo.node_descriptor(backup_id, node)
+            node_descriptor = repo.node_head(backup_id, node, validate_entries=True)
             if node_descriptor is None:
                 raise IntegrityError(f"{source.url(layout.node_descriptor(node))} is missing")
             for collection in node_descriptor.collections:
@@ -73,8 +73,13 @@ def copy_backup(
                         source, target, key, checksum=chunk.checksum, size=chunk.size, report=report
                     )
                     on_progress(report)
-            # The bytes as stored (a format 1 descriptor stays format 1 at the destination).
-            target.put_bytes(layout.node_descriptor(node), source.get_bytes(layout.node_descriptor(node)))
+            # The bytes as stored (a format 1 descriptor stays format 1 at the destination), streamed.
+            with (
+                source.reader(layout.node_descriptor(node)) as reader,
+                target.writer(layout.node_descriptor(node)) as writer,
+            ):
+                while block := reader.read(COPY_BUFFER):
+                    writer.write(block)
             report.objects += 1
         target.put_bytes(layout.global_descriptor, source.get_bytes(layout.global_descriptor))
         report.objects += 1

@@ -42,32 +42,38 @@ from shardkeeper.api.descriptors import (
 from shardkeeper.errors import CorruptDescriptor, ObjectNotFound
 from shardkeeper.storage.base import Storage
 from shardkeeper.storage.layout import BackupLayout
+from shardkeeper.storage.node_stream import EntrySink, ReadWhole, first_error, read_node
 
 V = TypeVar("V", bound=Versioned)
+S = TypeVar("S", bound=EntrySink)
 
 
 def _parse(model: type[V], raw: bytes, where: str) -> V:
     try:
         probe = Versioned.model_validate_json(raw)
     except ValidationError as exc:
-        raise CorruptDescriptor(f"{where} is not a shardkeeper descriptor: {_first_error(exc)}") from None
+        raise CorruptDescriptor(f"{where} is not a shardkeeper descriptor: {first_error(exc)}") from None
     probe.check_version()
     try:
         if model is NodeDescriptor and probe.format_version == 1:
             return model.model_validate(_upgrade_node_v1(NodeDescriptorV1.model_validate_json(raw)))
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise CorruptDescriptor(f"{where} is corrupt: {_first_error(exc)}") from None
+        raise CorruptDescriptor(f"{where} is corrupt: {first_error(exc)}") from None
 
 
-def _first_error(exc: ValidationError) -> str:
-    errors = exc.errors()
-    if not errors:
-        return str(exc)
-    first = errors[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return f"{where + ': ' if where else ''}{first.get('msg', '')}{more}"
+def _dropped(_index: int, _name: str | None, _entry: Entry) -> None:
+    """An ``EntrySink`` that keeps nothing (the entries are validated before it is called)."""
+
+
+def _feed(sink: EntrySink, descriptor: NodeDescriptor, where: str) -> None:
+    """Hands ``sink`` every entry of ``descriptor``, as ``node_stream.read_node`` does."""
+    for i, col in enumerate(descriptor.collections):
+        for j, entry in enumerate(col.entries):
+            try:
+                sink(i, col.name, entry)
+            except ValueError as exc:
+                raise CorruptDescriptor(f"{where} is corrupt: collections.{i}.entries.{j}: {exc}") from None
 
 
 class BackupRepository:
@@ -93,12 +99,62 @@ class BackupRepository:
 
     def node_descriptor(self, backup_id: str, node: str) -> NodeDescriptor | None:
         descriptor = self._read(NodeDescriptor, BackupLayout(backup_id).node_descriptor(node))
-        if descriptor is not None and (descriptor.id != backup_id or descriptor.node != node):
+        if descriptor is not None:
+            self._check_node(descriptor, backup_id, node)
+        return descriptor
+
+    def node_head(
+        self, backup_id: str, node: str, *, validate_entries: bool = False
+    ) -> NodeDescriptor | None:
+        """The node descriptor without its entries (its collections list none), read as a stream
+        (``node_stream``): what the operator reads, in one block of memory, however many files the
+        node holds. Everything but the entries is validated, as ``node_descriptor`` does; the
+        entries too if ``validate_entries`` (~3 µs each)."""
+        found = self._stream_node(backup_id, node, (lambda: _dropped) if validate_entries else None)
+        return None if found is None else found[0]
+
+    def node_entries(
+        self, backup_id: str, node: str, sink: Callable[[], S]
+    ) -> tuple[NodeDescriptor, S] | None:
+        """The node descriptor without its entries, and a sink (made by ``sink``) that was handed
+        each validated entry in order (``node_stream.EntrySink``): a restore keeps them in columns
+        (``archive.described``), not as models. If the descriptor must be read whole after all
+        (``node_stream.ReadWhole``), a new sink is made and handed every entry from the start."""
+        found = self._stream_node(backup_id, node, sink)
+        if found is None:
+            return None
+        descriptor, made = found
+        assert made is not None
+        return descriptor, made
+
+    def _stream_node(
+        self, backup_id: str, node: str, sink: Callable[[], S] | None
+    ) -> tuple[NodeDescriptor, S | None] | None:
+        key = BackupLayout(backup_id).node_descriptor(node)
+        made = sink() if sink is not None else None
+        try:
+            with self.storage.reader(key) as source:
+                descriptor = read_node(source, self.storage.url(key), made)
+        except ObjectNotFound:
+            return None
+        except ReadWhole:
+            whole = self._read(NodeDescriptor, key)
+            if whole is None:
+                return None
+            descriptor, made = whole, sink() if sink is not None else None
+            if made is not None:
+                _feed(made, descriptor, self.storage.url(key))
+            for col in descriptor.collections:
+                col.entries = []
+        self._check_node(descriptor, backup_id, node)
+        return descriptor, made
+
+    def _check_node(self, descriptor: NodeDescriptor, backup_id: str, node: str) -> None:
+        if descriptor.id != backup_id or descriptor.node != node:
             where = self.storage.url(BackupLayout(backup_id).node_descriptor(node))
             raise CorruptDescriptor(
                 f"{where} describes {descriptor.id}/{descriptor.node}, not {backup_id}/{node}"
             )
-        return descriptor
 
     def restore_descriptor(self, backup_id: str) -> RestoreDescriptor | None:
         return self._read(RestoreDescriptor, BackupLayout(backup_id).restore_descriptor)
