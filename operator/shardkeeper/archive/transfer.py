@@ -18,12 +18,14 @@ takes from it only the entries this backup lists.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import hashlib
 import os
 import queue
 import threading
+from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -65,27 +67,27 @@ class BaseFile:
 class Reuse:
     """The regular files of a base backup's node, by path, for an incremental backup: the base's
     entries in their columns (``DescribedTree``, as ``BackupRepository.node_entries`` reads them),
-    and where each file is (~80 bytes per file besides its entry)."""
+    and each collection's files in the order of their paths (4 bytes per file: a dict took ~70)."""
 
     def __init__(self, base_id: str, collections: Sequence[tuple[CollectionEntry, DescribedTree]]) -> None:
         self.base_id = base_id
-        self._trees: list[tuple[DescribedTree, dict[int, ChunkEntry]]] = []
-        self._where: dict[str, int] = {}
-        """A file's collection (its position, shifted left 32 bits) and index in its tree."""
-        for k, (col, tree) in enumerate(collections):
+        self._collections: dict[str, tuple[DescribedTree, array[int], dict[int, ChunkEntry]]] = {}
+        for col, tree in collections:
             chunks = {ch.n: ch.model_copy(update={"backup": ch.backup or base_id}) for ch in col.chunks}
-            self._trees.append((tree, chunks))
-            for i, e in enumerate(tree):
-                if e.type is EntryType.FILE and e.chunk in chunks:
-                    self._where[e.name] = k << 32 | i
+            files = [i for i, e in enumerate(tree) if e.type is EntryType.FILE and e.chunk in chunks]
+            files.sort(key=tree.names.__getitem__)
+            self._collections[col.name] = (tree, array("I", files), chunks)
 
     def get(self, name: str) -> BaseFile | None:
         """The base's regular file at path ``name``, if it has one."""
-        where = self._where.get(name)
-        if where is None:
+        found = self._collections.get(name.partition("/")[0])
+        if found is None:
             return None
-        tree, chunks = self._trees[where >> 32]
-        entry = tree[where & 0xFFFFFFFF]
+        tree, by_path, chunks = found
+        at = bisect.bisect_left(by_path, name, key=tree.names.__getitem__)
+        if at == len(by_path) or tree.names[by_path[at]] != name:
+            return None
+        entry = tree[by_path[at]]
         assert entry.chunk is not None
         return BaseFile(entry, chunks[entry.chunk])
 
