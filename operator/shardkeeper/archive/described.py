@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Container, Iterator, Sequence
-from typing import Any, NamedTuple, overload
+from typing import NamedTuple, overload
 
 from shardkeeper.api.descriptors import CollectionEntry, Entry, EntryType, NodeDescriptor
 
@@ -127,35 +127,43 @@ class DescribedTree(Sequence[DescribedEntry]):
     def __len__(self) -> int:
         return len(self.names)
 
-    def _entries(self, start: int, stop: int) -> Iterator[DescribedEntry]:
-        """The entries ``start`` to ``stop`` (0 <= start <= stop <= len), made from the columns."""
-        links, data, types, sha = self._links, self._data, _TYPES, self._sha256
-        columns: tuple[Sequence[Any], ...] = (
-            self.names,
-            self._type,
-            self._flags,
-            *(column for _, column in self._columns()),
+    def __iter__(self) -> Iterator[DescribedEntry]:
+        columns = (self.names, self._type, self._flags, *(column for _, column in self._columns()))
+        for i, row in enumerate(zip(*columns, strict=True)):
+            yield self._made(i, *row)
+
+    def _made(
+        self,
+        i: int,
+        name: str,
+        type_: int,
+        flags: int,
+        mode: int,
+        sec: int,
+        nsec: int,
+        uid: int,
+        gid: int,
+        ino: int,
+        gen: int,
+        size: int,
+        chunk: int,
+    ) -> DescribedEntry:
+        """Entry ``i``, from its row of the columns."""
+        return DescribedEntry(
+            name,
+            _TYPES[type_],
+            mode,
+            sec * _NS + nsec if flags & _MTIME else None,
+            uid if flags & _UID else None,
+            gid if flags & _GID else None,
+            ino if flags & _INO else None,
+            gen if flags & _GEN else None,
+            size,
+            self._sha256[i * 32 : i * 32 + 32].hex() if flags & _SHA256 else None,
+            chunk if flags & _CHUNK else None,
+            self._links.get(i),
+            self._data.get(i),
         )
-        if start != 0 or stop != len(self.names):
-            columns = tuple(column[start:stop] for column in columns)
-        for i, (name, type_, flags, mode, sec, nsec, uid, gid, ino, gen, size, chunk) in enumerate(
-            zip(*columns, strict=True), start
-        ):
-            yield DescribedEntry(
-                name,
-                types[type_],
-                mode,
-                sec * _NS + nsec if flags & _MTIME else None,
-                uid if flags & _UID else None,
-                gid if flags & _GID else None,
-                ino if flags & _INO else None,
-                gen if flags & _GEN else None,
-                size,
-                sha[i * 32 : i * 32 + 32].hex() if flags & _SHA256 else None,
-                chunk if flags & _CHUNK else None,
-                links.get(i),
-                data.get(i),
-            )
 
     @overload
     def __getitem__(self, index: int) -> DescribedEntry: ...
@@ -166,11 +174,9 @@ class DescribedTree(Sequence[DescribedEntry]):
     def __getitem__(self, index: int | slice) -> DescribedEntry | list[DescribedEntry]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self.names)))]
-        index = range(len(self.names))[index]  # IndexError out of range
-        return next(self._entries(index, index + 1))
-
-    def __iter__(self) -> Iterator[DescribedEntry]:
-        return self._entries(0, len(self.names))
+        i = range(len(self.names))[index]  # IndexError out of range
+        row = (column[i] for _, column in self._columns())
+        return self._made(i, self.names[i], self._type[i], self._flags[i], *row)
 
     def by_chunk(self) -> dict[int, array[int]]:
         """The indices of the entries each chunk holds, by the chunk's number."""
