@@ -50,7 +50,8 @@ def _collection(draw: st.DrawFn, name: str) -> CollectionEntry:
     return CollectionEntry(name=name, bytes=5, allocated=4096, entries=entries, chunks=[chunk])
 
 
-def _descriptor(collections: list[CollectionEntry]) -> NodeDescriptor:
+def descriptor(collections: list[CollectionEntry]) -> NodeDescriptor:
+    """A node descriptor of backup b, node n0, with ``collections`` (also for test_node_stream)."""
     return NodeDescriptor(
         id="b",
         node="n0",
@@ -75,7 +76,7 @@ def _descriptor(collections: list[CollectionEntry]) -> NodeDescriptor:
 def test_a_spooled_descriptor_reads_back_as_the_whole_one(
     tmp_path: Path, collections: tuple[CollectionEntry, ...]
 ) -> None:
-    whole = _descriptor(list(collections))
+    whole = descriptor(list(collections))
     store = FilesystemStorage(root=tmp_path / "store")
     repo = BackupRepository(store)
     with EntrySpool(tmp_path) as spool:
@@ -111,10 +112,10 @@ def test_a_descriptor_that_is_not_the_spools_is_refused(tmp_path: Path) -> None:
     with EntrySpool(tmp_path) as spool:
         spool.add("a", entry)
         with pytest.raises(ValueError, match="not the spool's"):
-            repo.write_node_spooled(_descriptor([_bare("b")]), spool)
+            repo.write_node_spooled(descriptor([_bare("b")]), spool)
         carrying = CollectionEntry(name="a", bytes=0, entries=[entry], chunks=[])
         with pytest.raises(ValueError, match="carry entries"):
-            repo.write_node_spooled(_descriptor([carrying]), spool)
+            repo.write_node_spooled(descriptor([carrying]), spool)
 
 
 class _Result:
@@ -218,14 +219,14 @@ def test_a_collection_the_spool_lacks_is_written_without_entries(tmp_path: Path)
     root = Entry.make("a", EntryType.DIR, mode=0o755, mtime_ns=0)
     with EntrySpool(tmp_path) as spool:
         spool.add("a", root)
-        repo.write_node_spooled(_descriptor([_bare("a"), _bare("e")]), spool)
+        repo.write_node_spooled(descriptor([_bare("a"), _bare("e")]), spool)
     read = repo.node_descriptor("b", "n0")
     assert read is not None and [(c.name, c.entries) for c in read.collections] == [("a", [root]), ("e", [])]
 
 
 def test_a_corrupt_entry_is_named_by_its_first_field_in_declared_order(tmp_path: Path) -> None:
     store = FilesystemStorage(root=tmp_path / "store")
-    body = json.loads(_descriptor([]).model_dump_json(by_alias=True))
+    body = json.loads(descriptor([]).model_dump_json(by_alias=True))
     body["collections"] = [
         {"name": "col", "bytes": 0, "chunks": [], "entries": [{"path": "col/x", "type": "fil", "mode": -1}]}
     ]

@@ -5,7 +5,6 @@ however it was written; what yajl cannot read exactly is read whole. Its entries
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shardkeeper.api.common import Codec, CompressionLevel, Phase
 from shardkeeper.api.descriptors import ChunkEntry, CollectionEntry, Entry, EntryType, NodeDescriptor
 from shardkeeper.archive.described import DescribedEntry, DescribedNode, DescribedTree
 from shardkeeper.errors import CorruptDescriptor, UnknownFormatVersion
 from shardkeeper.storage.filesystem import FilesystemStorage
 from shardkeeper.storage.layout import BackupLayout
 from shardkeeper.storage.repository import BackupRepository, EntrySpool
+from tests.unit.test_entry_spool import descriptor
 
 KEY = BackupLayout("b").node_descriptor("n0")
 
@@ -66,23 +65,6 @@ def _entries(draw: st.DrawFn, name: str) -> list[Entry]:
             entry = Entry.make(path, kind, **common)
         entries.append(entry)
     return entries
-
-
-def _descriptor(collections: list[CollectionEntry], **more: Any) -> NodeDescriptor:
-    return NodeDescriptor(
-        id="b",
-        node="n0",
-        status=Phase.SUCCESS,
-        started_at=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
-        codec=Codec.ZSTD,
-        compression_level=CompressionLevel.ZSTD_BEST_SPEED,
-        collections=collections,
-        bytes=5,
-        stored_bytes=10,
-        file_count=1,
-        pause_ms=1.5,
-        **more,
-    )
 
 
 def _chunk(n: int) -> ChunkEntry:
@@ -149,7 +131,7 @@ def test_a_streamed_descriptor_reads_as_the_whole_one(
         CollectionEntry(name=n, bytes=1, allocated=2, entries=data.draw(_entries(n)), chunks=[_chunk(1)])
         for n in names
     ]
-    whole = _descriptor(collections)
+    whole = descriptor(collections)
     store = _CountingStore(root=work / "store")
     _write(store, whole, spooled=spooled, work=work)
     repo = BackupRepository(store)
@@ -176,7 +158,7 @@ def test_only_the_wanted_collections_are_kept(tmp_path: Path) -> None:
         for n in ("a", "b", "c")
     ]
     store = FilesystemStorage(root=tmp_path / "store")
-    _write(store, _descriptor(collections), spooled=True, work=tmp_path)
+    _write(store, descriptor(collections), spooled=True, work=tmp_path)
     found = BackupRepository(store).node_entries("b", "n0", lambda: DescribedNode({"c", "a"}))
     assert found is not None
     assert [(col.name, [e.name for e in tree]) for col, tree in found[1].trees(found[0])] == [
@@ -196,7 +178,7 @@ def test_a_descriptor_read_whole_midway_hands_each_entry_once(tmp_path: Path) ->
     """An escaped high surrogate past the first block: the entries before it went to a sink already;
     the whole read hands them all to a new one."""
     entries = [*_many(20_000), Entry.make("col/\U0001f600", EntryType.DIR, mode=0o755)]
-    whole = _descriptor([CollectionEntry(name="col", bytes=0, entries=entries, chunks=[])])
+    whole = descriptor([CollectionEntry(name="col", bytes=0, entries=entries, chunks=[])])
     store = FilesystemStorage(root=tmp_path / "store")
     _write(store, whole, spooled=False, work=tmp_path)
     raw = store.get_bytes(KEY).replace("\U0001f600".encode(), b"\\ud83d\\ude00")
@@ -221,7 +203,7 @@ def _raw(body: dict[str, Any], tmp_path: Path) -> FilesystemStorage:
 
 
 def _body(*entries: dict[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(_descriptor([]).model_dump_json(by_alias=True))
+    body: dict[str, Any] = json.loads(descriptor([]).model_dump_json(by_alias=True))
     body["collections"] = [{"name": "col", "bytes": 0, "chunks": [], "entries": list(entries)}]
     return body
 
@@ -237,7 +219,7 @@ def test_a_version_given_after_the_collections_or_format_1_is_read_whole(tmp_pat
     found = BackupRepository(store).node_entries("b", "n0", DescribedNode)
     assert found is not None and [e.name for _, t in found[1].trees(found[0]) for e in t] == ["col"]
 
-    v1 = json.loads(_descriptor([]).model_dump_json(by_alias=True))
+    v1 = json.loads(descriptor([]).model_dump_json(by_alias=True))
     v1["formatVersion"] = 1
     v1["collections"] = [
         {
