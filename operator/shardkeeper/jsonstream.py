@@ -23,6 +23,11 @@ YAJL = ijson.get_backend("yajl2_c")
 READ_BYTES = 1 << 20
 #: An escaped high surrogate (``\\uD800``-``\\uDBFF``), even in a valid pair (see the module docstring).
 HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB]")
+#: An escaped high surrogate not followed by an escaped low one: yajl reads a valid pair as json
+#: does (``json.dumps`` escapes every character past U+FFFF as one), a lone one as another character.
+UNPAIRED_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+#: Bytes valid JSON never holds unescaped, that yajl reads as whitespace (vertical tab, form feed).
+_NOT_JSON = (b"\x0b", b"\x0c")
 #: The events that open and close a container.
 OPENING = frozenset({"start_map", "start_array"})
 CLOSING = frozenset({"end_map", "end_array"})
@@ -33,14 +38,16 @@ class Readable(Protocol):
 
 
 class HighSurrogateFound(Exception):
-    """The stream holds an escaped high surrogate: read the document with ``json`` instead."""
+    """The stream holds what yajl would not read as json does: read the document with ``json``."""
 
 
 class SurrogateCheckedReader:
-    """A binary stream, read in ``READ_BYTES`` blocks, that raises ``HighSurrogateFound`` as soon as
-    the bytes read so far hold an escaped high surrogate (one split between two reads too)."""
+    """A binary stream that raises ``HighSurrogateFound`` as soon as the bytes read so far hold an
+    escaped high surrogate without its low one (one split between two reads too), or a vertical tab
+    or form feed (which yajl takes for whitespace, where json refuses them). A literal backslash
+    before ``ud800`` in a name reads as one too: that document is read by json, as is its due."""
 
-    _TAIL = 5  # the longest start of a match a read may end with (``\\u``, ``\\uD``, ...)
+    _TAIL = 12  # a surrogate pair's escapes: a high one in the last 12 bytes waits for the next read
 
     def __init__(self, source: Readable) -> None:
         self._source = source
@@ -48,10 +55,20 @@ class SurrogateCheckedReader:
 
     def read(self, n: int = -1) -> bytes:
         block = self._source.read(n)
-        if HIGH_SURROGATE.search(self._tail + block):
+        if any(c in block for c in _NOT_JSON):
             raise HighSurrogateFound
-        self._tail = (self._tail + block)[-self._TAIL :]
+        seen = self._tail + block
+        checked = len(seen) if not block else max(0, len(seen) - self._TAIL)  # all of it at the end
+        found = UNPAIRED_HIGH_SURROGATE.search(seen)
+        if found is not None and found.start() < checked:
+            raise HighSurrogateFound
+        self._tail = seen[checked:]
         return block
+
+    def finish(self) -> None:
+        """Checks what the last read left unchecked (the parser may stop before reading the end)."""
+        if UNPAIRED_HIGH_SURROGATE.search(self._tail):
+            raise HighSurrogateFound
 
 
 __all__ = [
@@ -59,6 +76,7 @@ __all__ = [
     "HIGH_SURROGATE",
     "OPENING",
     "READ_BYTES",
+    "UNPAIRED_HIGH_SURROGATE",
     "YAJL",
     "HighSurrogateFound",
     "Readable",

@@ -209,7 +209,7 @@ class DescribedNode:
         in its order, each with its entries (an empty tree if it has none)."""
         trees, self._trees = self._trees, {}
         return [
-            (col, trees.pop(i, DescribedTree()))
+            (col, trees.get(i) or DescribedTree())
             for i, col in enumerate(descriptor.collections)
             if self._wanted is None or col.name in self._wanted
         ]

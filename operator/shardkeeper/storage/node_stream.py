@@ -58,13 +58,16 @@ def read_node(source: Readable, where: str, entries: EntrySink | None) -> NodeDe
     location, for messages. Raises ``CorruptDescriptor`` (naming the field, as a whole read does),
     ``UnknownFormatVersion``, ``ReadWhole``, and what ``source`` raises. Blocking: call it in a
     thread."""
-    # Numbers as yajl's text (no use_float): integers of any size, as json reads them (an inode
-    # number may pass 2**63); the one float, pauseMs, as a Decimal the model reads as json's float.
-    events: Events = YAJL.basic_parse(SurrogateCheckedReader(source), buf_size=READ_BYTES)
+    # use_float: numbers as json reads them. An integer past 64 bits (an inode number may pass
+    # 2**63) is a yajl error, so read whole; without it yajl's numbers come as text, which ijson
+    # 3.6 turns into a crash past 4,300 digits, and into exact Decimals json would not read alike.
+    reader = SurrogateCheckedReader(source)
+    events: Events = YAJL.basic_parse(reader, use_float=True, buf_size=READ_BYTES)
     try:
         head = _head(events, entries)
         for _ in events:  # yajl refuses anything after the document; this reads to its end
             raise _Corrupt("content after the descriptor")
+        reader.finish()
     except HighSurrogateFound:
         raise ReadWhole from None
     except (ijson.JSONError, UnicodeDecodeError) as exc:
