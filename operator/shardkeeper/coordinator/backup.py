@@ -243,7 +243,7 @@ class BackupReconciler(BackupDeletion):
         storage = self._open_storage()
         names = sorted(self.status.nodes)
         repo = BackupRepository(storage)
-        # Every entry validated too, as a restore will (one at a time: ~12 s a million, in a thread).
+        # Every entry validated too, as a restore will (one at a time: ~10 s a million, in a thread).
         found = await in_thread(lambda: [repo.node_head(self.op_id, n, validate_entries=True) for n in names])
         missing = [n for n, d in zip(names, found, strict=True) if d is None]
         if missing:
