@@ -3,9 +3,10 @@ shares, so that each treats yajl's gaps alike.
 
 yajl refuses some JSON that Python's ``json`` writes and reads (a lone surrogate escape, ``NaN``;
 with ``use_float``, integers past 64 bits), and silently reads an escaped high surrogate not followed
-by a low one as another character (``c/\\ud800x`` became ``c/?x``: another file). A reader checks
-for ``HIGH_SURROGATE`` and reads any such document whole with ``json`` instead, as it reads one
-yajl refuses.
+by a low one as another character (``c/\\ud800x`` became ``c/?x``: another file). Such a document
+is read whole with ``json`` instead, as is one yajl refuses: a workload's answer (in memory) if it
+holds any escaped high surrogate (``HIGH_SURROGATE``), a node descriptor (streamed) if it holds one
+without its low one, or a byte yajl takes for whitespace (``CheckedReader``).
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ class Readable(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
 
 
-class HighSurrogateFound(Exception):
+class ReadWithJson(Exception):
     """The stream holds what yajl would not read as json does: read the document with ``json``."""
 
 
-class SurrogateCheckedReader:
-    """A binary stream that raises ``HighSurrogateFound`` as soon as the bytes read so far hold an
+class CheckedReader:
+    """A binary stream that raises ``ReadWithJson`` as soon as the bytes read so far hold an
     escaped high surrogate without its low one (one split between two reads too), or a vertical tab
     or form feed (which yajl takes for whitespace, where json refuses them). A literal backslash
     before ``ud800`` in a name reads as one too: that document is read by json, as is its due."""
@@ -56,19 +57,19 @@ class SurrogateCheckedReader:
     def read(self, n: int = -1) -> bytes:
         block = self._source.read(n)
         if any(c in block for c in _NOT_JSON):
-            raise HighSurrogateFound
+            raise ReadWithJson
         seen = self._tail + block
         checked = len(seen) if not block else max(0, len(seen) - self._TAIL)  # all of it at the end
         found = UNPAIRED_HIGH_SURROGATE.search(seen)
         if found is not None and found.start() < checked:
-            raise HighSurrogateFound
+            raise ReadWithJson
         self._tail = seen[checked:]
         return block
 
     def finish(self) -> None:
         """Checks what the last read left unchecked (the parser may stop before reading the end)."""
         if UNPAIRED_HIGH_SURROGATE.search(self._tail):
-            raise HighSurrogateFound
+            raise ReadWithJson
 
 
 __all__ = [
@@ -78,7 +79,7 @@ __all__ = [
     "READ_BYTES",
     "UNPAIRED_HIGH_SURROGATE",
     "YAJL",
-    "HighSurrogateFound",
+    "CheckedReader",
+    "ReadWithJson",
     "Readable",
-    "SurrogateCheckedReader",
 ]

@@ -27,9 +27,9 @@ from shardkeeper.jsonstream import (
     OPENING,
     READ_BYTES,
     YAJL,
-    HighSurrogateFound,
+    CheckedReader,
     Readable,
-    SurrogateCheckedReader,
+    ReadWithJson,
 )
 
 #: The deepest a value of the head or an entry may nest (an entry's sparse map is two levels down).
@@ -61,14 +61,14 @@ def read_node(source: Readable, where: str, entries: EntrySink | None) -> NodeDe
     # use_float: numbers as json reads them. An integer past 64 bits (an inode number may pass
     # 2**63) is a yajl error, so read whole; without it yajl's numbers come as text, which ijson
     # 3.6 turns into a crash past 4,300 digits, and into exact Decimals json would not read alike.
-    reader = SurrogateCheckedReader(source)
+    reader = CheckedReader(source)
     events: Events = YAJL.basic_parse(reader, use_float=True, buf_size=READ_BYTES)
     try:
         head = _head(events, entries)
         for _ in events:  # yajl refuses anything after the document; this reads to its end
             raise _Corrupt("content after the descriptor")
         reader.finish()
-    except HighSurrogateFound:
+    except ReadWithJson:
         raise ReadWhole from None
     except (ijson.JSONError, UnicodeDecodeError) as exc:
         # Not JSON (or JSON yajl refuses, a lone surrogate escape): json judges, by the one policy.
