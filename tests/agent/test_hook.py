@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
+from shardkeeper.agent import hook as hook_module
 from shardkeeper.agent.app import create_app
 from shardkeeper.agent.hook import HookError, WorkloadHook
 from shardkeeper.agent.settings import AgentSettings
@@ -363,7 +364,7 @@ async def test_a_hold_that_ended_by_itself_before_staging_ended_fails_the_node(d
 
 
 async def _answering(
-    routes: dict[str, tuple[int, bytes]],
+    routes: dict[str, tuple[int, bytes]], spool_dir: Path | None = None
 ) -> tuple[TestServer, WorkloadHook]:
     """A workload that answers each endpoint with a fixed status and body (JSON content type)."""
 
@@ -378,7 +379,39 @@ async def _answering(
         app.router.add_post(f"/{name}", handler(status, body))
     server = TestServer(app)
     await server.start_server()
-    return server, WorkloadHook(str(server.make_url("/")), timeout=10)
+    return server, WorkloadHook(str(server.make_url("/")), timeout=10, spool_dir=spool_dir)
+
+
+async def test_a_file_list_is_kept_in_an_unnamed_file_and_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not in memory: a million listed files are ~50 MB. Nothing is left in the spool directory (made
+    if missing), and an answer past ``MAX_LISTING_BYTES`` is refused before it is all kept."""
+    files = [{"path": f"c/{i:06d}.sst", "immutable": True} for i in range(40_000)]
+    body = json.dumps({"files": files, "heldMs": 1}).encode()
+    assert len(body) > 1 << 20  # more than one block
+    spool_dir = tmp_path / "staging"
+    server, hook = await _answering({"prepare": (200, body), "resume": (200, body)}, spool_dir)
+    try:
+        listed = await hook.prepare("b", ["c"], hold_timeout=60)
+        assert (listed.count, listed.held) == (40_000, HeldWrites(held_ms=1))
+        assert [f.path for f in listed.files()] == [f["path"] for f in files]
+        assert list(spool_dir.iterdir()) == []
+        monkeypatch.setattr(hook_module, "MAX_LISTING_BYTES", len(body) - 1)
+        with pytest.raises(HookError, match=f"resume answered more than {len(body) - 1} bytes"):
+            await hook.resume("b")
+    finally:
+        await server.close()
+
+
+async def test_a_file_list_that_cannot_be_kept_is_a_hook_error(tmp_path: Path) -> None:
+    (tmp_path / "not-a-dir").write_bytes(b"")
+    server, hook = await _answering({"prepare": (200, b'{"files": []}')}, tmp_path / "not-a-dir")
+    try:
+        with pytest.raises(HookError, match="workload hook prepare: no file to keep its answer in"):
+            await hook.prepare("b", ["c"], hold_timeout=60)
+    finally:
+        await server.close()
 
 
 async def test_a_name_that_is_not_utf8_is_listed_and_staged(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ whole answer parsed by ``json`` and the schema models, and the same answers refu
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from shardkeeper.agent.hook import HookError, Listing
 from shardkeeper.api.hook import HeldWrites, HookFile, HookFileList
+from shardkeeper.jsonstream import READ_BYTES
 
 #: The first text a process draws builds Hypothesis's table of characters (over a second, on a fresh
 #: checkout without .hypothesis/): not slow generation, which the health check is for.
@@ -159,3 +161,23 @@ def test_a_huge_name_is_read_whole_in_one_piece() -> None:
     name = "c/" + "n" * 20_000_000  # refused later (names are at most 255 bytes), but read first
     listed = Listing.parse("prepare", json.dumps({"files": [{"path": name, "immutable": True}]}).encode())
     assert [f.path for f in listed.files()] == [name]
+
+
+@pytest.mark.parametrize("at", range(-4, 2))
+def test_an_escaped_high_surrogate_across_two_reads_is_found(at: int) -> None:
+    """The escape's bytes split between two blocks of ``READ_BYTES`` (each offset of the split)."""
+    head = b'{"files": [{"path": "c/'
+    pad = b"p" * (READ_BYTES + at - len(head))
+    body = head + pad + rb'\ud800x", "immutable": true}]}'
+    assert body.index(rb"\ud800") == READ_BYTES + at
+    listed = Listing.parse("prepare", body)
+    assert [f.path for f in listed.files()] == ["c/" + "p" * len(pad) + "\ud800x"]
+
+
+def test_a_spooled_answer_is_read_from_its_file_and_closed(tmp_path: Path) -> None:
+    with (tmp_path / "answer").open("w+b") as spool:
+        spool.write(json.dumps({"files": [{"path": "c/a", "immutable": True}], "heldMs": 3}).encode())
+        listed = Listing.parse("resume", spool)
+        assert (listed.count, listed.held) == (1, HeldWrites(held_ms=3))
+        assert [f.path for f in listed.files()] == ["c/a"]
+        assert spool.closed

@@ -226,7 +226,9 @@ def create_app(settings: AgentSettings) -> web.Application:
     app[SETTINGS] = settings
     app[REGISTRY] = Registry(settings.node, reservation_limit=settings.max_reservation_seconds)
     if settings.hook_url:
-        app[HOOK] = WorkloadHook(settings.hook_url, timeout=settings.hook_timeout_seconds)
+        app[HOOK] = WorkloadHook(
+            settings.hook_url, timeout=settings.hook_timeout_seconds, spool_dir=settings.staging_dir
+        )
     app.on_startup.append(_cleanup_orphans)
     app.on_shutdown.append(_shutdown)
     app.router.add_get("/healthz", _healthz)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import tempfile
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import aiohttp
 import ijson
@@ -24,11 +27,16 @@ from shardkeeper.jsonstream import HIGH_SURROGATE, READ_BYTES, YAJL
 
 #: The deepest a workload's answer may nest (a listed file is three levels down).
 MAX_DEPTH = 64
+#: The most bytes a file list may take (~50 bytes per listed file: a million files take ~50 MB).
+#: It is kept on the data volume while it is read (``WorkloadHook``'s ``spool_dir``).
+MAX_LISTING_BYTES = 1 << 30
 #: The hold's fields by either name (camelCase, or snake_case: ``populate_by_name``).
 _HELD_KEYS = frozenset(
     key for name, field in HeldWrites.model_fields.items() for key in (name, field.alias or name)
 )
 _HOOK_FILE: TypeAdapter[HookFile] = TypeAdapter(HookFile)
+#: The bytes ``HIGH_SURROGATE`` matches (one split between two reads is found too).
+_ESCAPE = 4
 
 
 class HookError(ShardkeeperError):
@@ -36,12 +44,19 @@ class HookError(ShardkeeperError):
 
 
 class WorkloadHook:
-    def __init__(self, base_url: str, *, timeout: float) -> None:
+    """``spool_dir``: where a file list is kept while it is read (an unnamed file, gone with the
+    process), not in memory: a million listed files are ~50 MB of JSON. None: the system's temporary
+    directory."""
+
+    def __init__(self, base_url: str, *, timeout: float, spool_dir: Path | None = None) -> None:
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._spool_dir = spool_dir
 
-    async def _post(self, name: str, body: BaseModel) -> bytes:
-        """The answer's body if it is JSON, else b"" (checked by the caller). Raises ``HookError``."""
+    async def _post(self, name: str, body: BaseModel, into: IO[bytes] | None = None) -> bytes:
+        """The answer's body if it is JSON, else b"" (checked by the caller); with ``into``, the body
+        is written there instead (nothing if it is not JSON) and b"" is returned. Raises
+        ``HookError``."""
         url = f"{self._base}/{name}"
         try:
             async with (
@@ -51,9 +66,43 @@ class WorkloadHook:
                 if resp.status >= 300:
                     text = (await resp.text(errors="replace"))[:500]
                     raise HookError(f"workload hook {name} answered {resp.status}: {text}")
-                return await resp.read() if resp.content_type == "application/json" else b""
+                if resp.content_type != "application/json":
+                    return b""
+                if into is None:
+                    return await resp.read()
+                written = 0
+                async for block in resp.content.iter_chunked(READ_BYTES):
+                    written += len(block)
+                    if written > MAX_LISTING_BYTES:
+                        raise HookError(
+                            f"workload hook {name} answered more than {MAX_LISTING_BYTES} bytes "
+                            f"(the most a file list may take)"
+                        )
+                    await asyncio.to_thread(into.write, block)
+                return b""
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise HookError(f"workload hook {name} at {url} failed: {exc!r}") from exc
+
+    async def _listing(self, name: str, body: BaseModel) -> Listing:
+        """The answer to ``name`` (prepare or resume), spooled to a file, checked (``Listing.parse``)."""
+        try:
+            if self._spool_dir is not None:
+                await asyncio.to_thread(self._spool_dir.mkdir, parents=True, exist_ok=True)
+            spool_dir = self._spool_dir
+            # Closed by the Listing that reads it, or below on failure: not one block's context.
+            spool = await asyncio.to_thread(lambda: tempfile.TemporaryFile("w+b", dir=spool_dir))  # noqa: SIM115
+        except OSError as exc:
+            raise HookError(f"workload hook {name}: no file to keep its answer in: {exc}") from None
+        try:
+            await self._post(name, body, into=spool)
+            await asyncio.to_thread(spool.flush)
+        except OSError as exc:
+            spool.close()
+            raise HookError(f"workload hook {name}: its answer could not be kept: {exc}") from None
+        except BaseException:
+            spool.close()
+            raise
+        return await asyncio.to_thread(Listing.parse, name, spool)
 
     async def prepare(
         self,
@@ -73,8 +122,7 @@ class WorkloadHook:
             resume_writes_after_listing=resume_writes,
             defer_listing=defer_listing,
         )
-        raw = await self._post("prepare", request)
-        listed = await asyncio.to_thread(Listing.parse, "prepare", raw)
+        listed = await self._listing("prepare", request)
         if listed.count is None and not defer_listing:
             raise HookError("workload hook prepare answered no files")
         return listed
@@ -82,8 +130,7 @@ class WorkloadHook:
     async def resume(self, op_id: str) -> Listing:
         """Resumes writes after a deferred listing (compaction stays paused until ``release``): the
         files as they were at the hold, and when writes were held. Raises ``HookError``."""
-        raw = await self._post("resume", HookResume(id=op_id))
-        listed = await asyncio.to_thread(Listing.parse, "resume", raw)
+        listed = await self._listing("resume", HookResume(id=op_id))
         if listed.count is None:
             raise HookError("workload hook resume answered no files")
         return listed
@@ -114,11 +161,11 @@ class Listing:
         held: HeldWrites,
         count: int | None,
         *,
-        raw: bytes = b"",
+        source: IO[bytes] | None = None,
         items: list[Any] | None = None,
     ) -> None:
         self._name = name
-        self._raw, self._items = raw, items
+        self._source, self._items = source, items
         self._read = False
         self.held = held
         """When the workload held writes, as it says (every field None if it says nothing)."""
@@ -126,8 +173,9 @@ class Listing:
         """How many files it lists; None if the answer has no ``files`` (a deferred listing)."""
 
     @classmethod
-    def parse(cls, name: str, raw: bytes) -> Listing:
-        """The answer to ``name`` (prepare or resume), checked whole. Raises ``HookError``: not
+    def parse(cls, name: str, answer: bytes | IO[bytes]) -> Listing:
+        """The answer to ``name`` (prepare or resume: its bytes, or a file holding them from its
+        start, which the listing then owns and closes), checked whole. Raises ``HookError``: not
         JSON, not an object, nested deeper than ``MAX_DEPTH``, ``files`` neither a list nor null (or
         given twice), a top-level field named "" or "files.…" (yajl's stream would read it as the
         files' own), or a field of the hold invalid. Blocking (a million files: ~1 s): call it in a
@@ -139,23 +187,32 @@ class Listing:
         Such an answer (any with an escaped high surrogate, even in a valid pair: ``json.dumps``
         escapes characters past U+FFFF so) is read whole by ``json`` instead, as every answer was
         before (~0.9 KB per listed file while it is staged)."""
-        if not raw.strip():
-            return cls(name, HeldWrites(), None)
+        source = io.BytesIO(answer) if isinstance(answer, bytes) else answer
         try:
-            if HIGH_SURROGATE.search(raw):  # yajl would read them as other characters
-                return cls._read_whole(name, raw)
+            blank, whole = _check(source)
+            if blank:
+                source.close()
+                return cls(name, HeldWrites(), None)
             try:
-                held, count = _scan(raw)
-            except (ijson.JSONError, UnicodeDecodeError):
-                return cls._read_whole(name, raw)
-        except ValueError as exc:  # not an answer as the contract has it, or a ValidationError
-            raise HookError(f"workload hook {name} answered an invalid file list: {exc}") from None
-        return cls(name, held, count, raw=raw)
+                if whole:  # yajl would read them as other characters
+                    return cls._read_whole(name, source)
+                try:
+                    held, count = _scan(source)
+                except (ijson.JSONError, UnicodeDecodeError):
+                    return cls._read_whole(name, source)
+            except ValueError as exc:  # not an answer as the contract has it, or a ValidationError
+                raise HookError(f"workload hook {name} answered an invalid file list: {exc}") from None
+        except BaseException:
+            source.close()
+            raise
+        return cls(name, held, count, source=source)
 
     @classmethod
-    def _read_whole(cls, name: str, raw: bytes) -> Listing:
+    def _read_whole(cls, name: str, source: IO[bytes]) -> Listing:
+        source.seek(0)
         try:
-            data = json.loads(raw)
+            with source:
+                data = json.loads(source.read())
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep for json
             raise ValueError(str(exc)) from None
         if not isinstance(data, dict):
@@ -173,16 +230,21 @@ class Listing:
         if self._read:
             raise RuntimeError(f"the files the workload hook's {self._name} listed were read already")
         self._read = True
-        raw, items = self._raw, self._items
-        self._raw, self._items = b"", None
+        spooled, items = self._source, self._items
+        self._source, self._items = None, None
         if self.count is None:
             return
-        source = (
-            YAJL.items(raw, "files.item", use_float=True, buf_size=READ_BYTES)
-            if items is None
-            else _popped(items)
-        )
-        del raw, items
+        if spooled is not None:
+            with spooled:
+                spooled.seek(0)
+                yield from self._validated(
+                    YAJL.items(spooled, "files.item", use_float=True, buf_size=READ_BYTES)
+                )
+        else:
+            assert items is not None
+            yield from self._validated(_popped(items))
+
+    def _validated(self, source: Iterator[Any]) -> Iterator[HookFile]:
         read = 0
         for item in source:
             try:
@@ -203,7 +265,20 @@ def _popped(items: list[Any]) -> Iterator[Any]:
         yield items.pop()
 
 
-def _scan(raw: bytes) -> tuple[HeldWrites, int | None]:
+def _check(source: IO[bytes]) -> tuple[bool, bool]:
+    """(whether the answer is only whitespace, whether it holds an escaped high surrogate), read
+    from ``source``'s start in blocks; leaves it at its end."""
+    blank, tail = True, b""
+    source.seek(0)
+    while block := source.read(READ_BYTES):
+        blank = blank and not block.strip()
+        if HIGH_SURROGATE.search(tail + block):
+            return False, True
+        tail = block[-(_ESCAPE - 1) :]
+    return blank, False
+
+
+def _scan(source: IO[bytes]) -> tuple[HeldWrites, int | None]:
     """The first pass of ``Listing.parse``: every event of the answer, by depth (ijson's prefixed
     events cost memory in the square of the depth: a 200 KB answer nested 100,000 deep took 24 GB),
     keeping the hold's fields and counting the files. Raises ``ijson.JSONError``,
@@ -213,7 +288,8 @@ def _scan(raw: bytes) -> tuple[HeldWrites, int | None]:
     files_given = False
     key = ""  # the top-level field whose value is being read
     depth = 0  # of the containers the event is in
-    for event, value in YAJL.basic_parse(raw, use_float=True, buf_size=READ_BYTES):
+    source.seek(0)
+    for event, value in YAJL.basic_parse(source, use_float=True, buf_size=READ_BYTES):
         if event in ("end_map", "end_array"):
             depth -= 1
             continue
