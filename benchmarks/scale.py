@@ -4,8 +4,9 @@
   collection, backed up by a real agent process (static hook listing every file, or with
   ``--no-hook`` none: the agent walks them; filesystem backend): seconds, files/s, the agent's peak
   RSS (VmHWM from /proc), the pause, the node descriptor's size.
-  With ``--restore``, a fresh agent then restores them onto an empty data root: seconds from commit
-  to SUCCESS, files/s, peak RSS, CPU seconds.
+  With ``--incremental``, a fresh agent then backs them up again, unchanged, incremental on the
+  first backup: the same columns. With ``--restore``, a fresh agent then restores them onto an empty
+  data root: seconds from commit to SUCCESS, files/s, peak RSS, CPU seconds.
 * ``--collections N``: N collections of one ~100 KB file each on one agent: seconds, peak RSS.
 * ``--status N``: the JSON size of a Backup object's status for N/10, N and 10N collections on
   ``--nodes`` nodes, built by the operator's own code (``list_collections``, agents' answers folded
@@ -34,7 +35,14 @@ MB = 1_000_000
 
 
 def backup(
-    data: Path, store: Path, collections: list[str], level: str, op_id: str, *, hook: bool = True
+    data: Path,
+    store: Path,
+    collections: list[str],
+    level: str,
+    op_id: str,
+    *,
+    hook: bool = True,
+    base: str | None = None,
 ) -> dict[str, Any]:
     url = StaticHook(data).url if hook else None
     with agent_process(data, store, hook_url=url) as agent:
@@ -48,6 +56,7 @@ def backup(
             "compressionLevel": level,
             "cpuPercentage": 50,
             "reservationSeconds": 3600,
+            **({"incrementalBase": base} if base else {}),
         }
         started = time.perf_counter()
         agent.call("PUT", f"/v1/operations/{op_id}", json=request)
@@ -56,7 +65,7 @@ def backup(
         done = agent.wait(op_id, "SUCCESS")
         seconds = time.perf_counter() - started
         cpu = cpu_seconds(agent.proc.pid)
-        descriptor = next(store.rglob("backup.json"))
+        descriptor = next(store.glob(f"**/{op_id}/**/backup.json"))
         return {
             "seconds": seconds,
             "pause_ms": prepared.get("pauseMs"),
@@ -128,6 +137,11 @@ def main() -> int:
         help="--files: then restore them with a fresh agent (an empty data root), as a restore does",
     )
     parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="--files: then back them up again, unchanged, incremental on the first backup (a fresh agent)",
+    )
+    parser.add_argument(
         "--no-hook",
         action="store_true",
         help="--files: the agent walks the files itself (no workload hook listing them)",
@@ -150,6 +164,18 @@ def main() -> int:
             "files/s": row["files"] / row["seconds"],
         }
         print(table([_fmt(row)], list(row)), flush=True)
+        if args.incremental:
+            row = backup(
+                data,
+                work / "scale-store",
+                ["many"],
+                args.level,
+                "scale-incremental",
+                hook=not args.no_hook,
+                base="scale-files",
+            )
+            row = {**row, "files/s": row["files"] / row["seconds"]}
+            print("incremental:", table([_fmt(row)], list(row)), flush=True)
         if args.restore:
             reset(work / "scale-restored")
             done = shardkeeper_restore(

@@ -127,8 +127,8 @@ def back_up(
     from shardkeeper.api.common import Phase
     from shardkeeper.api.descriptors import NodeDescriptor
     from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-    from shardkeeper.archive.described import DescribedNode
-    from shardkeeper.archive.transfer import Reuse, upload
+    from shardkeeper.archive.reuse import Reuse
+    from shardkeeper.archive.transfer import upload
     from shardkeeper.storage import BackupLayout
     from shardkeeper.storage.repository import BackupRepository, EntrySpool
 
@@ -137,9 +137,10 @@ def back_up(
     repo = BackupRepository(store)
     reuse = None
     if base is not None:
-        found = repo.node_entries(base, "n0", DescribedNode)
+        found = repo.node_entries(base, "n0", lambda: Reuse(base, frozen.entries))
         assert found is not None
-        reuse = Reuse(base, found[1].trees(found[0]))
+        reuse = found[1]
+        reuse.finish(found[0])
     read: list[int] = []
     choice = CODEC_FOR_LEVEL[level]
     with EntrySpool(work) as spool:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shardkeeper.api.common import CompressionLevel
-from shardkeeper.archive import transfer
+from shardkeeper.archive import reuse
 from shardkeeper.storage.filesystem import FilesystemStorage
 from shardkeeper.storage.repository import BackupRepository
 from tests.trees import Spec, back_up, make_tree, restore, tree_digest
@@ -34,13 +34,13 @@ def test_a_chain_references_what_is_unchanged_and_restores_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hashed: list[str] = []
-    original = transfer.content_sha256
+    original = reuse.content_sha256
 
     def spy(path: Path, cancelled: threading.Event) -> str:
         hashed.append(path.name)
         return original(path, cancelled)
 
-    monkeypatch.setattr(transfer, "content_sha256", spy)
+    monkeypatch.setattr(reuse, "content_sha256", spy)
     data = tmp_path / "data"
     specs = [Spec(b"col", "dir", mode=0o755)]
     specs += [Spec(f"col/{i:06d}.sst".encode(), "file", os.urandom(20_000), 0o644) for i in range(40)]

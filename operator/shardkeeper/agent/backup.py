@@ -30,8 +30,9 @@ from shardkeeper.api.agent import NodePhase, PrepareBackup
 from shardkeeper.api.common import Consistency, Phase, utcnow
 from shardkeeper.api.descriptors import NodeDescriptor, Skipped
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-from shardkeeper.archive.described import DescribedNode
-from shardkeeper.archive.transfer import Reuse, upload
+from shardkeeper.archive.reuse import Reuse
+from shardkeeper.archive.source import SourceTree
+from shardkeeper.archive.transfer import upload
 from shardkeeper.archive.tree import shown
 from shardkeeper.conventions import DESCRIPTOR_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION
 from shardkeeper.errors import ObjectNotFound, ShardkeeperError, SpecError, StorageError
@@ -85,8 +86,9 @@ class BackupJob:
         self.layout = BackupLayout(request.id)
         self.staging = settings.staging_dir / request.id
         self.frozen: Frozen | None = None
-        #: Incremental: what the base holds for this node (None: a full copy).
-        self.reuse: Reuse | None = None
+        #: Incremental: the base holds this node (checked at prepare; its files are read at the
+        #: transfer, against the listing). False: a full copy.
+        self.base_found = False
         #: The hold may last until the reservation expires, never longer.
         self.reservation = reservation
         self.started_at = utcnow()
@@ -106,7 +108,7 @@ class BackupJob:
         op.collections = [name for name in req.collections if name in held]
         await asyncio.to_thread(self._check_store)
         if req.incremental_base:
-            self.reuse = await asyncio.to_thread(self._read_base, req.incremental_base)
+            self.base_found = await asyncio.to_thread(self._check_base, req.incremental_base)
         self.frozen = await freeze(
             op_id=req.id,
             collections=op.collections,
@@ -218,18 +220,37 @@ class BackupJob:
             op.pause_ms = pause_ms
             metrics.WRITE_PAUSE.labels(op.node).observe(pause_ms / 1000)
 
-    def _read_base(self, base_id: str) -> Reuse | None:
-        found = BackupRepository(self.storage).node_entries(base_id, self.request.node, DescribedNode)
-        if found is None:
+    def _check_base(self, base_id: str) -> bool:
+        """Whether the base backup holds this node (a node it lacks gets a full copy); raises
+        ``SpecError`` if it cannot be a base (not SUCCESS, another codec)."""
+        base = BackupRepository(self.storage).node_head(base_id, self.request.node)
+        if base is None:
             log.info("backup.no_base_for_node", id=self.request.id, base=base_id, node=self.request.node)
-            return None  # a node the base lacks gets a full copy
-        base, described = found
+            return False
+        self._check_base_head(base_id, base)
+        return True
+
+    def _check_base_head(self, base_id: str, base: NodeDescriptor) -> None:
         if base.status is not Phase.SUCCESS:
             raise SpecError(f'base backup "{base_id}" is {base.status} on node "{self.request.node}"')
         codec = CODEC_FOR_LEVEL[self.request.compression_level].codec
         if base.codec is not codec:
             raise SpecError(f'base backup "{base_id}" was written as {base.codec}, this one would be {codec}')
-        return Reuse(base_id, described.trees(base))
+
+    def _read_base(self, trees: dict[str, SourceTree]) -> Reuse | None:
+        """The base's files at the paths of ``trees`` (this backup's listing), read as a stream."""
+        base_id = self.request.incremental_base
+        if not self.base_found or base_id is None:
+            return None
+        found = BackupRepository(self.storage).node_entries(
+            base_id, self.request.node, lambda: Reuse(base_id, trees)
+        )
+        if found is None:
+            raise SpecError(f'base backup "{base_id}" no longer holds node "{self.request.node}"')
+        head, reuse = found
+        self._check_base_head(base_id, head)
+        reuse.finish(head)
+        return reuse
 
     def _check_store(self) -> None:
         probe = self.request.probe
@@ -280,8 +301,9 @@ class BackupJob:
             op.add_bytes(logical)
             throttle.take(read)
 
+        trees = {name: frozen.entries[name] for name in op.collections}
         uploaded = upload(
-            {name: frozen.entries[name] for name in op.collections},
+            trees,
             root=frozen.root,
             storage=self.storage,
             layout=self.layout,
@@ -293,7 +315,7 @@ class BackupJob:
             on_entries=op.add_files,
             cancelled=op.cancelled,
             spool=spool,
-            reuse=self.reuse,
+            reuse=self._read_base(trees),
         )
         collections = uploaded.collections
         references = {ch.backup for col in collections for ch in col.chunks if ch.backup}

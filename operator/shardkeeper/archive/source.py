@@ -180,5 +180,9 @@ class SourceTree(Sequence[SourceEntry]):
         """A copy without the entries named in ``names``."""
         return SourceTree(e for e in self if e.name not in names)
 
+    def without_rows(self, rows: bytes | bytearray) -> SourceTree:
+        """A copy without the entries whose byte in ``rows`` (one per entry) is not 0."""
+        return SourceTree(e for e, drop in zip(self, rows, strict=True) if not drop)
+
 
 __all__ = ["SourceEntry", "SourceTree"]

@@ -8,25 +8,17 @@ checksums, not the descriptor (``benchmarks/README.md``, goal 4). ``download`` u
 every chunk of the selected collections into a staging directory, then finishes each tree (links,
 directory metadata).
 
-Incremental backups (``Reuse``): a regular file the base backup already holds is referenced, not
-uploaded. A file that shares its inode with the live data (immutable: hard-linked into staging) is
-taken as unchanged without reading it when its inode, size and mtime match the base's; any other
-file is hashed and referenced only if its sha256 matches. A referenced chunk keeps its place in the
-backup that wrote it (``ChunkEntry.backup``: the chain is flattened, never walked), and a restore
-takes from it only the entries this backup lists.
+Incremental backups: a regular file the base backup already holds is referenced, not uploaded
+(``archive.reuse``).
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import functools
-import hashlib
-import os
 import queue
 import threading
-from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +27,11 @@ from typing import TypeVar
 from shardkeeper.api.common import Codec
 from shardkeeper.api.descriptors import ChunkEntry, CollectionEntry, Entry, EntryType
 from shardkeeper.archive.codecs import CodecChoice
-from shardkeeper.archive.described import DescribedEntry, DescribedTree
+from shardkeeper.archive.described import DescribedTree
 from shardkeeper.archive.pack import PackedChunk, pack_chunk, plan_chunks
-from shardkeeper.archive.prefetch import COPY_BUFFER, Cancelled
+from shardkeeper.archive.prefetch import Cancelled
+from shardkeeper.archive.reuse import BaseFile, Reuse
 from shardkeeper.archive.source import SourceEntry, SourceTree
-from shardkeeper.archive.sparse import inode_generation
 from shardkeeper.archive.tree import finish_tree
 from shardkeeper.archive.unpack import ExpectedChunk, unpack_chunk
 from shardkeeper.storage import BackgroundWriter, BackupLayout, Storage
@@ -55,77 +47,6 @@ MATCH_BATCH = 256
 #: chunk waits with its files' checksums (up to ``CHUNK_MAX_ENTRIES``, ~3 MB) until every chunk
 #: before it is described, so a slow chunk (a big file) holds back at most this many.
 UPLOAD_AHEAD = 4
-
-
-@dataclass(frozen=True)
-class BaseFile:
-    entry: DescribedEntry
-    chunk: ChunkEntry
-    """The chunk holding it, with ``backup`` set to the backup that stores it."""
-
-
-class Reuse:
-    """The regular files of a base backup's node, by path, for an incremental backup: the base's
-    entries in their columns (``DescribedTree``, as ``BackupRepository.node_entries`` reads them),
-    and each collection's files in the order of their paths (4 bytes per file: a dict took ~70)."""
-
-    def __init__(self, base_id: str, collections: Sequence[tuple[CollectionEntry, DescribedTree]]) -> None:
-        self.base_id = base_id
-        self._collections: dict[str, tuple[DescribedTree, array[int], dict[int, ChunkEntry]]] = {}
-        for col, tree in collections:
-            chunks = {ch.n: ch.model_copy(update={"backup": ch.backup or base_id}) for ch in col.chunks}
-            files = [i for i, e in enumerate(tree) if e.type is EntryType.FILE and e.chunk in chunks]
-            files.sort(key=tree.names.__getitem__)
-            self._collections[col.name] = (tree, array("I", files), chunks)
-
-    def get(self, name: str) -> BaseFile | None:
-        """The base's regular file at path ``name``, if it has one."""
-        found = self._collections.get(name.partition("/")[0])
-        if found is None:
-            return None
-        tree, by_path, chunks = found
-        at = bisect.bisect_left(by_path, name, key=tree.names.__getitem__)
-        if at == len(by_path) or tree.names[by_path[at]] != name:
-            return None
-        entry = tree[by_path[at]]
-        assert entry.chunk is not None
-        return BaseFile(entry, chunks[entry.chunk])
-
-    def match(self, e: SourceEntry, root: Path, cancelled: threading.Event) -> BaseFile | None:
-        """The base's copy of ``e`` if its content is the same, else None (see the module docstring)."""
-        found = self.get(e.name)
-        if found is None or found.entry.size != e.size:
-            return None
-        same = (found.entry.ino, found.entry.mtime_ns) == (e.ino, e.mtime_ns)
-        if e.linked and same and found.entry.gen is not None:
-            # The same immutable file, not read: the same inode (its generation changes when a
-            # deleted file's inode number is given to a new file), size and mtime.
-            fd = os.open(root / e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                if inode_generation(fd) == found.entry.gen:
-                    return found
-            finally:
-                os.close(fd)
-        return found if content_sha256(root / e.name, cancelled) == found.entry.sha256 else None
-
-
-_BUFFERS = threading.local()
-
-
-def content_sha256(path: Path, cancelled: threading.Event) -> str:
-    """sha256 of a file's content, read into one buffer per thread (thousands of small files: no
-    allocation per read)."""
-    buf: bytearray | None = getattr(_BUFFERS, "buf", None)
-    if buf is None:
-        buf = _BUFFERS.buf = bytearray(COPY_BUFFER)
-    view = memoryview(buf)
-    sha = hashlib.sha256()
-    with path.open("rb", buffering=0) as f:
-        while n := f.readinto(view):
-            if cancelled.is_set():
-                raise Cancelled
-            sha.update(view[:n])
-    return sha.hexdigest()
 
 
 def run_chunks(
@@ -238,40 +159,54 @@ def upload(
     packed and every chunk before it too (so memory holds a few chunks' worth of entries, not the
     node's), the collections' totals and chunks are returned. With ``reuse``, files the base holds
     are referenced instead. Raises what packing or the backend raised."""
-    reused: dict[str, BaseFile] = {}
+    # Per collection, 1 for each listed row whose file the base holds with the same content.
+    reused: dict[str, bytearray] = {}
     if reuse is not None:
+        reused = {collection: bytearray(len(tree)) for collection, tree in trees.items()}
 
-        def match(tree: SourceTree, start: int) -> list[tuple[str, BaseFile]]:
-            files = (e for e in tree[start : start + MATCH_BATCH] if e.type is EntryType.FILE)
-            found = ((e.name, reuse.match(e, root, cancelled)) for e in files)
-            return [(name, m) for name, m in found if m is not None]
+        def match(collection: str, tree: SourceTree, start: int) -> tuple[str, list[int]]:
+            rows = enumerate(tree[start : start + MATCH_BATCH], start)
+            found = (
+                i for i, e in rows if e.type is EntryType.FILE and reuse.match(collection, e, root, cancelled)
+            )
+            return collection, list(found)
+
+        def matched(found: tuple[str, list[int]]) -> None:
+            collection, rows = found
+            mask = reused[collection]
+            sizes = trees[collection].data_sizes
+            for i in rows:
+                mask[i] = 1
+                on_bytes(sizes[i], 0)
 
         batches = [
-            functools.partial(match, tree, start)
-            for tree in trees.values()
+            functools.partial(match, collection, tree, start)
+            for collection, tree in trees.items()
             for start in range(0, len(tree), MATCH_BATCH)
         ]
-        reused = {name: m for found in run_chunks(workers, batches, cancelled) for name, m in found}
-        for found in reused.values():
-            on_bytes(found.entry.size, 0)
+        run_chunks(workers, batches, cancelled, matched)
+        reused = {collection: mask for collection, mask in reused.items() if 1 in mask}
 
     # (collection, chunk number, key, its entries: a range of the collection's own tree)
     plans: list[tuple[str, int, str, SourceTree, range]] = []
     totals: dict[str, _Collection] = {}
     for collection, tree in trees.items():
-        own = tree.without(reused) if reused else tree
+        mask = reused.get(collection)
+        own = tree.without_rows(mask) if mask is not None else tree
         parts = plan_chunks(own.data_sizes, chunk_bytes)
         totals[collection] = _Collection(chunks=len(parts))
         for n, part in enumerate(parts, start=1):
             plans.append((collection, n, layout.chunk_key(len(plans) + 1), own, part))
     # A referenced chunk gets the next number in its collection, in the order its files come.
     referenced: dict[tuple[str, str, str], ChunkEntry] = {}
-    for name, found in reused.items():
-        collection = name.partition("/")[0]
-        where = (collection, found.chunk.backup or "", found.chunk.key)
-        if where not in referenced:
-            totals[collection].chunks += 1
-            referenced[where] = found.chunk.model_copy(update={"n": totals[collection].chunks})
+    bytes_reused = 0
+    for collection, mask in reused.items():
+        for _, found in _base_files(reuse, collection, trees[collection], mask):
+            bytes_reused += found.size
+            where = (collection, found.chunk.backup or "", found.chunk.key)
+            if where not in referenced:
+                totals[collection].chunks += 1
+                referenced[where] = found.chunk.model_copy(update={"n": totals[collection].chunks})
     # At most a few chunks are in flight (packed, their commit not yet done), not more.
     in_flight = threading.BoundedSemaphore(workers + 1)
     commits: list[Future[None]] = []
@@ -307,15 +242,12 @@ def upload(
         collection's referenced files), in plan order."""
         index, packed = result
         collection, n, _, own, span = plans[index]
-        if n == 1 and reused:
+        if n == 1 and collection in reused:
             tree = trees[collection]
-            for i, name in enumerate(tree.names):
-                found = reused.get(name)  # regular files only
-                if found is not None:
-                    e, base = tree[i], found.entry
-                    where = (collection, found.chunk.backup or "", found.chunk.key)
-                    content = {"sha256": base.sha256, "data": base.data, "gen": base.gen}
-                    _spool(spool, totals[collection], collection, e, referenced[where].n, **content)
+            for i, found in _base_files(reuse, collection, tree, reused[collection]):
+                where = (collection, found.chunk.backup or "", found.chunk.key)
+                content = {"sha256": found.sha256, "data": found.data, "gen": found.gen}
+                _spool(spool, totals[collection], collection, tree[i], referenced[where].n, **content)
         for e in own[span.start : span.stop]:
             f = packed.files.get(e.name) if e.type is EntryType.FILE else None
             content = {} if f is None else {"sha256": f.sha256, "data": f.data, "gen": f.generation}
@@ -357,8 +289,21 @@ def upload(
             for name in trees
         ],
         files=sum(tree.files for tree in trees.values()),
-        bytes_reused=sum(found.entry.size for found in reused.values()),
+        bytes_reused=bytes_reused,
     )
+
+
+def _base_files(
+    reuse: Reuse | None, collection: str, tree: SourceTree, mask: bytearray
+) -> Iterator[tuple[int, BaseFile]]:
+    """The rows of ``collection``'s listing ``tree`` marked in ``mask`` (matched), each with the
+    base's file."""
+    assert reuse is not None
+    for i in range(len(mask)):
+        if mask[i]:
+            found = reuse.base(collection, tree.names[i])
+            assert found is not None  # matched: the base holds it
+            yield i, found
 
 
 def _spool(
@@ -431,4 +376,4 @@ def download(
             finish_tree(staging, col.name, tree, owners=owners)
 
 
-__all__ = ["BaseFile", "Reuse", "Uploaded", "allocated", "download", "run_chunks", "upload"]
+__all__ = ["Uploaded", "allocated", "download", "run_chunks", "upload"]
