@@ -28,7 +28,7 @@ HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB]")
 #: does (``json.dumps`` escapes every character past U+FFFF as one), a lone one as another character.
 UNPAIRED_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
 #: Bytes valid JSON never holds unescaped, that yajl reads as whitespace (vertical tab, form feed).
-_NOT_JSON = (b"\x0b", b"\x0c")
+NOT_JSON = (b"\x0b", b"\x0c")
 #: The events that open and close a container.
 OPENING = frozenset({"start_map", "start_array"})
 CLOSING = frozenset({"end_map", "end_array"})
@@ -56,7 +56,7 @@ class CheckedReader:
 
     def read(self, n: int = -1) -> bytes:
         block = self._source.read(n)
-        if any(c in block for c in _NOT_JSON):
+        if any(c in block for c in NOT_JSON):
             raise ReadWithJson
         seen = self._tail + block
         checked = len(seen) if not block else max(0, len(seen) - self._TAIL)  # all of it at the end
@@ -75,6 +75,7 @@ class CheckedReader:
 __all__ = [
     "CLOSING",
     "HIGH_SURROGATE",
+    "NOT_JSON",
     "OPENING",
     "READ_BYTES",
     "UNPAIRED_HIGH_SURROGATE",

@@ -181,3 +181,19 @@ def test_a_spooled_answer_is_read_from_its_file_and_closed(tmp_path: Path) -> No
         assert (listed.count, listed.held) == (1, HeldWrites(held_ms=3))
         assert [f.path for f in listed.files()] == ["c/a"]
         assert spool.closed
+
+
+@pytest.mark.parametrize("odd", [b"\x0b", b"\x0c"])
+def test_a_vertical_tab_or_form_feed_is_refused_as_json_refuses_it(odd: bytes) -> None:
+    """yajl reads them as whitespace; JSON has them only escaped, in strings."""
+    with pytest.raises(HookError, match="answered an invalid file list"):
+        Listing.parse("prepare", b'{"files":' + odd + b'[{"path": "c/a", "immutable": true}]}')
+    assert Listing.parse("prepare", b" " + odd + b"\n").count is None  # blank, as before
+
+
+@pytest.mark.parametrize("answer", [b'{"heldMs": 1}', b'{"files": null}'])
+def test_an_answer_without_files_closes_its_file_at_once(tmp_path: Path, answer: bytes) -> None:
+    with (tmp_path / "answer").open("w+b") as spool:
+        spool.write(answer)
+        listed = Listing.parse("resume", spool)
+        assert listed.count is None and spool.closed

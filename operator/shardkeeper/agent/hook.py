@@ -23,7 +23,7 @@ from shardkeeper.api.hook import (
     HookResume,
 )
 from shardkeeper.errors import ShardkeeperError
-from shardkeeper.jsonstream import HIGH_SURROGATE, READ_BYTES, YAJL
+from shardkeeper.jsonstream import HIGH_SURROGATE, NOT_JSON, READ_BYTES, YAJL
 
 #: The deepest a workload's answer may nest (a listed file is three levels down).
 MAX_DEPTH = 64
@@ -185,8 +185,9 @@ class Listing:
         surrogate escape (``"\\udcff"``, PEP 383: the agent's paths carry the same surrogates),
         integers past 64 bits, ``NaN``; and it reads an escaped high surrogate as another character.
         Such an answer (any with an escaped high surrogate, even in a valid pair: ``json.dumps``
-        escapes characters past U+FFFF so) is read whole by ``json`` instead, as every answer was
-        before (~0.9 KB per listed file while it is staged)."""
+        escapes characters past U+FFFF so), or with a vertical tab or form feed (whitespace to yajl,
+        refused by json), is read whole by ``json`` instead, as every answer was before (~0.9 KB per
+        listed file while it is staged)."""
         source = io.BytesIO(answer) if isinstance(answer, bytes) else answer
         try:
             blank, whole = _check(source)
@@ -200,6 +201,8 @@ class Listing:
                     held, count = _scan(source)
                 except (ijson.JSONError, UnicodeDecodeError):
                     return cls._read_whole(name, source)
+                if count is None:  # no files to read: nothing to keep the answer for
+                    source.close()
             except ValueError as exc:  # not an answer as the contract has it, or a ValidationError
                 raise HookError(f"workload hook {name} answered an invalid file list: {exc}") from None
         except BaseException:
@@ -266,13 +269,15 @@ def _popped(items: list[Any]) -> Iterator[Any]:
 
 
 def _check(source: IO[bytes]) -> tuple[bool, bool]:
-    """(whether the answer is only whitespace, whether it holds an escaped high surrogate), read
+    """(whether the answer is only whitespace, whether yajl would read it otherwise than json: an
+    escaped high surrogate, or a vertical tab or form feed, which yajl takes for whitespace), read
     from ``source``'s start in blocks; leaves it at its end."""
-    blank, tail = True, b""
+    blank, odd, tail = True, False, b""
     source.seek(0)
     while block := source.read(READ_BYTES):
-        blank = blank and not block.strip()
-        if HIGH_SURROGATE.search(tail + block):
+        blank = blank and not block.strip()  # (a vertical tab or form feed alone is blank, as it was)
+        odd = odd or any(c in block for c in NOT_JSON)
+        if HIGH_SURROGATE.search(tail + block) or (odd and not blank):
             return False, True
         tail = block[-(_ESCAPE - 1) :]
     return blank, False
