@@ -146,3 +146,20 @@ def test_a_copied_file_is_matched_by_its_content(tmp_path: Path) -> None:
     reuse = _read(store, {"col": tree})
     cancelled = threading.Event()
     assert [reuse.match("col", e, root, cancelled) for e in tree] == [True, False, False]
+
+
+def test_a_path_the_base_gives_twice_is_uploaded_again(tmp_path: Path) -> None:
+    """Twice as a file (the old reader took the first), or as a file and a directory: a restore of
+    the base refuses either, so neither is referenced."""
+    entries = [
+        _file("col/twice"),
+        _file("col/twice", sha256="cd" * 32),
+        _file("col/also-dir"),
+        Entry.make("col/also-dir", EntryType.DIR, mode=0o755),
+        _file("col/ok"),
+    ]
+    store = FilesystemStorage(root=tmp_path / "store")
+    col = CollectionEntry(name="col", bytes=3, entries=entries, chunks=[_chunk(1)])
+    BackupRepository(store).write_node(descriptor([col]))
+    tree = _listing(["col/twice", "col/also-dir", "col/ok"])
+    assert list(_reused(_read(store, {"col": tree}), "col", tree)) == ["col/ok"]

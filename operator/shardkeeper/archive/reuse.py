@@ -32,8 +32,9 @@ from shardkeeper.archive.source import SourceEntry, SourceTree
 from shardkeeper.archive.sparse import inode_generation
 
 _NS = 1_000_000_000
-# What a row's base entry has (``_Base.flags``; 0: the base has no file at that path).
-_FOUND, _MTIME, _INO, _GEN, _SHA256 = (1 << i for i in range(5))
+# What the base has at a row's path (``_Base.flags``; 0: nothing). ``_SEEN`` alone: an entry that
+# cannot be reused (not a stored file, a value past a column's range, or the path given twice).
+_FOUND, _MTIME, _INO, _GEN, _SHA256, _SEEN = (1 << i for i in range(6))
 
 
 @dataclass(frozen=True)
@@ -77,17 +78,20 @@ class _Base:
         return at if at < len(names) and names[at] == name else None
 
     def add(self, row: int, e: Entry) -> None:
-        """Keeps the base's file ``e`` for ``row``; a value past a column's range keeps nothing (the
-        file is uploaded again)."""
-        assert e.chunk is not None
+        """Keeps the base's entry ``e`` at the path of ``row`` if it is a stored file. Nothing is
+        reused (the file is uploaded again) for another entry, a value past a column's range, or a
+        path the base gives twice (a restore of the base would refuse it)."""
+        if self.flags[row] or e.type is not EntryType.FILE or e.chunk is None:
+            self.flags[row] = _SEEN
+            return
         sec, nsec = divmod(e.mtime_ns or 0, _NS)
         try:
             self.size[row], self.ino[row], self.sec[row] = e.size, e.ino or 0, sec
             self.nsec[row], self.gen[row], self.chunk[row] = nsec, e.gen or 0, e.chunk
         except OverflowError:
-            self.flags[row] = 0
+            self.flags[row] = _SEEN
             return
-        flags = _FOUND
+        flags = _FOUND | _SEEN
         for bit, value in ((_MTIME, e.mtime_ns), (_INO, e.ino), (_GEN, e.gen), (_SHA256, e.sha256)):
             flags |= bit if value is not None else 0
         if e.sha256 is not None:
@@ -114,8 +118,6 @@ class Reuse:
         """Files of collections whose name comes after their entries (never written so), by index."""
 
     def __call__(self, index: int, name: str | None, entry: Entry) -> None:
-        if entry.type is not EntryType.FILE or entry.chunk is None:
-            return
         if name is None:
             self._unnamed.setdefault(index, []).append(entry)
             return
@@ -131,7 +133,8 @@ class Reuse:
     def finish(self, descriptor: NodeDescriptor) -> None:
         """Takes the chunks from ``descriptor`` (the base's head, as ``node_entries`` read it with
         this sink): a file whose chunk the base's collection does not list is not reused, nor is any
-        file of a collection the descriptor names twice."""
+        file of a collection the descriptor names twice (nor, as ``add`` has it, a path it gives
+        twice)."""
         for index, entries in self._unnamed.items():
             for entry in entries:
                 self(index, descriptor.collections[index].name, entry)
@@ -148,8 +151,8 @@ class Reuse:
             }
             chunks, numbers = base.chunks, base.chunk
             for row, flags in enumerate(base.flags):
-                if flags and numbers[row] not in chunks:
-                    base.flags[row] = 0
+                if flags & _FOUND and numbers[row] not in chunks:
+                    base.flags[row] = _SEEN
         for name in self._twice:
             self._bases[name].flags[:] = bytes(len(self._bases[name].flags))
 
@@ -157,7 +160,7 @@ class Reuse:
         """The base's file at path ``name`` of ``collection``'s listing, if it has one."""
         found = self._bases.get(collection)
         row = found.row(name) if found is not None else None
-        if found is None or row is None or not found.flags[row]:
+        if found is None or row is None or not found.flags[row] & _FOUND:
             return None
         flags = found.flags[row]
         return BaseFile(
@@ -173,7 +176,7 @@ class Reuse:
         ``root``) has its content (see the module docstring)."""
         found = self._bases.get(collection)
         row = found.row(e.name) if found is not None else None
-        if found is None or row is None or not found.flags[row] or found.size[row] != e.size:
+        if found is None or row is None or not found.flags[row] & _FOUND or found.size[row] != e.size:
             return False
         flags = found.flags[row]
         same = (
