@@ -68,7 +68,7 @@ class StaticHook:
 
         async def prepare(request: web.Request) -> web.Response:
             body = await request.json()
-            files = []
+            files: list[dict[str, object]] = []
             for collection in body["collections"]:
                 for dirpath, _dirs, names in os.walk(self.data_root / collection):
                     rel = os.path.relpath(dirpath, self.data_root)
@@ -221,7 +221,7 @@ def run_pipeline(stages: list[list[str]], *, stdout: Path | None = None, cwd: Pa
         procs.append(proc)
     for proc in procs:
         if proc.wait() != 0:
-            raise RuntimeError(f"{proc.args} exited {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited {proc.returncode}")
     if out_file:
         out_file.flush()
         os.fsync(out_file.fileno())

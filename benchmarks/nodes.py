@@ -33,13 +33,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 
 from benchmarks.common import cpu_seconds, load, table
 from testbed.cluster import SampleCluster
-from testbed.controlplane import ControlPlane
+from testbed.controlplane import ControlPlane, api_client
 from testbed.operator import OperatorProcess
 
 NAMESPACE = "bench"
@@ -95,7 +95,7 @@ def _run(
 ) -> dict[str, Any]:
     """One Backup of ``cluster`` named ``name``; or, with ``restore_of``, one Restore of that
     backup into ``cluster`` (the target)."""
-    api = config.new_client_from_config(str(cp.kubeconfig))
+    api = api_client(cp.kubeconfig)
     kind, plural = ("Restore", "restores") if restore_of else ("Backup", "backups")
     namespace = cluster.namespace
     counter = _WriteCounter(api, name, plural, namespace)
@@ -116,7 +116,10 @@ def _run(
     cp.kubectl("apply", "-f", "-", input=json.dumps(manifest))
     objects = client.CustomObjectsApi(api)
     while True:
-        obj = objects.get_namespaced_custom_object("shardkeeper.io", "v1alpha1", namespace, plural, name)
+        obj = cast(
+            "dict[str, Any]",
+            objects.get_namespaced_custom_object("shardkeeper.io", "v1alpha1", namespace, plural, name),
+        )
         phase = obj.get("status", {}).get("phase")
         if phase in ("SUCCESS", "FAILED", "CANCELED"):
             break

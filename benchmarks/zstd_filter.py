@@ -13,12 +13,12 @@ BLOCK = 1 << 20
 if __name__ == "__main__":
     src, dst = sys.stdin.buffer, sys.stdout.buffer
     if sys.argv[1] == "-d":
-        obj = zstandard.ZstdDecompressor().decompressobj()
+        dobj = zstandard.ZstdDecompressor().decompressobj()
         while block := src.read(BLOCK):
-            dst.write(obj.decompress(block))
+            dst.write(dobj.decompress(block))
     else:
-        obj = zstandard.ZstdCompressor(level=int(sys.argv[1]), write_checksum=True).compressobj()
+        cobj = zstandard.ZstdCompressor(level=int(sys.argv[1]), write_checksum=True).compressobj()
         while block := src.read(BLOCK):
-            dst.write(obj.compress(block))
-        dst.write(obj.flush())
+            dst.write(cobj.compress(block))
+        dst.write(cobj.flush())
     dst.flush()

@@ -7,7 +7,7 @@ V=.venv/bin
 step() { printf '\n== %s\n' "$*"; }
 step "ruff";          $V/ruff check operator testbed tests benchmarks
 step "ruff format";   $V/ruff format --check operator testbed tests benchmarks
-step "mypy --strict"; $V/mypy operator/shardkeeper
+step "mypy --strict"; $V/mypy operator/shardkeeper benchmarks testbed
 step "import layers"; $V/lint-imports
 step "hadolint";      $V/hadolint Dockerfile deploy/kind/Dockerfile.sampledb
 step "helm lint";     H=$(mktemp -d) && HELM_CACHE_HOME=$H/c HELM_CONFIG_HOME=$H/f HELM_DATA_HOME=$H/d \

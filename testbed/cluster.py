@@ -17,12 +17,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import requests
-from kubernetes import client, config
+from kubernetes import client
 
-from testbed.controlplane import REPO, ControlPlane
+from testbed.controlplane import REPO, ControlPlane, api_client
 
 AGENT_PORT = 8470
 DB_PORT = 8480
@@ -38,7 +38,7 @@ def wait_http(url: str, *, timeout: float = 30.0, proc: subprocess.Popen[bytes] 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before {url} answered")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before {url} answered")
         try:
             if requests.get(url, timeout=1).status_code < 500:
                 return
@@ -105,7 +105,7 @@ class SampleCluster:
     block: int = field(default_factory=_ip_block)
 
     def __post_init__(self) -> None:
-        self.api = config.new_client_from_config(str(self.cp.kubeconfig))
+        self.api = api_client(self.cp.kubeconfig)
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.sts_uid = ""
@@ -114,8 +114,9 @@ class SampleCluster:
 
     def create(self) -> SampleCluster:
         self.ensure_namespace(self.namespace)
-        sts = self.apps.create_namespaced_stateful_set(self.namespace, self._statefulset())
-        self.sts_uid = sts.metadata.uid
+        sts = self.apps.create_namespaced_stateful_set(self.namespace, cast("Any", self._statefulset()))
+        assert sts.metadata is not None
+        self.sts_uid = str(sts.metadata.uid)
         octet = 20 + os.getpid() % 200
         for i in range(self.replicas):
             pod = f"{self.name}-{i}"
@@ -147,7 +148,7 @@ class SampleCluster:
 
     def ensure_namespace(self, name: str) -> None:
         try:
-            self.core.create_namespace({"metadata": {"name": name}})
+            self.core.create_namespace(cast("Any", {"metadata": {"name": name}}))
         except client.ApiException as exc:
             if exc.status != 409:
                 raise
@@ -185,28 +186,27 @@ class SampleCluster:
         }
 
     def _create_pod(self, node: Node) -> str:
-        pod = self.core.create_namespaced_pod(
-            self.namespace,
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": node.name,
-                    "labels": {"app": self.name, "statefulset.kubernetes.io/pod-name": node.name},
-                    "ownerReferences": [
-                        {
-                            "apiVersion": "apps/v1",
-                            "kind": "StatefulSet",
-                            "name": self.name,
-                            "uid": self.sts_uid,
-                            "controller": True,
-                            "blockOwnerDeletion": True,
-                        }
-                    ],
-                },
-                "spec": self._pod_spec(),
+        manifest: Any = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": node.name,
+                "labels": {"app": self.name, "statefulset.kubernetes.io/pod-name": node.name},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "StatefulSet",
+                        "name": self.name,
+                        "uid": self.sts_uid,
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
             },
-        )
+            "spec": self._pod_spec(),
+        }
+        pod = self.core.create_namespaced_pod(self.namespace, manifest)
+        assert pod.metadata is not None
         return str(pod.metadata.uid)
 
     def mark_ready(self, i: int, *, ready: bool) -> None:

@@ -17,6 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import requests
 import urllib3
@@ -27,6 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from testbed.binaries import Binaries
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -238,7 +242,8 @@ class ControlPlane:
             for proc in self._procs:
                 if proc.poll() is not None:
                     raise RuntimeError(
-                        f"{proc.args[0]} exited with {proc.returncode}; see {self.workdir / 'logs'}"
+                        f"{cast('list[str]', proc.args)[0]} exited with {proc.returncode}; "
+                        f"see {self.workdir / 'logs'}"
                     )
             try:
                 resp = requests.get(
@@ -307,3 +312,11 @@ class ControlPlane:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def api_client(kubeconfig: Path) -> ApiClient:
+    """A Kubernetes client for ``kubeconfig`` (typed: the library's loader is not)."""
+    from kubernetes import config
+
+    api: ApiClient = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
+    return api

@@ -83,7 +83,7 @@ class OperatorProcess:
         self.starts += 1
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:  # type: ignore[attr-defined]
+            if self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited early; see {self.log}:\n{self.log.read_text()[-3000:]}")
             try:
                 if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:

@@ -49,7 +49,10 @@ class Hold:
 
     def report(self) -> dict[str, Any]:
         """The hook's ``HeldWrites`` fields."""
-        iso = lambda ns: dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat()  # noqa: E731
+
+        def iso(ns: int) -> str:
+            return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat()
+
         out: dict[str, Any] = {"heldFrom": iso(self.held_from)}
         if self.held_until is not None:
             out |= {"heldUntil": iso(self.held_until), "heldMs": self.held_ms}

