@@ -5,6 +5,7 @@ the base cannot vouch for (a chunk it does not list, a collection it names twice
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from shardkeeper.api.descriptors import CollectionEntry, Entry, EntryType, dump_entry
 from shardkeeper.archive.reuse import Reuse
 from shardkeeper.archive.source import SourceEntry, SourceTree
+from shardkeeper.archive.sparse import inode_generation
 from shardkeeper.storage.filesystem import FilesystemStorage
 from shardkeeper.storage.repository import BackupRepository
 from tests.unit.test_entry_spool import descriptor
@@ -163,3 +165,32 @@ def test_a_path_the_base_gives_twice_is_uploaded_again(tmp_path: Path) -> None:
     BackupRepository(store).write_node(descriptor([col]))
     tree = _listing(["col/twice", "col/also-dir", "col/ok"])
     assert list(_reused(_read(store, {"col": tree}), "col", tree)) == ["col/ok"]
+
+
+def test_a_file_matched_by_its_content_records_its_own_generation(tmp_path: Path) -> None:
+    """Another inode with the base's content (or a copy): the new entry takes the live inode's
+    generation (a copy: none, as packing records it), not the base's, so the next incremental can
+    take it as unchanged without reading it."""
+    root = tmp_path / "root"
+    (root / "col").mkdir(parents=True)
+    for name in ("linked", "copied"):
+        (root / "col" / name).write_bytes(b"x")
+    sha = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"  # sha256(b"x")
+    entries = [_file(f"col/{n}", sha256=sha, ino=1, mtime_ns=5, gen=123) for n in ("linked", "copied")]
+    store = _store(tmp_path, CollectionEntry(name="col", bytes=2, entries=entries, chunks=[_chunk(1)]))
+    tree = SourceTree(
+        [
+            SourceEntry("col/linked", EntryType.FILE, 0o644, 5, size=1, ino=2, linked=True),
+            SourceEntry("col/copied", EntryType.FILE, 0o644, 5, size=1, ino=2),
+        ]
+    )
+    reuse = _read(store, {"col": tree})
+    assert all(reuse.match("col", e, root, threading.Event()) for e in tree)
+    fd = os.open(root / "col" / "linked", os.O_RDONLY)
+    try:
+        live = inode_generation(fd)  # None where the filesystem does not tell
+    finally:
+        os.close(fd)
+    linked, copied = reuse.base("col", "col/linked"), reuse.base("col", "col/copied")
+    assert linked is not None and copied is not None
+    assert (linked.gen, copied.gen) == (live, None)

@@ -185,16 +185,27 @@ class Reuse:
             and found.ino[row] == e.ino
             and found.sec[row] * _NS + found.nsec[row] == e.mtime_ns
         )
-        if e.linked and same and flags & _GEN:
+        live: int | None = None  # the staged inode's generation, recorded for linked files only
+        if e.linked:
             fd = os.open(root / e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
-                if inode_generation(fd) == found.gen[row]:
-                    return True
+                live = inode_generation(fd)
             finally:
                 os.close(fd)
+            if same and flags & _GEN and live == found.gen[row]:
+                return True
         if not flags & _SHA256:
             return False
-        return content_sha256(root / e.name, cancelled) == found.sha256[row * 32 : row * 32 + 32].hex()
+        if content_sha256(root / e.name, cancelled) != found.sha256[row * 32 : row * 32 + 32].hex():
+            return False
+        # The same content in another inode (or a copy): the new entry records this file's
+        # generation, as packing would, so that the next incremental can skip reading it.
+        if live is None:
+            found.flags[row] &= ~_GEN
+        else:
+            found.gen[row] = live
+            found.flags[row] |= _GEN
+        return True
 
 
 _BUFFERS = threading.local()
