@@ -99,8 +99,6 @@ class _Base:
         self.flags[row] = flags
         if e.data is not None:
             self.data[row] = e.data
-        else:
-            self.data.pop(row, None)
 
 
 class Reuse:
@@ -115,7 +113,7 @@ class Reuse:
         """The descriptor's index of each listed collection seen: one given twice is not reused."""
         self._twice: set[str] = set()
         self._unnamed: dict[int, list[Entry]] = {}
-        """Files of collections whose name comes after their entries (never written so), by index."""
+        """Entries of collections whose name comes after their entries (never written so), by index."""
 
     def __call__(self, index: int, name: str | None, entry: Entry) -> None:
         if name is None:
