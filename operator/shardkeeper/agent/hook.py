@@ -203,6 +203,7 @@ class Listing:
                     return cls._read_whole(name, source)
                 if count is None:  # no files to read: nothing to keep the answer for
                     source.close()
+                    return cls(name, held, None)
             except ValueError as exc:  # not an answer as the contract has it, or a ValidationError
                 raise HookError(f"workload hook {name} answered an invalid file list: {exc}") from None
         except BaseException:
