@@ -150,10 +150,14 @@ class Env:
         url = f"{cluster.nodes[i].agent_url}{path}"
         return requests.request(method, url, headers=headers, timeout=90, **kwargs)
 
-    def agents_free(self) -> bool:
-        assert self.cluster is not None
+    def agents_free(self, cluster: SampleCluster | None = None) -> bool:
+        """Whether no agent of the cluster (the first, unless another is given) has an operation
+        running; an agent reports its operation's end only once its staging is cleaned."""
+        cluster = cluster or self.cluster
+        assert cluster is not None
         return all(
-            "operation" not in self.agent(i, "GET", "/v1/node").json() for i in range(len(self.cluster.nodes))
+            "operation" not in self.agent(i, "GET", "/v1/node", cluster=cluster).json()
+            for i in range(len(cluster.nodes))
         )
 
     def backups_descriptor(self, backup_id: str) -> dict[str, Any]:

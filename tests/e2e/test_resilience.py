@@ -146,6 +146,11 @@ def test_agent_killed_mid_transfer_fails_the_backup_within_the_deadline(env: Env
     assert status["phase"] == "FAILED"
     assert status["error"].startswith('node "sampledb-1" did not answer for')
     assert elapsed < 30  # the deadline (5 s here) plus a few ticks, far from "stuck"
+
+    def live_agents_free() -> bool:  # FAILED is on record before they hear the abort
+        return all("operation" not in env.agent(i, "GET", "/v1/node").json() for i in (0, 2))
+
+    wait_until(live_agents_free, timeout=60, what="the live agents to end the backup")
     for i in (0, 2):
         op = env.agent(i, "GET", "/v1/operations/agent-dies").json()
         assert op["phase"] == "CANCELED"

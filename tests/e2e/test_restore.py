@@ -12,7 +12,7 @@ from typing import Any
 
 from testbed.cluster import SampleCluster
 from tests.backup_reader import expected_contents
-from tests.e2e.conftest import Env, backup_manifest, restore_manifest
+from tests.e2e.conftest import Env, backup_manifest, restore_manifest, wait_until
 
 LAYOUT = {"articles": [0, 1, 2], "users": [0, 1], "vectors": [2]}
 
@@ -104,6 +104,8 @@ def _refused(env: Env, target: SampleCluster, name: str, namespace: str, reason:
     done = env.wait_phase("restore", name, "SUCCESS", "FAILED", "CANCELED", namespace=namespace, timeout=60)
     assert done["status"]["phase"] == "FAILED", done["status"]
     assert env.condition(done, "Failed")["reason"] == reason
+    # FAILED is on record before the nodes hear the abort: their cleanup ends after it.
+    wait_until(lambda: env.agents_free(target), timeout=60, what="the target's agents to end the restore")
     _data_untouched(target)
     return str(done["status"]["error"])
 
