@@ -4,9 +4,9 @@ shares, so that each treats yajl's gaps alike.
 yajl refuses some JSON that Python's ``json`` writes and reads (a lone surrogate escape, ``NaN``;
 with ``use_float``, integers past 64 bits), and silently reads an escaped high surrogate not followed
 by a low one as another character (``c/\\ud800x`` became ``c/?x``: another file). Such a document
-is read whole with ``json`` instead, as is one yajl refuses: a workload's answer (in memory) if it
-holds any escaped high surrogate (``HIGH_SURROGATE``), a node descriptor (streamed) if it holds one
-without its low one, or a byte yajl takes for whitespace (``CheckedReader``).
+is read whole with ``json`` instead, as is one yajl refuses: a workload's answer if it holds any
+escaped high surrogate (``HIGH_SURROGATE``), a node descriptor if it holds one without its low one,
+either if it holds a byte yajl takes for whitespace (``CheckedReader`` finds them as they are read).
 """
 
 from __future__ import annotations
@@ -43,15 +43,19 @@ class ReadWithJson(Exception):
 
 
 class CheckedReader:
-    """A binary stream that raises ``ReadWithJson`` as soon as the bytes read so far hold an
-    escaped high surrogate without its low one (one split between two reads too), or a vertical tab
-    or form feed (which yajl takes for whitespace, where json refuses them). A literal backslash
-    before ``ud800`` in a name reads as one too: that document is read by json, as is its due."""
+    """A binary stream that raises ``ReadWithJson`` as soon as the bytes read so far hold a match of
+    ``pattern`` (one split between two reads too), or a vertical tab or form feed (which yajl takes
+    for whitespace, where json refuses them). ``tail``: the bytes a match may need past its first
+    (a match starting in the last ``tail`` bytes of a read waits for the next one). By default the
+    pattern is ``UNPAIRED_HIGH_SURROGATE``: a literal backslash before ``ud800`` in a name reads as
+    one too, and that document is read by json, as is its due."""
 
-    _TAIL = 12  # a surrogate pair's escapes: a high one in the last 12 bytes waits for the next read
-
-    def __init__(self, source: Readable) -> None:
+    def __init__(
+        self, source: Readable, pattern: re.Pattern[bytes] = UNPAIRED_HIGH_SURROGATE, tail: int = 12
+    ) -> None:
         self._source = source
+        self._pattern = pattern
+        self._keep = tail  # 12 by default: a surrogate pair's escapes
         self._tail = b""
 
     def read(self, n: int = -1) -> bytes:
@@ -59,8 +63,8 @@ class CheckedReader:
         if any(c in block for c in NOT_JSON):
             raise ReadWithJson
         seen = self._tail + block
-        checked = len(seen) if not block else max(0, len(seen) - self._TAIL)  # all of it at the end
-        found = UNPAIRED_HIGH_SURROGATE.search(seen)
+        checked = len(seen) if not block else max(0, len(seen) - self._keep)  # all of it at the end
+        found = self._pattern.search(seen)
         if found is not None and found.start() < checked:
             raise ReadWithJson
         self._tail = seen[checked:]
@@ -68,7 +72,7 @@ class CheckedReader:
 
     def finish(self) -> None:
         """Checks what the last read left unchecked (the parser may stop before reading the end)."""
-        if UNPAIRED_HIGH_SURROGATE.search(self._tail):
+        if self._pattern.search(self._tail):
             raise ReadWithJson
 
 

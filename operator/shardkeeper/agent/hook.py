@@ -23,7 +23,7 @@ from shardkeeper.api.hook import (
     HookResume,
 )
 from shardkeeper.errors import ShardkeeperError
-from shardkeeper.jsonstream import HIGH_SURROGATE, NOT_JSON, READ_BYTES, YAJL
+from shardkeeper.jsonstream import HIGH_SURROGATE, READ_BYTES, YAJL, CheckedReader, Readable, ReadWithJson
 
 #: The deepest a workload's answer may nest (a listed file is three levels down).
 MAX_DEPTH = 64
@@ -190,16 +190,18 @@ class Listing:
         listed file while it is staged)."""
         source = io.BytesIO(answer) if isinstance(answer, bytes) else answer
         try:
-            blank, whole = _check(source)
-            if blank:
-                source.close()
-                return cls(name, HeldWrites(), None)
             try:
-                if whole:  # yajl would read them as other characters
-                    return cls._read_whole(name, source)
+                source.seek(0)
+                checked = CheckedReader(source, HIGH_SURROGATE, _ESCAPE - 1)
                 try:
-                    held, count = _scan(source)
-                except (ijson.JSONError, UnicodeDecodeError):
+                    held, count = _scan(checked)
+                    checked.finish()
+                except (ReadWithJson, ijson.JSONError, UnicodeDecodeError):
+                    # Nothing but whitespace (a vertical tab or form feed alone too): no answer.
+                    # Otherwise what yajl refuses, or would read as other characters: json judges.
+                    if _blank(source):
+                        source.close()
+                        return cls(name, HeldWrites(), None)
                     return cls._read_whole(name, source)
                 if count is None:  # no files to read: nothing to keep the answer for
                     source.close()
@@ -269,22 +271,17 @@ def _popped(items: list[Any]) -> Iterator[Any]:
         yield items.pop()
 
 
-def _check(source: IO[bytes]) -> tuple[bool, bool]:
-    """(whether the answer is only whitespace, whether yajl would read it otherwise than json: an
-    escaped high surrogate, or a vertical tab or form feed, which yajl takes for whitespace), read
-    from ``source``'s start in blocks; leaves it at its end."""
-    blank, odd, tail = True, False, b""
+def _blank(source: IO[bytes]) -> bool:
+    """Whether ``source`` holds only whitespace (vertical tab and form feed too), read from its start
+    in blocks."""
     source.seek(0)
     while block := source.read(READ_BYTES):
-        blank = blank and not block.strip()  # (a vertical tab or form feed alone is blank, as it was)
-        odd = odd or any(c in block for c in NOT_JSON)
-        if HIGH_SURROGATE.search(tail + block) or (odd and not blank):
-            return False, True
-        tail = block[-(_ESCAPE - 1) :]
-    return blank, False
+        if block.strip():
+            return False
+    return True
 
 
-def _scan(source: IO[bytes]) -> tuple[HeldWrites, int | None]:
+def _scan(source: Readable) -> tuple[HeldWrites, int | None]:
     """The first pass of ``Listing.parse``: every event of the answer, by depth (ijson's prefixed
     events cost memory in the square of the depth: a 200 KB answer nested 100,000 deep took 24 GB),
     keeping the hold's fields and counting the files. Raises ``ijson.JSONError``,
@@ -294,7 +291,6 @@ def _scan(source: IO[bytes]) -> tuple[HeldWrites, int | None]:
     files_given = False
     key = ""  # the top-level field whose value is being read
     depth = 0  # of the containers the event is in
-    source.seek(0)
     for event, value in YAJL.basic_parse(source, use_float=True, buf_size=READ_BYTES):
         if event in ("end_map", "end_array"):
             depth -= 1
