@@ -12,8 +12,9 @@ baseline (whose single 1.2 GB output file is deleted just before) was often, not
 slower, with more CPU in the kernel's copy into the page cache, than one that follows an agent run;
 the baseline did not care what ran before it (``benchmarks/README.md``, 2026-12-01). Both medians
 are printed too.
-Prints throughput (uncompressed MB/s), the ratio to the baseline, the agent's peak RSS (the highest
-of the runs) and the workload pause. Run ``python -m benchmarks.backup --scale 1`` and ``--scale 4``
+Prints throughput (uncompressed MB/s), the ratio to the baseline, the CPU seconds (user+system,
+medians) of the baseline's processes and of the agent from commit to SUCCESS (all its threads), the
+agent's peak RSS (the highest of the runs) and the workload pause. Run ``python -m benchmarks.backup --scale 1`` and ``--scale 4``
 to see that peak RSS and pause stay flat as the data grows.
 """
 
@@ -27,7 +28,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import COMPRESS_FILTER, StaticHook, agent_process, load, reset, run_pipeline, table
+from benchmarks.common import (
+    COMPRESS_FILTER,
+    StaticHook,
+    agent_process,
+    children_cpu_times,
+    cpu_times,
+    load,
+    reset,
+    run_pipeline,
+    table,
+)
 from benchmarks.dataset import data_dir, generate, total_bytes
 
 LEVELS = {
@@ -47,6 +58,14 @@ def baseline(data: Path, out: Path, codec: str, level: int) -> float:
     tar = ["tar", "-cf", "-", *COLLECTIONS]
     stages = [tar] if codec == "none" else [tar, [a.format(level=level) for a in COMPRESS_FILTER[codec]]]
     return run_pipeline(stages, stdout=out, cwd=data)
+
+
+def timed_baseline(data: Path, out: Path, codec: str, level: int) -> dict[str, Any]:
+    """``baseline``'s wall seconds, and the (user, system) CPU seconds of its processes."""
+    user, system = children_cpu_times()
+    seconds = baseline(data, out, codec, level)
+    user_after, system_after = children_cpu_times()
+    return {"seconds": seconds, "cpu": (user_after - user, system_after - system)}
 
 
 def shardkeeper(
@@ -77,17 +96,27 @@ def shardkeeper(
         prepared = agent.wait(op_id, "PREPARED")
         prepare_s = time.perf_counter() - started
         committed = time.perf_counter()
+        user, system = cpu_times(agent.proc.pid)
         agent.call("POST", f"/v1/operations/{op_id}/commit")
         done = agent.wait(op_id, "SUCCESS")
         transfer_s = time.perf_counter() - committed
+        user_after, system_after = cpu_times(agent.proc.pid)
         return {
             "seconds": transfer_s,
+            "cpu": (user_after - user, system_after - system),  # of the transfer: commit to SUCCESS
             "prepare_s": prepare_s,
             "pause_ms": prepared["pauseMs"],
             "rss_mb": agent.peak_rss_mb(),
             "bytes": done["bytesTotal"],
             "workers": done["workers"],
         }
+
+
+def cpu_column(runs: list[dict[str, Any]]) -> str:
+    """Median user and system CPU seconds of ``runs``, as "user+system"."""
+    user = statistics.median(r["cpu"][0] for r in runs)
+    system = statistics.median(r["cpu"][1] for r in runs)
+    return f"{user:.2f}+{system:.2f}"
 
 
 def stored_bytes(path: Path) -> int:
@@ -115,20 +144,20 @@ def main() -> int:
     for name in args.levels.split(","):
         codec, level = LEVELS[name]
         out = work / "out"
-        base_runs: list[float] = []
+        base_runs: list[dict[str, Any]] = []
         our_runs: list[dict[str, Any]] = []
         for i in range(args.repeat):  # alternate, so that both see the same (noisy) disk
             for who in ("baseline", "ours") if i % 2 == 0 else ("ours", "baseline"):  # ABBA: see ORDER
                 if who == "baseline":
                     reset(out)
-                    base_runs.append(baseline(data, out / "baseline.tar", codec, level))
+                    base_runs.append(timed_baseline(data, out / "baseline.tar", codec, level))
                     base_stored = stored_bytes(out)
                     continue
                 reset(out)
                 run = shardkeeper(data, out, hook, name, args.cpu_percentage, f"bench-{name.lower()}")
                 our_runs.append({**run, "after": "baseline" if i % 2 == 0 else "agent"})
                 ours_stored = stored_bytes(out)
-        base_s = statistics.median(base_runs)
+        base_s = statistics.median(r["seconds"] for r in base_runs)
         ours = {
             "seconds": statistics.median(r["seconds"] for r in our_runs),
             "rss_mb": max(r["rss_mb"] for r in our_runs),
@@ -146,6 +175,8 @@ def main() -> int:
                 "vs baseline": f"{base_s / ours['seconds']:.2f}",
                 "workers": ours["workers"],
                 "peak RSS MB": f"{ours['rss_mb']:.0f}",
+                "CPU s, baseline (user+sys)": cpu_column(base_runs),
+                "CPU s, shardkeeper's transfer (user+sys)": cpu_column(our_runs),
                 "pause ms": f"{ours['pause_ms']:.1f}",
                 "prepare s": f"{ours['prepare_s']:.2f}",
                 "baseline ratio": f"{base_stored / raw:.3f}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import secrets
 import shutil
 import subprocess
@@ -180,15 +181,27 @@ def agent_process(
         proc.wait(30)
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """utime + stime of a process, in seconds (0 if it is gone)."""
+def cpu_times(pid: int | None) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, its threads included ((0, 0) if it is gone)."""
     if pid is None:
-        return 0.0
+        return 0.0, 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process, in seconds (0 if it is gone)."""
+    return sum(cpu_times(pid))
+
+
+def children_cpu_times() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process's children that have ended and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime, usage.ru_stime
 
 
 def fsync_tree(path: Path) -> None:

@@ -10,7 +10,9 @@ setting), then
   place) and complete, timed from commit to SUCCESS.
 
 Each is run ``--repeat`` times, alternately, and medians are compared: this machine's disk is noisy.
-Prints throughput (uncompressed MB/s), the ratio to the baseline and the agent's peak RSS.
+Prints throughput (uncompressed MB/s), the ratio to the baseline, the agent's peak RSS, and the
+CPU seconds (user+system, medians) of the baseline's processes and of the agent from commit to
+SUCCESS (all its threads; neither counts the kernel's writeback at ``sync``).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.backup import COLLECTIONS, LEVELS, MB, baseline, shardkeeper
+from benchmarks.backup import COLLECTIONS, LEVELS, MB, baseline, cpu_column, shardkeeper
 from benchmarks.common import (
     DECOMPRESS_FILTER,
     StaticHook,
     agent_process,
+    children_cpu_times,
     cpu_seconds,
+    cpu_times,
     load,
     reset,
     run_pipeline,
@@ -84,14 +88,18 @@ def shardkeeper_restore(
         agent.call("PUT", f"/v1/operations/{op}", json=request)
         agent.wait(op, "PREPARED")
         started = time.perf_counter()
+        user, system = cpu_times(agent.proc.pid)
         agent.call("POST", f"/v1/operations/{op}/commit")
         agent.wait(op, "TRANSFERRED")
         agent.call("POST", f"/v1/operations/{op}/finalize")
         agent.wait(op, "FINALIZING")
         agent.call("POST", f"/v1/operations/{op}/complete")
         done = agent.wait(op, "SUCCESS")
+        seconds = time.perf_counter() - started
+        user_after, system_after = cpu_times(agent.proc.pid)
         return {
-            "seconds": time.perf_counter() - started,
+            "seconds": seconds,
+            "cpu": (user_after - user, system_after - system),  # commit to SUCCESS
             "rss_mb": agent.peak_rss_mb(),
             "agent_cpu_s": cpu_seconds(agent.proc.pid),
             "bytes": done["bytesTotal"],
@@ -124,15 +132,19 @@ def main() -> int:
         baseline(data, archive, codec, level)
         backup_id = f"bench-{name.lower()}"
         shardkeeper(data, store / "backups", hook, name, args.cpu_percentage, backup_id)
-        base_runs, our_runs = [], []
+        base_runs: list[dict[str, Any]] = []
+        our_runs: list[dict[str, Any]] = []
         for _ in range(args.repeat):  # alternate, so that both see the same (noisy) disk
             reset(target)
-            base_runs.append(baseline_restore(archive, target, codec))
+            user, system = children_cpu_times()
+            seconds = baseline_restore(archive, target, codec)
+            user_after, system_after = children_cpu_times()
+            base_runs.append({"seconds": seconds, "cpu": (user_after - user, system_after - system)})
             reset(target)
             our_runs.append(
                 shardkeeper_restore(store / "backups", target, hook, backup_id, args.cpu_percentage)
             )
-        base_s = statistics.median(base_runs)
+        base_s = statistics.median(r["seconds"] for r in base_runs)
         ours = {
             "seconds": statistics.median(r["seconds"] for r in our_runs),
             "rss_mb": max(r["rss_mb"] for r in our_runs),
@@ -145,6 +157,8 @@ def main() -> int:
                 "shardkeeper MB/s": f"{raw / MB / ours['seconds']:.0f}",
                 "vs baseline": f"{base_s / ours['seconds']:.2f}",
                 "peak RSS MB": f"{ours['rss_mb']:.0f}",
+                "CPU s, baseline (user+sys)": cpu_column(base_runs),
+                "CPU s, shardkeeper (user+sys)": cpu_column(our_runs),
             }
         )
         print(table(rows[-1:], list(rows[-1])), flush=True)
