@@ -12,6 +12,7 @@ import structlog
 from shardkeeper import conventions as c
 from shardkeeper.agent import metrics
 from shardkeeper.agent.hook import Listing, WorkloadHook
+from shardkeeper.agent.memory import release_free_memory
 from shardkeeper.agent.operations import Operation, in_thread
 from shardkeeper.agent.settings import AgentSettings
 from shardkeeper.agent.snapshot import (
@@ -123,6 +124,7 @@ class BackupJob:
             # wait until then too, if the workload can, so the hold does not grow with the files.
             defer_listing=req.consistency is Consistency.CLUSTER,
         )
+        await asyncio.to_thread(release_free_memory)  # what staging freed: not kept through the upload
         op.workers = worker_count(self.settings.cores, req.cpu_percentage)
         hold = self.frozen.hold
         if hold is not None:
@@ -184,6 +186,7 @@ class BackupJob:
         listed = await self._resumed(op, frozen)  # resumed now if the release never came
         collections = op.collections
         await in_thread(op, lambda: stage(frozen, self.settings.data_root, listed, collections))
+        await asyncio.to_thread(release_free_memory)  # what staging freed: not kept through the upload
         self._staged(op)
         await self._end_staged_hold(op)
         await asyncio.to_thread(check_frozen, frozen)
@@ -252,6 +255,7 @@ class BackupJob:
         head, reuse = found
         self._check_base_head(base_id, head)
         reuse.finish(head)
+        release_free_memory()  # what reading the base freed
         return reuse
 
     def _check_store(self) -> None:

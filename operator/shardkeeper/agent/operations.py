@@ -19,6 +19,7 @@ from typing import Literal, Protocol, TypeVar
 import structlog
 
 from shardkeeper.agent import metrics
+from shardkeeper.agent.memory import release_free_memory
 from shardkeeper.api.agent import NodePhase, OperationStatus
 from shardkeeper.api.common import utcnow
 from shardkeeper.api.status import HoldWindow
@@ -318,3 +319,4 @@ class Registry:
                 self._history[op.id] = op
                 while len(self._history) > HISTORY_SIZE:
                     self._history.popitem(last=False)[1].end_waits()
+            release_free_memory()  # an idle agent keeps no operation's peak (milliseconds)
