@@ -14,8 +14,8 @@ the baseline did not care what ran before it (``benchmarks/README.md``, 2026-12-
 are printed too.
 Prints throughput (uncompressed MB/s), the ratio to the baseline, the CPU seconds (user+system,
 medians) of the baseline's processes and of the agent from commit to SUCCESS (all its threads), the
-agent's peak RSS (the highest of the runs) and the workload pause. Run ``python -m benchmarks.backup --scale 1`` and ``--scale 4``
-to see that peak RSS and pause stay flat as the data grows.
+agent's peak RSS (the highest of the runs) and the workload pause. Run ``python -m benchmarks.backup
+--scale 1`` and ``--scale 4`` to see that peak RSS and pause stay flat as the data grows.
 """
 
 from __future__ import annotations

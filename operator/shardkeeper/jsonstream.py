@@ -45,17 +45,18 @@ class ReadWithJson(Exception):
 class CheckedReader:
     """A binary stream that raises ``ReadWithJson`` as soon as the bytes read so far hold a match of
     ``pattern`` (one split between two reads too), or a vertical tab or form feed (which yajl takes
-    for whitespace, where json refuses them). ``tail``: the bytes a match may need past its first
-    (a match starting in the last ``tail`` bytes of a read waits for the next one). By default the
-    pattern is ``UNPAIRED_HIGH_SURROGATE``: a literal backslash before ``ud800`` in a name reads as
-    one too, and that document is read by json, as is its due."""
+    for whitespace, where json refuses them). ``tail``: how many bytes at the end of a read wait for
+    the next one, at least one less than the most a match spans with its look-ahead. By default the
+    pattern is ``UNPAIRED_HIGH_SURROGATE`` (12 bytes with its look-ahead; the tail kept is 12): a
+    literal backslash before ``ud800`` in a name reads as one too, and that document is read by
+    json, as is its due."""
 
     def __init__(
         self, source: Readable, pattern: re.Pattern[bytes] = UNPAIRED_HIGH_SURROGATE, tail: int = 12
     ) -> None:
         self._source = source
         self._pattern = pattern
-        self._keep = tail  # 12 by default: a surrogate pair's escapes
+        self._keep = tail
         self._tail = b""
 
     def read(self, n: int = -1) -> bytes:

@@ -150,7 +150,7 @@ def test_agent_killed_mid_transfer_fails_the_backup_within_the_deadline(env: Env
     def live_agents_free() -> bool:  # FAILED is on record before they hear the abort
         return all("operation" not in env.agent(i, "GET", "/v1/node").json() for i in (0, 2))
 
-    wait_until(live_agents_free, timeout=60, what="the live agents to end the backup")
+    wait_until(live_agents_free, timeout=20, what="the live agents to end the backup")
     for i in (0, 2):
         op = env.agent(i, "GET", "/v1/operations/agent-dies").json()
         assert op["phase"] == "CANCELED"

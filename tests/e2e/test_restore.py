@@ -105,7 +105,8 @@ def _refused(env: Env, target: SampleCluster, name: str, namespace: str, reason:
     assert done["status"]["phase"] == "FAILED", done["status"]
     assert env.condition(done, "Failed")["reason"] == reason
     # FAILED is on record before the nodes hear the abort: their cleanup ends after it.
-    wait_until(lambda: env.agents_free(target), timeout=60, what="the target's agents to end the restore")
+    # Well within the reservation (60 s), whose expiry would free an agent that never heard it.
+    wait_until(lambda: env.agents_free(target), timeout=20, what="the target's agents to end the restore")
     _data_untouched(target)
     return str(done["status"]["error"])
 

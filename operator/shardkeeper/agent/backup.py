@@ -124,7 +124,6 @@ class BackupJob:
             # wait until then too, if the workload can, so the hold does not grow with the files.
             defer_listing=req.consistency is Consistency.CLUSTER,
         )
-        await asyncio.to_thread(release_free_memory)  # what staging freed: not kept through the upload
         op.workers = worker_count(self.settings.cores, req.cpu_percentage)
         hold = self.frozen.hold
         if hold is not None:
@@ -186,7 +185,6 @@ class BackupJob:
         listed = await self._resumed(op, frozen)  # resumed now if the release never came
         collections = op.collections
         await in_thread(op, lambda: stage(frozen, self.settings.data_root, listed, collections))
-        await asyncio.to_thread(release_free_memory)  # what staging freed: not kept through the upload
         self._staged(op)
         await self._end_staged_hold(op)
         await asyncio.to_thread(check_frozen, frozen)
@@ -285,6 +283,7 @@ class BackupJob:
     async def transfer(self, op: Operation) -> None:
         await self._stage_pending(op)
         await self._end_hold(op)
+        await asyncio.to_thread(release_free_memory)  # what staging freed (out of every hold)
         self.uploading = True
         with EntrySpool(self.staging) as spool:
             descriptor = await in_thread(op, lambda: self._upload(op, spool))

@@ -194,8 +194,7 @@ class Listing:
                 source.seek(0)
                 checked = CheckedReader(source, HIGH_SURROGATE, _ESCAPE - 1)
                 try:
-                    held, count = _scan(checked)
-                    checked.finish()
+                    held, count = _scan(checked)  # reads to the end: every byte is checked
                 except (ReadWithJson, ijson.JSONError, UnicodeDecodeError):
                     # Nothing but whitespace (a vertical tab or form feed alone too): no answer.
                     # Otherwise what yajl refuses, or would read as other characters: json judges.
@@ -284,7 +283,8 @@ def _blank(source: IO[bytes]) -> bool:
 def _scan(source: Readable) -> tuple[HeldWrites, int | None]:
     """The first pass of ``Listing.parse``: every event of the answer, by depth (ijson's prefixed
     events cost memory in the square of the depth: a 200 KB answer nested 100,000 deep took 24 GB),
-    keeping the hold's fields and counting the files. Raises ``ijson.JSONError``,
+    keeping the hold's fields and counting the files. Raises ``ReadWithJson`` (``CheckedReader``),
+    ``ijson.JSONError``,
     ``UnicodeDecodeError``, ``ValidationError`` or ``ValueError``."""
     held: dict[str, Any] = {}
     count: int | None = None

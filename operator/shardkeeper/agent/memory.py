@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable
+from typing import cast
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim  # the process's own C library
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own C library
     except (AttributeError, OSError):  # not glibc (musl has no malloc_trim)
         return None
-    return trim
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return cast("Callable[[int], int]", trim)
 
 
 _TRIM = _malloc_trim()
