@@ -3,7 +3,8 @@
 * ``--files N``: N small files (``--file-size`` bytes of random data, 1,000 to a directory) in one
   collection, backed up by a real agent process (static hook listing every file, or with
   ``--no-hook`` none: the agent walks them; filesystem backend): seconds, files/s, the agent's peak
-  RSS (VmHWM from /proc), the pause, the node descriptor's size.
+  RSS (VmHWM from /proc) and its RSS once idle after the backup (what it keeps of it), the pause, the
+  node descriptor's size.
   With ``--incremental``, a fresh agent then backs them up again, unchanged, incremental on the
   first backup: the same columns. With ``--restore``, a fresh agent then restores them onto an empty
   data root: seconds from commit to SUCCESS, files/s, peak RSS, CPU seconds.
@@ -66,10 +67,12 @@ def backup(
         seconds = time.perf_counter() - started
         cpu = cpu_seconds(agent.proc.pid)
         descriptor = next(store.glob(f"**/{op_id}/**/backup.json"))
+        time.sleep(1)  # the agent is idle: what it keeps of the operation
         return {
             "seconds": seconds,
             "pause_ms": prepared.get("pauseMs"),
             "rss_mb": agent.peak_rss_mb(),
+            "idle_rss_mb": agent.rss_mb(),
             "agent_cpu_s": cpu,
             "files": done["filesTotal"],
             "descriptor_mb": descriptor.stat().st_size / MB,

@@ -315,6 +315,9 @@ class Registry:
             async with self._lock:
                 if self.active is op:
                     self.active = None
+                # What the job held (a million files' listing: ~200 MB) goes now: the operation stays
+                # in the history for its status only, and the next one must not start on top of it.
+                op.job = None
                 op.set_phase(*final)
                 self._history[op.id] = op
                 while len(self._history) > HISTORY_SIZE:
