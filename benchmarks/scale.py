@@ -6,7 +6,8 @@
   RSS (VmHWM from /proc) and its RSS once idle after the backup (what it keeps of it), the pause, the
   node descriptor's size.
   With ``--incremental``, a fresh agent then backs them up again, unchanged, incremental on the
-  first backup: the same columns. With ``--restore``, a fresh agent then restores them onto an empty
+  first backup: the same columns; with ``--same-agent`` too, the agent of the first backup does (as
+  a long-lived agent would: its peak is reset between the two, so each row is its own backup's). With ``--restore``, a fresh agent then restores them onto an empty
   data root: seconds from commit to SUCCESS, files/s, peak RSS, CPU seconds.
 * ``--collections N``: N collections of one ~100 KB file each on one agent: seconds, peak RSS.
 * ``--status N``: the JSON size of a Backup object's status for N/10, N and 10N collections on
@@ -21,6 +22,7 @@ Each prints one table row. Run ``python -m benchmarks.scale --files 100000 --col
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import StaticHook, agent_process, cpu_seconds, load, reset, table
+from benchmarks.common import Agent, StaticHook, agent_process, cpu_seconds, load, reset, table
 from benchmarks.dataset import many_collections, many_files
 from benchmarks.restore import shardkeeper_restore
 
@@ -44,39 +46,52 @@ def backup(
     *,
     hook: bool = True,
     base: str | None = None,
+    agent: Agent | None = None,
 ) -> dict[str, Any]:
+    """One backup by a fresh agent process, or by ``agent`` (one that ran others: its peak RSS is
+    reset first, so that it is this backup's)."""
+    if agent is not None:
+        Path(f"/proc/{agent.proc.pid}/clear_refs").write_text("5")  # resets VmHWM (Linux 4.0+)
+        return _backup_on(agent, store, collections, level, op_id, base)
     url = StaticHook(data).url if hook else None
-    with agent_process(data, store, hook_url=url) as agent:
-        request = {
-            "kind": "backup",
-            "id": op_id,
-            "uid": op_id,
-            "node": "bench-0",
-            "backend": "filesystem",
-            "collections": collections,
-            "compressionLevel": level,
-            "cpuPercentage": 50,
-            "reservationSeconds": 3600,
-            **({"incrementalBase": base} if base else {}),
-        }
-        started = time.perf_counter()
-        agent.call("PUT", f"/v1/operations/{op_id}", json=request)
-        prepared = agent.wait(op_id, "PREPARED")
-        agent.call("POST", f"/v1/operations/{op_id}/commit")
-        done = agent.wait(op_id, "SUCCESS")
-        seconds = time.perf_counter() - started
-        cpu = cpu_seconds(agent.proc.pid)
-        descriptor = next(store.glob(f"**/{op_id}/**/backup.json"))
-        time.sleep(1)  # the agent is idle: what it keeps of the operation
-        return {
-            "seconds": seconds,
-            "pause_ms": prepared.get("pauseMs"),
-            "rss_mb": agent.peak_rss_mb(),
-            "idle_rss_mb": agent.rss_mb(),
-            "agent_cpu_s": cpu,
-            "files": done["filesTotal"],
-            "descriptor_mb": descriptor.stat().st_size / MB,
-        }
+    with agent_process(data, store, hook_url=url) as fresh:
+        return _backup_on(fresh, store, collections, level, op_id, base)
+
+
+def _backup_on(
+    agent: Agent, store: Path, collections: list[str], level: str, op_id: str, base: str | None
+) -> dict[str, Any]:
+    request = {
+        "kind": "backup",
+        "id": op_id,
+        "uid": op_id,
+        "node": "bench-0",
+        "backend": "filesystem",
+        "collections": collections,
+        "compressionLevel": level,
+        "cpuPercentage": 50,
+        "reservationSeconds": 3600,
+        **({"incrementalBase": base} if base else {}),
+    }
+    started = time.perf_counter()
+    cpu_before = cpu_seconds(agent.proc.pid)
+    agent.call("PUT", f"/v1/operations/{op_id}", json=request)
+    prepared = agent.wait(op_id, "PREPARED")
+    agent.call("POST", f"/v1/operations/{op_id}/commit")
+    done = agent.wait(op_id, "SUCCESS")
+    seconds = time.perf_counter() - started
+    cpu = cpu_seconds(agent.proc.pid) - cpu_before
+    descriptor = next(store.glob(f"**/{op_id}/**/backup.json"))
+    time.sleep(1)  # the agent is idle: what it keeps of the operation
+    return {
+        "seconds": seconds,
+        "pause_ms": prepared.get("pauseMs"),
+        "rss_mb": agent.peak_rss_mb(),
+        "idle_rss_mb": agent.rss_mb(),
+        "agent_cpu_s": cpu,
+        "files": done["filesTotal"],
+        "descriptor_mb": descriptor.stat().st_size / MB,
+    }
 
 
 def status_size(collections: int, nodes: int, *, worst: bool = False) -> dict[str, Any]:
@@ -145,6 +160,11 @@ def main() -> int:
         help="--files: then back them up again, unchanged, incremental on the first backup (a fresh agent)",
     )
     parser.add_argument(
+        "--same-agent",
+        action="store_true",
+        help="--incremental: by the agent that ran the first backup, as a long-lived agent would",
+    )
+    parser.add_argument(
         "--no-hook",
         action="store_true",
         help="--files: the agent walks the files itself (no workload hook listing them)",
@@ -159,7 +179,20 @@ def main() -> int:
             many_files(data / "many", files=args.files, size=args.file_size)
             (data / ".complete").touch()
         reset(work / "scale-store")
-        row = backup(data, work / "scale-store", ["many"], args.level, "scale-files", hook=not args.no_hook)
+        kept = contextlib.ExitStack()
+        agent = None
+        if args.same_agent:
+            url = StaticHook(data).url if not args.no_hook else None
+            agent = kept.enter_context(agent_process(data, work / "scale-store", hook_url=url))
+        row = backup(
+            data,
+            work / "scale-store",
+            ["many"],
+            args.level,
+            "scale-files",
+            hook=not args.no_hook,
+            agent=agent,
+        )
         row = {
             "files": args.files,
             "listed by": "the agent" if args.no_hook else "the hook",
@@ -176,9 +209,11 @@ def main() -> int:
                 "scale-incremental",
                 hook=not args.no_hook,
                 base="scale-files",
+                agent=agent,
             )
             row = {**row, "files/s": row["files"] / row["seconds"]}
             print("incremental:", table([_fmt(row)], list(row)), flush=True)
+        kept.close()
         if args.restore:
             reset(work / "scale-restored")
             done = shardkeeper_restore(
