@@ -2,10 +2,10 @@
 
 A million-file backup stages its files on one thread, reads its base on another and packs on a
 third; glibc gives each thread its own heap (an arena) and keeps what is freed there for that
-heap's next allocations. Python's small objects live elsewhere (its own arenas, mapped directly),
-so what staging freed in a heap was not reused by what came after it, and stayed resident: about
-30 MB of difference between two runs of the same incremental backup of a million files
-(``benchmarks/README.md``, goal 4). ``malloc_trim(0)`` hands the free pages of every heap back.
+heap's next allocations, while Python's small objects live elsewhere (its own arenas, mapped
+directly). ``malloc_trim(0)`` hands the free pages of every heap back: 29 MB at the end of staging
+a million files in ``benchmarks.scale --incremental`` (``benchmarks/README.md``, goal 4). What
+Python's own allocator keeps (an arena with one live object in it) it cannot return.
 """
 
 from __future__ import annotations
