@@ -284,8 +284,7 @@ def _scan(source: Readable) -> tuple[HeldWrites, int | None]:
     """The first pass of ``Listing.parse``: every event of the answer, by depth (ijson's prefixed
     events cost memory in the square of the depth: a 200 KB answer nested 100,000 deep took 24 GB),
     keeping the hold's fields and counting the files. Raises ``ReadWithJson`` (``CheckedReader``),
-    ``ijson.JSONError``,
-    ``UnicodeDecodeError``, ``ValidationError`` or ``ValueError``."""
+    ``ijson.JSONError``, ``UnicodeDecodeError``, ``ValidationError`` or ``ValueError``."""
     held: dict[str, Any] = {}
     count: int | None = None
     files_given = False
