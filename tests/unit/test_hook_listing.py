@@ -72,7 +72,7 @@ def test_a_blank_answer_lists_nothing() -> None:
         (b'"files"', "not a JSON object"),
         (b'{"files": [] } trailing', "Extra data"),
         (b'{"files": [', "Expecting value"),
-        (b'{"files": [], "x": "\\udcff", "files": 3}', "files: not a list"),  # read by json: the last
+        (b'{"files": [], "x": "\\udcff", "files": 3}', "files: given twice"),  # read by json, same rules
         (b'{"files": {"path": "c/a"}}', "files: not a list"),
         (b'{"files": "c/a"}', "files: not a list"),
         (b'{"files": [], "files": []}', "files: given twice"),
@@ -91,6 +91,33 @@ def test_an_answer_that_is_not_a_file_list_is_refused_whole(body: bytes, why: st
         HookError, match=f"(?s)workload hook prepare answered an invalid file list: .*({why})"
     ):
         Listing.parse("prepare", body)
+
+
+_ODD = b'"odd": "\\ud83d\\ude00"'  # an escaped high surrogate: the answer is read by json
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        (b'"files": [], "files": [{"path": "c/a", "immutable": true}]', "files: given twice"),
+        (b'"files": [], "files.item": {"path": "c/x", "immutable": true}', 'a field named "files.item"'),
+        (b'"": {"files": [{"path": "c/x", "immutable": true}]}, "files": []', 'a field named ""'),
+        (b'"files": [], "x": ' + b"[" * 64 + b"]" * 64, "nested deeper than 64 levels"),
+    ],
+)
+@pytest.mark.parametrize("where", ["before", "after", "a block after"])
+def test_an_answer_read_by_json_is_held_to_the_same_rules(fields: bytes, why: str, where: str) -> None:
+    pad = b'"pad": "' + b"a" * READ_BYTES + b'", '
+    body = {
+        "before": b"{" + _ODD + b", " + fields + b"}",
+        "after": b"{" + fields + b", " + _ODD + b"}",
+        "a block after": b"{" + fields + b", " + pad + _ODD + b"}",
+    }[where]
+    for answer in (body, b"{" + fields + b"}"):  # and the same refusal as yajl's, without it
+        with pytest.raises(HookError, match=f"invalid file list: {why}"):
+            Listing.parse("prepare", answer)
+    deep = b"[" * 63 + b"]" * 63  # 64 levels with the answer's object: allowed either way
+    assert Listing.parse("prepare", b"{" + _ODD + b', "files": [], "x": ' + deep + b"}").count == 0
 
 
 @pytest.mark.parametrize(

@@ -214,14 +214,35 @@ class Listing:
 
     @classmethod
     def _read_whole(cls, name: str, source: IO[bytes]) -> Listing:
+        """The answer read by ``json``, held to ``_scan``'s rules (so that whether an answer is
+        refused never depends on where in it yajl gave up)."""
         source.seek(0)
+        repeated: set[str] = set()  # the keys given twice in the last object read: the answer
+
+        def pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            obj = dict(pairs)
+            repeated.clear()
+            if len(obj) != len(pairs):
+                seen: set[str] = set()
+                for key, _ in pairs:
+                    if key in seen:
+                        repeated.add(key)
+                    seen.add(key)
+            return obj
+
         try:
             with source:
-                data = json.loads(source.read())
+                data = json.loads(source.read(), object_pairs_hook=pairs_to_dict)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep for json
             raise ValueError(str(exc)) from None
         if not isinstance(data, dict):
             raise ValueError("the answer is not a JSON object")
+        for key in data:
+            if key == "" or key.startswith("files."):
+                raise ValueError(f'a field named "{key}" reads as the listed files\' own')
+        if "files" in repeated:
+            raise ValueError("files: given twice")
+        _check_depth(data)
         files = data.get("files")
         if files is not None and not isinstance(files, list):
             raise ValueError("files: not a list")
@@ -268,6 +289,18 @@ def _popped(items: list[Any]) -> Iterator[Any]:
     items.reverse()
     while items:
         yield items.pop()
+
+
+def _check_depth(answer: dict[str, Any]) -> None:
+    """Raises ``ValueError`` if ``answer`` nests deeper than ``MAX_DEPTH`` containers (itself the
+    first), as ``_scan`` counts them."""
+    pending: list[tuple[Any, int]] = [(answer, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def _blank(source: IO[bytes]) -> bool:
