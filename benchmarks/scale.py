@@ -7,8 +7,9 @@
   node descriptor's size.
   With ``--incremental``, a fresh agent then backs them up again, unchanged, incremental on the
   first backup: the same columns; with ``--same-agent`` too, the agent of the first backup does (as
-  a long-lived agent would: its peak is reset between the two, so each row is its own backup's). With ``--restore``, a fresh agent then restores them onto an empty
-  data root: seconds from commit to SUCCESS, files/s, peak RSS, CPU seconds.
+  a long-lived agent would: its peak is reset between the two, so each row is its own backup's).
+  With ``--restore``, a fresh agent then restores them onto an empty data root: seconds from commit
+  to SUCCESS, files/s, peak RSS, CPU seconds.
 * ``--collections N``: N collections of one ~100 KB file each on one agent: seconds, peak RSS.
 * ``--status N``: the JSON size of a Backup object's status for N/10, N and 10N collections on
   ``--nodes`` nodes, built by the operator's own code (``list_collections``, agents' answers folded
