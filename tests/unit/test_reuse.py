@@ -38,8 +38,8 @@ def _read(store: FilesystemStorage, trees: dict[str, SourceTree]) -> Reuse:
 
 def _reused(reuse: Reuse, collection: str, tree: SourceTree) -> dict[str, tuple[Any, ...]]:
     out = {}
-    for name in tree.names:
-        found = reuse.base(collection, name)
+    for row, name in enumerate(tree.names):
+        found = reuse.base(collection, row)
         if found is not None:
             out[name] = (found.size, found.sha256, found.gen, found.data, found.chunk.key, found.chunk.backup)
     return out
@@ -147,7 +147,7 @@ def test_a_copied_file_is_matched_by_its_content(tmp_path: Path) -> None:
     )
     reuse = _read(store, {"col": tree})
     cancelled = threading.Event()
-    assert [reuse.match("col", e, root, cancelled) for e in tree] == [True, False, False]
+    assert [reuse.match("col", i, e, root, cancelled) for i, e in enumerate(tree)] == [True, False, False]
 
 
 def test_a_path_the_base_gives_twice_is_uploaded_again(tmp_path: Path) -> None:
@@ -185,12 +185,12 @@ def test_a_file_matched_by_its_content_records_its_own_generation(tmp_path: Path
         ]
     )
     reuse = _read(store, {"col": tree})
-    assert all(reuse.match("col", e, root, threading.Event()) for e in tree)
+    assert all(reuse.match("col", i, e, root, threading.Event()) for i, e in enumerate(tree))
     fd = os.open(root / "col" / "linked", os.O_RDONLY)
     try:
         live = inode_generation(fd)  # None where the filesystem does not tell
     finally:
         os.close(fd)
-    linked, copied = reuse.base("col", "col/linked"), reuse.base("col", "col/copied")
+    linked, copied = reuse.base("col", 0), reuse.base("col", 1)
     assert linked is not None and copied is not None
     assert (linked.gen, copied.gen) == (live, None)

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardkeeper.api.descriptors import EntryType
-from shardkeeper.archive.source import SourceEntry, SourceTree
+from shardkeeper.archive.source import Names, PathIndex, SourceEntry, SourceTree
 
 NS = 1_000_000_000
 
@@ -106,3 +106,72 @@ def test_a_value_of_another_type_is_refused_and_leaves_the_tree_as_it_was() -> N
         with pytest.raises(TypeError):
             tree.append(entry)
         assert len(tree) == 1 and tree[0].name == "c"
+    link = SourceEntry(name=None, type=EntryType.SYMLINK, mode=0o777, mtime_ns=0, link="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="name"):
+        tree.append(link)
+    tree.append(first)
+    # Nothing of the refused entry is left, its link either.
+    assert [(e.name, e.type, e.link) for e in tree] == [("c", EntryType.DIR, None)] * 2
+
+
+#: Any ``str``: lone surrogates too (a name that is not UTF-8 reads as one, PEP 383).
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=8)
+
+
+@SLOW_START
+@given(st.lists(ANY_TEXT, max_size=20), st.data())
+def test_names_read_back_as_they_were_added_and_replaced(added: list[str], data: st.DataObject) -> None:
+    names = Names(added)
+    assert list(names) == added
+    assert [names[i] for i in range(-len(added), len(added))] == added + added
+    assert names[1:-1] == added[1:-1]
+    assert list(names.between(min(1, len(added)), len(added))) == added[1:]
+    if added:
+        index = data.draw(st.integers(-len(added), len(added) - 1))
+        other = data.draw(ANY_TEXT)  # shorter, longer or as long in UTF-8: the later names move
+        names[index] = other
+        added[index] = other
+        assert list(names) == added
+        assert [names[i] for i in range(len(added))] == added
+    for index in (len(added), -len(added) - 1):
+        with pytest.raises(IndexError):
+            names[index]
+        with pytest.raises(IndexError):
+            names[index] = "x"
+
+
+@SLOW_START
+@given(st.lists(ANY_TEXT, max_size=40), st.lists(ANY_TEXT, max_size=10))
+def test_a_path_is_found_at_its_first_row_and_nothing_else_is_found(
+    listed: list[str], others: list[str]
+) -> None:
+    index = PathIndex(Names(listed))
+    for name in listed:
+        assert index.row(name) == listed.index(name)
+    for name in others:
+        assert index.row(name) == (listed.index(name) if name in listed else None)
+    # A name that is another's prefix, or shares its bytes at another row's start, is not it.
+    for name in listed:
+        for longer in (name + "x", "x" + name, name[:-1]):
+            assert index.row(longer) == (listed.index(longer) if longer in listed else None)
+
+
+@SLOW_START
+@given(st.lists(ANY_TEXT, max_size=40), st.integers(0, 40))
+def test_paths_added_one_by_one_are_found_as_those_indexed_at_once(listed: list[str], first: int) -> None:
+    """The first ``first`` names indexed when the index is made, the others added as they come
+    (the table grows as it fills): each is found at its first row, the next not before it is added."""
+    first = min(first, len(listed))
+    names = Names(listed[:first])
+    index = PathIndex(names)
+    for row in range(first, len(listed)):
+        names.append(listed[row])
+        if listed[row] not in listed[:row]:
+            assert index.row(listed[row]) is None
+        index.add(row)
+        for name in listed[: row + 1]:
+            assert index.row(name) == listed.index(name)
+    with pytest.raises(ValueError, match="the next row to index"):
+        index.add(len(listed) + 1)
+    with pytest.raises(ValueError, match="not appended to the names yet"):
+        index.add(len(listed))

@@ -2,10 +2,11 @@
 
 A node may hold a million entries, and its restore needs them all, from its first check to its last
 directory's mtime. As models they took ~0.5 KB each (plus ~1 KB while the whole descriptor was
-parsed); a ``DescribedTree`` holds the name and ~90 bytes of fixed-width fields per entry (typed
-arrays, the sha256 as 32 bytes), and makes each ``DescribedEntry`` (a named tuple) only when it is
-read (``benchmarks/README.md``, goal 4). ``DescribedNode`` collects them from the repository's
-streamed read (``BackupRepository.node_entries``).
+parsed); a ``DescribedTree`` holds ~90 bytes of fixed-width fields per entry (typed arrays, the
+sha256 as 32 bytes) and its path in one buffer (``archive.source.Names``), and makes each
+``DescribedEntry`` (a named tuple) only when it is read (``benchmarks/README.md``, goal 4).
+``DescribedNode`` collects them from the repository's streamed read
+(``BackupRepository.node_entries``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Container, Iterator, Sequence
 from typing import NamedTuple, overload
 
 from shardkeeper.api.descriptors import CollectionEntry, Entry, EntryType, NodeDescriptor
+from shardkeeper.archive.source import Names
 
 _TYPES = tuple(EntryType)
 _CODES = {t: i for i, t in enumerate(_TYPES)}
@@ -66,7 +68,7 @@ class DescribedTree(Sequence[DescribedEntry]):
     )
 
     def __init__(self) -> None:
-        self.names: list[str] = []
+        self.names = Names()
         self._type = bytearray()
         self._flags = bytearray()
         self._mode = array("H")

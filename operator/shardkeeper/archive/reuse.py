@@ -9,8 +9,8 @@ it (``ChunkEntry.backup``: the chain is flattened, never walked), and a restore 
 the entries this backup lists.
 
 Memory: a node may list a million files, and its base as many. ``Reuse`` is the sink of the base's
-streamed read (``BackupRepository.node_entries``): for each path of *this* listing it keeps ~80
-bytes in columns (the base's file there, if any, and the path in order, to find it by bisection);
+streamed read (``BackupRepository.node_entries``): for each path of *this* listing it keeps ~73
+bytes in columns (the base's file there, if any) and 8-16 bytes to find the path's row (``_Base``);
 the base's other entries are dropped as they are read. (The base's tree in columns took ~175 bytes
 per entry, and the matches as objects ~300 more: ``benchmarks/README.md``, goal 4.)
 """
@@ -21,14 +21,13 @@ import hashlib
 import os
 import threading
 from array import array
-from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from shardkeeper.api.descriptors import ChunkEntry, Entry, EntryType, NodeDescriptor
 from shardkeeper.archive.prefetch import COPY_BUFFER, Cancelled
-from shardkeeper.archive.source import SourceEntry, SourceTree
+from shardkeeper.archive.source import PathIndex, SourceEntry, SourceTree
 from shardkeeper.archive.sparse import inode_generation
 
 _NS = 1_000_000_000
@@ -50,16 +49,14 @@ class BaseFile:
 
 
 class _Base:
-    """For each path of one listed collection, in the order of the paths, the base's file there, in
-    columns."""
+    """For each path of one listed collection, in the listing's order, the base's file there, in
+    columns; and the listing's rows by path (``PathIndex``)."""
 
-    __slots__ = ("chunk", "chunks", "data", "flags", "gen", "ino", "names", "nsec", "sec", "sha256", "size")
+    __slots__ = ("chunk", "chunks", "data", "flags", "gen", "index", "ino", "nsec", "sec", "sha256", "size")
 
     def __init__(self, tree: SourceTree) -> None:
         n = len(tree)
-        # The listed paths in order (8 bytes each: the names themselves are the listing's). Sorting
-        # them, not the rows by them, makes no object per row.
-        self.names = sorted(tree.names)
+        self.index = PathIndex(tree.names)
         self.flags = bytearray(n)
         self.size = array("q", [0]) * n
         self.ino = array("Q", [0]) * n
@@ -73,9 +70,7 @@ class _Base:
 
     def row(self, name: str) -> int | None:
         """Where path ``name`` is in the columns, if the listing has it."""
-        names = self.names
-        at = bisect_left(names, name)
-        return at if at < len(names) and names[at] == name else None
+        return self.index.row(name)
 
     def add(self, row: int, e: Entry) -> None:
         """Keeps the base's entry ``e`` at the path of ``row`` if it is a stored file. Nothing is
@@ -154,11 +149,10 @@ class Reuse:
         for name in self._twice:
             self._bases[name].flags[:] = bytes(len(self._bases[name].flags))
 
-    def base(self, collection: str, name: str) -> BaseFile | None:
-        """The base's file at path ``name`` of ``collection``'s listing, if it has one."""
+    def base(self, collection: str, row: int) -> BaseFile | None:
+        """The base's file at the path of row ``row`` of ``collection``'s listing, if it has one."""
         found = self._bases.get(collection)
-        row = found.row(name) if found is not None else None
-        if found is None or row is None or not found.flags[row] & _FOUND:
+        if found is None or not found.flags[row] & _FOUND:
             return None
         flags = found.flags[row]
         return BaseFile(
@@ -169,12 +163,13 @@ class Reuse:
             chunk=found.chunks[found.chunk[row]],
         )
 
-    def match(self, collection: str, e: SourceEntry, root: Path, cancelled: threading.Event) -> bool:
-        """Whether the base's copy of ``e`` (a regular file of ``collection``'s listing, staged under
-        ``root``) has its content (see the module docstring)."""
+    def match(
+        self, collection: str, row: int, e: SourceEntry, root: Path, cancelled: threading.Event
+    ) -> bool:
+        """Whether the base's copy of ``e`` (row ``row`` of ``collection``'s listing, a regular file
+        staged under ``root``) has its content (see the module docstring)."""
         found = self._bases.get(collection)
-        row = found.row(e.name) if found is not None else None
-        if found is None or row is None or not found.flags[row] & _FOUND or found.size[row] != e.size:
+        if found is None or not found.flags[row] & _FOUND or found.size[row] != e.size:
             return False
         flags = found.flags[row]
         same = (

@@ -2,9 +2,10 @@
 
 A node may freeze a million small files, and its listing is held from the freeze until the last
 chunk is packed. As one object each they took ~330 bytes (the object, its large ints, a dict slot);
-a ``SourceTree`` holds the name and ~40 bytes of fixed-width fields per entry (typed arrays), and
-makes the entries (named tuples) only when they are read, ~0.4-1 µs each (``benchmarks/README.md``,
-goal 4).
+a ``SourceTree`` holds ~40 bytes of fixed-width fields per entry (typed arrays) and its path in one
+buffer (``Names``: the path's UTF-8 and 8 bytes, where a ``str`` took ~60 bytes and more, and
+kept Python's small-object heap from handing pages back), and makes the entries (named tuples) only
+when they are read, ~0.4-1 µs each (``benchmarks/README.md``, goal 4).
 """
 
 from __future__ import annotations
@@ -18,6 +19,131 @@ from shardkeeper.api.descriptors import EntryType
 _TYPES = tuple(EntryType)
 _CODES = {t: i for i, t in enumerate(_TYPES)}
 _NS = 1_000_000_000
+
+
+class Names(Sequence[str]):
+    """Paths in order, held as one buffer: each path's UTF-8 (``surrogatepass``, so that every
+    ``str`` reads back as it was, the lone surrogates of PEP 383 names included) and where it ends
+    (8 bytes). A path is decoded each time it is read (~0.15 µs for 40 bytes). Indexing with a
+    slice gives a list."""
+
+    __slots__ = ("_blob", "_ends")
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self._blob = bytearray()
+        self._ends = array("Q")
+        for name in names:
+            self.append(name)
+
+    def append(self, name: str) -> None:
+        self._blob += name.encode("utf-8", "surrogatepass")
+        self._ends.append(len(self._blob))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def _span(self, index: int) -> tuple[int, int]:
+        """Where path ``index`` (0 <= index < len) is in the buffer."""
+        return (self._ends[index - 1] if index else 0), self._ends[index]
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self._ends)))]
+        start, end = self._span(range(len(self._ends))[index])  # IndexError out of range
+        return self._blob[start:end].decode("utf-8", "surrogatepass")
+
+    def __setitem__(self, index: int, name: str) -> None:
+        """Replaces path ``index``: in place if it is the same length in UTF-8, otherwise by moving
+        every path after it (O(len): for a file re-frozen under another name, which staging never
+        does). Raises ``IndexError``."""
+        index = range(len(self._ends))[index]
+        start, end = self._span(index)
+        data = name.encode("utf-8", "surrogatepass")
+        self._blob[start:end] = data
+        if (moved := len(data) - (end - start)) != 0:
+            ends = self._ends
+            ends[index:] = array("Q", (at + moved for at in ends[index:]))
+
+    def __iter__(self) -> Iterator[str]:
+        blob, start = self._blob, 0
+        for end in self._ends:
+            yield blob[start:end].decode("utf-8", "surrogatepass")
+            start = end
+
+    def between(self, start: int, stop: int) -> Iterator[str]:
+        """Paths ``start`` to ``stop`` (0 <= start <= stop <= len)."""
+        blob, ends = self._blob, self._ends
+        at = ends[start - 1] if start else 0
+        for i in range(start, stop):
+            end = ends[i]
+            yield blob[at:end].decode("utf-8", "surrogatepass")
+            at = end
+
+
+class PathIndex:
+    """The rows of ``names`` by path: an open-addressing table of rows (linear probing, at most half
+    full, keyed by each path's ``hash``), 8-16 bytes per path. A ``set`` or ``dict`` of the paths
+    took ~100 bytes and a ``str`` per path, and sorting the paths to bisect them a ``str`` per path
+    too (``benchmarks/README.md``, goal 4). Paths appended to ``names`` are found once ``add``
+    has indexed them; no path may change while the index is used. Not for threads: ``add`` and
+    ``row`` from one thread at a time (``add`` may rebuild the table under a concurrent ``row``)."""
+
+    __slots__ = ("_count", "_mask", "_names", "_rows")
+
+    def __init__(self, names: Names) -> None:
+        self._names = names
+        self._count = 0
+        self._mask = 0
+        self._rows = array("i", [-1])
+        self._grow(len(names))
+
+    def _grow(self, count: int) -> None:
+        """Indexes rows ``0`` to ``count`` - 1 anew, in a table at most half full."""
+        self._mask = mask = (1 << (2 * count).bit_length()) - 1
+        self._rows = rows = array("i", [-1]) * (mask + 1)
+        for row, name in enumerate(self._names.between(0, count)):
+            slot = hash(name) & mask
+            while rows[slot] != -1:
+                slot = (slot + 1) & mask
+            rows[slot] = row
+        self._count = count
+
+    def add(self, row: int) -> None:
+        """Indexes row ``row``, appended to the names since the last row indexed (``row`` must
+        be that row + 1). The table doubles (every row indexed anew) when it would be over half
+        full: ~1 µs a row in all. Raises ``ValueError`` for another row."""
+        if row != self._count:
+            raise ValueError(f"row {row}: the next row to index is {self._count}")
+        if row >= len(self._names):
+            raise ValueError(f"row {row}: not appended to the names yet")
+        if 2 * (row + 1) > self._mask + 1:
+            self._grow(row + 1)
+            return
+        rows, mask = self._rows, self._mask
+        slot = hash(self._names[row]) & mask
+        while rows[slot] != -1:
+            slot = (slot + 1) & mask
+        rows[slot] = row
+        self._count = row + 1
+
+    def row(self, name: str) -> int | None:
+        """Where path ``name`` is (its first row, if it is there twice); None if it is not."""
+        rows, mask = self._rows, self._mask
+        blob, ends = self._names._blob, self._names._ends  # the same module: its buffer
+        key = name.encode("utf-8", "surrogatepass")
+        slot = hash(name) & mask
+        while (row := rows[slot]) != -1:
+            start = ends[row - 1] if row else 0
+            if ends[row] - start == len(key) and blob.startswith(key, start):
+                return row
+            slot = (slot + 1) & mask
+        return None
 
 
 class SourceEntry(NamedTuple):
@@ -63,7 +189,7 @@ class SourceTree(Sequence[SourceEntry]):
     )
 
     def __init__(self, entries: Iterable[SourceEntry] = ()) -> None:
-        self.names: list[str] = []
+        self.names = Names()
         self._type = bytearray()
         self._linked = bytearray()
         self._mode = array("H")
@@ -79,6 +205,8 @@ class SourceTree(Sequence[SourceEntry]):
             self.append(e)
 
     def append(self, e: SourceEntry) -> None:
+        if not isinstance(e.name, str):  # before any column changes: the tree stays as it was
+            raise TypeError(f"name: {e.name!r} is not a str")
         sec, nsec = divmod(e.mtime_ns, _NS)
         index = len(self.names)
         try:
@@ -131,11 +259,11 @@ class SourceTree(Sequence[SourceEntry]):
     def _entries(self, start: int, stop: int) -> Iterator[SourceEntry]:
         """The entries ``start`` to ``stop`` (0 <= start <= stop <= len), made from the columns."""
         links, types = self._links, _TYPES
-        columns = (self.names, *self._columns())
+        columns = self._columns()
         if start != 0 or stop != len(self.names):
             columns = tuple(column[start:stop] for column in columns)
         for i, (name, type_, mode, sec, nsec, uid, gid, size, linked, ino) in enumerate(
-            zip(*columns, strict=True), start
+            zip(self.names.between(start, stop), *columns, strict=True), start
         ):
             link = links.get(i)
             yield SourceEntry._make(
@@ -185,4 +313,4 @@ class SourceTree(Sequence[SourceEntry]):
         return SourceTree(e for e, drop in zip(self, rows, strict=True) if not drop)
 
 
-__all__ = ["SourceEntry", "SourceTree"]
+__all__ = ["Names", "PathIndex", "SourceEntry", "SourceTree"]

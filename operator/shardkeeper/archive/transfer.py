@@ -167,7 +167,9 @@ def upload(
         def match(collection: str, tree: SourceTree, start: int) -> tuple[str, list[int]]:
             rows = enumerate(tree[start : start + MATCH_BATCH], start)
             found = (
-                i for i, e in rows if e.type is EntryType.FILE and reuse.match(collection, e, root, cancelled)
+                i
+                for i, e in rows
+                if e.type is EntryType.FILE and reuse.match(collection, i, e, root, cancelled)
             )
             return collection, list(found)
 
@@ -201,7 +203,7 @@ def upload(
     referenced: dict[tuple[str, str, str], ChunkEntry] = {}
     bytes_reused = 0
     for collection, mask in reused.items():
-        for _, found in _base_files(reuse, collection, trees[collection], mask):
+        for _, found in _base_files(reuse, collection, mask):
             bytes_reused += found.size
             where = (collection, found.chunk.backup or "", found.chunk.key)
             if where not in referenced:
@@ -244,7 +246,7 @@ def upload(
         collection, n, _, own, span = plans[index]
         if n == 1 and collection in reused:
             tree = trees[collection]
-            for i, found in _base_files(reuse, collection, tree, reused[collection]):
+            for i, found in _base_files(reuse, collection, reused[collection]):
                 where = (collection, found.chunk.backup or "", found.chunk.key)
                 content = {"sha256": found.sha256, "data": found.data, "gen": found.gen}
                 _spool(spool, totals[collection], collection, tree[i], referenced[where].n, **content)
@@ -293,15 +295,13 @@ def upload(
     )
 
 
-def _base_files(
-    reuse: Reuse | None, collection: str, tree: SourceTree, mask: bytearray
-) -> Iterator[tuple[int, BaseFile]]:
-    """The rows of ``collection``'s listing ``tree`` marked in ``mask`` (matched), each with the
-    base's file."""
+def _base_files(reuse: Reuse | None, collection: str, mask: bytearray) -> Iterator[tuple[int, BaseFile]]:
+    """The rows of ``collection``'s listing marked in ``mask`` (matched), each with the base's
+    file."""
     assert reuse is not None
     for i in range(len(mask)):
         if mask[i]:
-            found = reuse.base(collection, tree.names[i])
+            found = reuse.base(collection, i)
             assert found is not None  # matched: the base holds it
             yield i, found
 
