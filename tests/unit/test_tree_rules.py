@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,6 +11,7 @@ from pydantic import TypeAdapter
 
 from shardkeeper.api.common import collection_name_problem
 from shardkeeper.api.descriptors import Entry, EntryType, decode_name, dump_entry, encode_name
+from shardkeeper.archive.source import SourceEntry
 from shardkeeper.archive.tree import check_tree
 from shardkeeper.errors import UnsafeArchiveEntry
 
@@ -89,3 +92,22 @@ def test_a_tree_deeper_than_the_limit_is_refused_naming_it() -> None:
     deep = "col/" + "/".join(["d"] * 513) + "/f"
     with pytest.raises(UnsafeArchiveEntry, match="more than 512 directories deep"):
         check_tree("col", [ROOT, _e(deep)])
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "message"),
+    [
+        ("col/\ud800", None, '"col/\\ud800" is not a path: a surrogate that stands for no byte'),
+        ("col/\udcc3\udca9", None, '"col/\\xc3\\xa9" is not a path as the system gives it'),
+        ("col/l", "\ud800", '"col/l": invalid link target'),
+    ],
+)
+def test_a_name_no_path_decodes_to_is_refused_naming_it(name: str, target: str | None, message: str) -> None:
+    """A name whose bytes are UTF-8 comes as its characters (PEP 383 escapes only the bytes that
+    are not), so that one file cannot be listed under two names; a surrogate that stands for no
+    byte is no path at all. Refused with the name shown, not a ``UnicodeEncodeError``."""
+    type_ = EntryType.FILE if target is None else EntryType.SYMLINK
+    entries = [SourceEntry("col", EntryType.DIR, 0o755, 0), SourceEntry(name, type_, 0o644, 0, link=target)]
+    with pytest.raises(UnsafeArchiveEntry, match=re.escape(message)):
+        check_tree("col", entries)
+    check_tree("col", [entries[0], SourceEntry("col/\udcc3", EntryType.FILE, 0o644, 0)])  # a lone byte

@@ -29,8 +29,12 @@ from typing import Protocol
 
 from shardkeeper.api.common import NAME_MAX_BYTES, collection_name_problem
 from shardkeeper.api.descriptors import EntryType
+from shardkeeper.archive.source import Names, PathIndex
 from shardkeeper.errors import UnsafeArchiveEntry
 
+_TYPES = tuple(EntryType)
+_CODES = {t: i for i, t in enumerate(_TYPES)}
+_HARDLINK = _CODES[EntryType.HARDLINK]
 #: The longest path (relative to the data root) a backup accepts and a restore writes, in bytes.
 MAX_PATH_BYTES = 3072
 #: The longest symbolic link target, in bytes (PATH_MAX less the terminating NUL).
@@ -80,13 +84,34 @@ class StoredEntry(TreeEntry, Protocol):
 
 
 def shown(name: str) -> str:
-    """A path as messages show it: undecodable bytes as \\x escapes, control characters escaped."""
-    return repr(name.encode("utf-8", "surrogateescape"))[2:-1]
+    """A path as messages show it: undecodable bytes as \\x escapes, control characters escaped (a
+    surrogate that stands for no byte as Python escapes it)."""
+    try:
+        return repr(name.encode("utf-8", "surrogateescape"))[2:-1]
+    except UnicodeEncodeError:
+        return repr(name)[1:-1]
+
+
+def _path_bytes(name: str) -> bytes:
+    """The bytes of path ``name`` as the system has them (PEP 383: a byte that is not UTF-8 is a
+    surrogate U+DC80..U+DCFF). Raises ``UnsafeArchiveEntry`` for a name no path decodes to: another
+    surrogate, or surrogates for bytes that are UTF-8 (the system gives those as their characters,
+    so the same file could be listed under two names)."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        why = "a surrogate that stands for no byte"
+        raise UnsafeArchiveEntry(f'"{shown(name)}" is not a path: {why}') from None
+    if raw.decode("utf-8", "surrogateescape") != name:
+        raise UnsafeArchiveEntry(
+            f'"{shown(name)}" is not a path as the system gives it: its UTF-8 bytes are given as surrogates'
+        )
+    return raw
 
 
 def check_path(name: str, collection: str) -> None:
     """Raises ``UnsafeArchiveEntry`` unless ``name`` is a path a restore of ``collection`` may write."""
-    raw = name.encode("utf-8", "surrogateescape")
+    raw = _path_bytes(name)
     parts = name.split("/")
     if not raw or b"\0" in raw or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise UnsafeArchiveEntry(f'"{shown(name)}" would be written outside the collection')
@@ -108,7 +133,10 @@ def check_entry(entry: TreeEntry, collection: str) -> None:
         raise UnsafeArchiveEntry(f'collection "{shown(collection)}" must be a directory')
     if entry.type in (EntryType.SYMLINK, EntryType.HARDLINK):
         link = entry.link
-        raw = (link or "").encode("utf-8", "surrogateescape")
+        try:
+            raw = (link or "").encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte
+            raw = b""
         if not raw or b"\0" in raw or len(raw) > MAX_LINK_BYTES:
             raise UnsafeArchiveEntry(f'"{shown(entry.name)}": invalid link target')
         if entry.type is EntryType.HARDLINK:
@@ -120,29 +148,46 @@ def check_entry(entry: TreeEntry, collection: str) -> None:
 def check_tree(collection: str, entries: Sequence[TreeEntry], *, dirs_listed: bool = True) -> None:
     """The rule for a whole collection: its name, each entry, and how they fit together (unique
     paths; every entry inside a directory entry, so never below a link or a file; hard links to a
-    regular file of the collection). ``dirs_listed=False`` for format 1, which listed files only."""
+    regular file of the collection). ``dirs_listed=False`` for format 1, which listed files only.
+
+    Memory while it runs: the paths in one buffer and an index of them (``archive.source``: each
+    path's UTF-8 and ~30 bytes more); a ``dict`` of the paths took ~100 bytes and a ``str`` per
+    path, the peak of a million-file backup (``benchmarks/README.md``, "Goal 4 again")."""
     problem = collection_name_problem(collection)
     if problem is not None:
         raise UnsafeArchiveEntry(f'"{shown(collection)}" cannot be a collection: {problem}')
-    types: dict[str, EntryType] = {}
+    names, types = Names(), bytearray()
     for entry in entries:
         check_entry(entry, collection)
-        if entry.name in types:
-            raise UnsafeArchiveEntry(f'"{shown(entry.name)}" appears twice')
-        types[entry.name] = entry.type
-    if dirs_listed and types.get(collection) is not EntryType.DIR:
+        names.append(entry.name)
+        types.append(_CODES[entry.type])
+    index = PathIndex(names)
+    for row, name in enumerate(names):
+        if index.row(name) != row:
+            raise UnsafeArchiveEntry(f'"{shown(name)}" appears twice')
+
+    def type_of(path: str) -> EntryType | None:
+        row = index.row(path)
+        return None if row is None else _TYPES[types[row]]
+
+    if dirs_listed and type_of(collection) is not EntryType.DIR:
         raise UnsafeArchiveEntry(f'collection "{shown(collection)}" has no directory entry')
-    for entry in entries:
-        parent = entry.name.rpartition("/")[0]
+    last: tuple[str, EntryType | None] = ("", None)  # a directory's entries mostly come together
+    for row, name in enumerate(names):
+        parent = name.rpartition("/")[0]
         if parent:
-            kind = types.get(parent)
+            if parent != last[0]:
+                last = (parent, type_of(parent))
+            kind = last[1]
             if kind is not EntryType.DIR and (dirs_listed or kind is not None):
-                raise UnsafeArchiveEntry(f'"{shown(entry.name)}" is not inside a directory of the collection')
-        if entry.type is EntryType.HARDLINK and types.get(entry.link or "") is not EntryType.FILE:
-            raise UnsafeArchiveEntry(
-                f'"{shown(entry.name)}" is a hard link to "{shown(entry.link or "")}", '
-                "which is not a regular file of the collection"
-            )
+                raise UnsafeArchiveEntry(f'"{shown(name)}" is not inside a directory of the collection')
+        if types[row] == _HARDLINK:
+            link = entries[row].link or ""
+            if type_of(link) is not EntryType.FILE:
+                raise UnsafeArchiveEntry(
+                    f'"{shown(name)}" is a hard link to "{shown(link)}", which is not a regular file of the '
+                    "collection"
+                )
 
 
 def finish_tree(target: Path, collection: str, entries: Sequence[StoredEntry], *, owners: bool) -> None:
