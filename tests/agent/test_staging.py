@@ -15,7 +15,8 @@ import pytest
 from shardkeeper.agent import staging
 from shardkeeper.agent.hook import Listing
 from shardkeeper.agent.snapshot import freeze, stage
-from shardkeeper.agent.staging import Frozen, SnapshotError, freeze_hookless, freeze_listed
+from shardkeeper.agent.staging import Frozen, SnapshotError, _Stager, freeze_hookless, freeze_listed
+from shardkeeper.api.descriptors import EntryType
 from shardkeeper.api.hook import HeldWrites, HookFile, HookFileList
 
 
@@ -58,6 +59,62 @@ def test_a_listed_path_that_is_not_there_fails_naming_it(data: Path, path: str, 
         _freeze(data, path)
     assert str(failed.value) == message
     assert str(data) not in str(failed.value)  # the hook's path, not the agent's
+
+
+@pytest.mark.parametrize(
+    ("paths", "staged"),
+    [
+        # A file listed twice, and a directory listed after it was recorded as a file's parent.
+        (["col/sub/000001.sst", "col/sub", "col/sub/000001.sst"], ["col", "col/sub", "col/sub/000001.sst"]),
+        # A directory listed before its file, and twice.
+        (["col/sub", "col/sub", "col/sub/000001.sst"], ["col", "col/sub", "col/sub/000001.sst"]),
+        (
+            ["col/plain", "col/sub/000001.sst", "col/plain"],
+            ["col", "col/plain", "col/sub", "col/sub/000001.sst"],
+        ),
+    ],
+)
+def test_a_path_listed_again_is_staged_once_where_it_first_came(
+    data: Path, paths: list[str], staged: list[str]
+) -> None:
+    files = [HookFile(path=p, immutable=True) for p in paths]
+    frozen = freeze_listed(data, data.parent / "staging", files, ["col"])
+    assert [e.name for e in frozen.entries["col"]] == staged
+
+
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [
+        (["col/\ud800"], '"col/\\ud800" is not a path: a surrogate that stands for no byte'),
+        (["col/\u00e9", "col/\udcc3\udca9"], '"col/\\xc3\\xa9" is not a path as the system gives it'),
+        (["other/\ud800"], 'listed "other/\\ud800", outside the requested collections'),
+    ],
+)
+def test_a_listed_name_no_path_decodes_to_fails_naming_it(data: Path, paths: list[str], message: str) -> None:
+    """The same file as two names (its UTF-8 as surrogates), or a surrogate that stands for no byte:
+    the hook's error, naming the path as the hook gave it, not a ``UnicodeEncodeError``."""
+    (data / "col" / "\u00e9").write_bytes(b"e")
+    with pytest.raises(SnapshotError) as failed:
+        _freeze(data, *paths)
+    assert message in str(failed.value)
+
+
+def test_only_a_file_with_other_names_is_remembered_for_hard_links(tmp_path: Path) -> None:
+    """A hookless immutable file is staged as a hard link, which gives its inode a second name:
+    that name is not the data's, so the file is not kept for hard-link matching (~200 bytes each:
+    a node of a million SST files would hold them all); a file the data gives two names is."""
+    data = tmp_path / "data"
+    (data / "col").mkdir(parents=True)
+    for name in ("a.sst", "b.sst"):
+        (data / "col" / name).write_bytes(name.encode())
+    os.link(data / "col" / "a.sst", data / "col" / "c.sst")
+    stager = _Stager(data, tmp_path / "staging", hookless=True)
+    stager.collection("col")
+    stager.walk("col", ("*.sst",))
+    kinds = {e.name: e.type for e in stager.entries["col"]}
+    assert kinds["col/b.sst"] is EntryType.FILE
+    assert sorted([kinds["col/a.sst"], kinds["col/c.sst"]]) == sorted([EntryType.FILE, EntryType.HARDLINK])
+    assert list(stager._inodes.values()) in (["col/a.sst"], ["col/c.sst"])  # b.sst is not kept
 
 
 class _ListingHook:

@@ -35,7 +35,7 @@ from shardkeeper.agent.filecopy import copy_file, copy_prefix
 from shardkeeper.agent.hold import Hold
 from shardkeeper.api.descriptors import EntryType
 from shardkeeper.api.hook import HookFile
-from shardkeeper.archive.source import SourceEntry, SourceTree
+from shardkeeper.archive.source import PathIndex, SourceEntry, SourceTree
 from shardkeeper.archive.tree import MODE_MASK, check_path, check_tree, shown
 from shardkeeper.errors import ShardkeeperError, UnsafeArchiveEntry
 
@@ -95,9 +95,10 @@ class _Stager:
         self._src, self._dst = str(data_root), str(staging)
         self.hookless = hookless
         self.entries: dict[str, SourceTree] = {}
-        #: The names recorded, with a hook only: a workload may list a name twice, or a directory
-        #: that was recorded already as the parent of a file listed before it.
-        self._seen: set[str] = set()
+        #: The names recorded, by collection, with a hook only: a workload may list a name twice,
+        #: or a directory that was recorded already as the parent of a file listed before it. An
+        #: index of the tree's own paths (a ``set`` held a ``str`` per path: ~100 MB a million).
+        self._seen: dict[str, PathIndex] = {}
         self.skipped: list[tuple[str, str]] = []
         self._inodes: dict[tuple[str, int, int], str] = {}
         self._made: set[str] = set()
@@ -123,14 +124,17 @@ class _Stager:
         if not stat.S_ISDIR(st.st_mode):
             raise SnapshotError(f'collection "{shown(name)}" is not a directory')
         self.entries[name] = SourceTree()
+        if not self.hookless:
+            self._seen[name] = PathIndex(self.entries[name].names)
         self._record(name, name, EntryType.DIR, st)
 
     def _record(
         self, collection: str, name: str, type_: EntryType, st: os.stat_result, **more: object
     ) -> None:
+        tree = self.entries[collection]
+        tree.append(self._entry(name, type_, st, **more))
         if not self.hookless:
-            self._seen.add(name)
-        self.entries[collection].append(self._entry(name, type_, st, **more))
+            self._seen[collection].add(len(tree) - 1)
 
     def _entry(self, name: str, type_: EntryType, st: os.stat_result, **more: object) -> SourceEntry:
         same = self._ints.setdefault
@@ -169,7 +173,11 @@ class _Stager:
 
     def _file(self, collection: str, name: str, st: os.stat_result, *, immutable: bool) -> None:
         key = (collection, st.st_dev, st.st_ino)
-        first = self._inodes.get(key) if st.st_nlink > 1 else None
+        # Other names in the data (the name staging gives a hookless immutable file counts for the
+        # names after it, never for its own): only such a file is remembered, ~220 bytes each (the
+        # key ~155 in-process, and the name as a str).
+        shared = st.st_nlink > 1
+        first = self._inodes.get(key) if shared else None
         if first is not None:
             self._record(collection, name, EntryType.HARDLINK, st, link=first)
             return
@@ -187,7 +195,7 @@ class _Stager:
         else:
             st = self._copy(name, src, dst, st)
             self._record(collection, name, EntryType.FILE, st, size=st.st_size, ino=st.st_ino)
-        if st.st_nlink > 1:
+        if shared:
             self._inodes[key] = name
 
     def _prefix(self, collection: str, name: str, st: os.stat_result, size: int) -> None:
@@ -247,6 +255,7 @@ class _Stager:
                 raise SnapshotError(
                     f'workload hook listed "{shown(name)}", outside the requested collections'
                 )
+            seen = self._seen[collection]
             try:
                 check_path(name, collection)
             except UnsafeArchiveEntry as exc:
@@ -261,10 +270,10 @@ class _Stager:
                     raise SnapshotError(
                         f'workload hook listed "{shown(name)}", below "{shown(parent)}", not a directory'
                     )
-                if parent not in self._seen:
+                if seen.row(parent) is None:
                     self._record(collection, parent, EntryType.DIR, st)
                 checked.add(parent)
-            if name in self._seen:
+            if seen.row(name) is not None:
                 continue
             st = self._listed_stat(name, name)
             self.add(collection, name, st, immutable=f.immutable, prefix=f.size)
