@@ -39,10 +39,10 @@ def test_a_node_whose_restore_would_not_fit_is_warned_with_the_numbers() -> None
     limit = 512 * MiB
     fits = (limit - RESTORE_BASE_BYTES) // RESTORE_BYTES_PER_ENTRY
     assert restore_memory_warning(fits, limit) is None
-    assert restore_memory_warning(1_000_000, limit) is None  # measured: 290 MB (benchmarks/README.md)
+    assert restore_memory_warning(1_000_000, limit) is None  # measured: 217 MB (benchmarks/README.md)
     warning = restore_memory_warning(3_000_000, limit)
     assert warning is not None
-    assert "needs about 816 MiB" in warning and "3000000 entries" in warning
+    assert "needs about 530 MiB" in warning and "3000000 entries" in warning
     assert "limit of 512 MiB" in warning and "agent.resources.limits.memory" in warning
     assert restore_memory_warning(fits + 1, limit) is not None
 

@@ -44,12 +44,13 @@ log = structlog.get_logger(__name__)
 MB = 1_000_000
 MiB = 1 << 20
 #: What a restore of a node holds in memory: the agent's own and, per entry, the entry in columns
-#: (``archive.described``) and ``check_tree``'s index of names while it runs. Measured: 114 MB at
-#: 100,101 entries, 290 MB at 1,001,001 (~0.2 KB per entry plus ~94 MB; ``benchmarks/README.md``,
-#: goal 4), here with a margin. A backup holds about as much, in other shapes (~0.15-0.2 KB per
-#: entry): it alone would not show when a node outgrows what its restore fits in.
+#: (``archive.described``) and ``check_tree``'s index of paths while it runs. Measured: 100.5 MB at
+#: 100,101 entries, 217.4 MB at 1,001,001 (~0.13 KB per entry plus ~88 MB; ``benchmarks/README.md``,
+#: "Goal 4 again"), here with a margin. A backup holds about as much, in other shapes (183-227 MB
+#: for a million, incremental included): it alone would not show when a node outgrows what its
+#: restore fits in.
 RESTORE_BASE_BYTES = 100 * MiB
-RESTORE_BYTES_PER_ENTRY = 250
+RESTORE_BYTES_PER_ENTRY = 150
 
 
 def restore_memory_warning(entries: int, limit: int | None) -> str | None:
