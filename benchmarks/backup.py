@@ -32,6 +32,7 @@ from benchmarks.common import (
     COMPRESS_FILTER,
     StaticHook,
     agent_process,
+    backup_request,
     children_cpu_times,
     cpu_times,
     load,
@@ -80,17 +81,9 @@ def shardkeeper(
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     with agent_process(data, store, hook_url=hook.url, env=env) as agent:
-        request = {
-            "kind": "backup",
-            "id": op_id,
-            "uid": op_id,
-            "node": "bench-0",
-            "backend": backend,
-            "collections": COLLECTIONS,
-            "compressionLevel": level_name,
-            "cpuPercentage": cpu,
-            "reservationSeconds": 600,
-        }
+        request = backup_request(
+            op_id, COLLECTIONS, backend=backend, compression_level=level_name, cpu_percentage=cpu
+        )
         started = time.perf_counter()
         agent.call("PUT", f"/v1/operations/{op_id}", json=request)
         prepared = agent.wait(op_id, "PREPARED")

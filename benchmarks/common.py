@@ -19,6 +19,8 @@ from typing import Any
 import requests
 from aiohttp import web
 
+from shardkeeper.api.agent import PrepareBackup, PrepareRestore
+
 REPO = Path(__file__).resolve().parent.parent
 
 #: The baseline compressor for each level, as a command-line filter (stdin -> stdout): for gzip the
@@ -36,6 +38,8 @@ DECOMPRESS_FILTER = {
     "zstd": ["zstd", "-q", "-d", "-c"],
     "zstd-lib": [sys.executable, str(REPO / "benchmarks" / "zstd_filter.py"), "-d"],
 }
+#: The one node every benchmark's agent serves.
+NODE = "bench-0"
 
 
 def load() -> str:
@@ -150,7 +154,7 @@ def agent_process(
     port = free_port()
     proc_env = {
         **os.environ,
-        "POD_NAME": "bench-0",
+        "POD_NAME": NODE,
         "SHARDKEEPER_AGENT_TOKEN": token,
         "BACKUP_FILESYSTEM_PATH": str(store),
         "SHARDKEEPER_LOG_LEVEL": "WARNING",
@@ -186,6 +190,24 @@ def agent_process(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def backup_request(op_id: str, collections: list[str], **fields: Any) -> dict[str, Any]:
+    """The body of ``PUT /v1/operations/<op_id>`` for a backup of ``collections`` by ``NODE`` to the
+    filesystem backend, reserved for 600 s; ``fields`` (``api.agent.PrepareBackup``'s names, e.g.
+    ``compression_level``) on top. Built by the agent's own model, so a benchmark sends what the
+    agent reads (pydantic's ``ValidationError`` otherwise)."""
+    fields = {"backend": "filesystem", "reservation_seconds": 600, **fields}
+    prepare = PrepareBackup(id=op_id, uid=op_id, node=NODE, collections=collections, **fields)
+    return prepare.wire()
+
+
+def restore_request(op_id: str, backup_id: str, collections: list[str], **fields: Any) -> dict[str, Any]:
+    """The same for a restore of ``NODE``'s ``collections`` of backup ``backup_id`` onto ``NODE``
+    (``api.agent.PrepareRestore``'s names in ``fields``)."""
+    fields = {"backend": "filesystem", "reservation_seconds": 600, "source_node": NODE, **fields}
+    fields |= {"id": op_id, "uid": op_id, "node": NODE, "backup_id": backup_id, "collections": collections}
+    return PrepareRestore(**fields).wire()
 
 
 def cpu_times(pid: int | None) -> tuple[float, float]:

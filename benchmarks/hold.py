@@ -38,7 +38,7 @@ from typing import Any
 import requests
 import rocksdict
 
-from benchmarks.common import agent_process, free_port
+from benchmarks.common import agent_process, backup_request, free_port
 
 COLLECTIONS = [f"c{n:02d}" for n in range(10)]
 
@@ -111,16 +111,7 @@ def pause_samples(files: int, samples: int, consistency: str, work: Path) -> dic
         time.sleep(1)
         for n in range(samples):
             op_id = f"p{consistency[0]}{n:03d}"
-            request = {
-                "kind": "backup",
-                "id": op_id,
-                "uid": op_id,
-                "node": "bench-0",
-                "backend": "filesystem",
-                "collections": COLLECTIONS,
-                "consistency": consistency,
-                "reservationSeconds": 600,
-            }
+            request = backup_request(op_id, COLLECTIONS, consistency=consistency)
             agent.call("PUT", f"/v1/operations/{op_id}", json=request)
             status = agent.wait(op_id, "PREPARED")
             if consistency == "cluster":

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.backup import COLLECTIONS, MB
-from benchmarks.common import StaticHook, agent_process, reset, table
+from benchmarks.common import StaticHook, agent_process, backup_request, reset, table
 from benchmarks.dataset import data_dir, generate, total_bytes
 from benchmarks.restore import shardkeeper_restore
 
@@ -38,18 +38,9 @@ LEVEL = "ZstdBestSpeed"
 
 def backup(data: Path, store: Path, hook: StaticHook, op_id: str, base: str | None) -> dict[str, Any]:
     with agent_process(data, store, hook_url=hook.url) as agent:
-        request = {
-            "kind": "backup",
-            "id": op_id,
-            "uid": op_id,
-            "node": "bench-0",
-            "backend": "filesystem",
-            "collections": COLLECTIONS,
-            "compressionLevel": LEVEL,
-            "cpuPercentage": 50,
-            "reservationSeconds": 600,
-            **({"incrementalBase": base} if base else {}),
-        }
+        request = backup_request(
+            op_id, COLLECTIONS, compression_level=LEVEL, cpu_percentage=50, incremental_base=base
+        )
         agent.call("PUT", f"/v1/operations/{op_id}", json=request)
         agent.wait(op_id, "PREPARED")
         started = time.perf_counter()

@@ -35,6 +35,7 @@ from benchmarks.common import (
     cpu_times,
     load,
     reset,
+    restore_request,
     run_pipeline,
     table,
 )
@@ -73,18 +74,7 @@ def shardkeeper_restore(
     process: seconds from commit to SUCCESS, the agent's peak RSS and CPU seconds, bytes and files."""
     with agent_process(target, store, hook_url=hook.url if hook else None) as agent:
         op = f"restore-{backup_id}"
-        request = {
-            "kind": "restore",
-            "id": op,
-            "uid": op,
-            "node": "bench-0",
-            "sourceNode": "bench-0",
-            "backupId": backup_id,
-            "backend": "filesystem",
-            "collections": collections,
-            "cpuPercentage": cpu,
-            "reservationSeconds": 600,
-        }
+        request = restore_request(op, backup_id, collections, cpu_percentage=cpu)
         agent.call("PUT", f"/v1/operations/{op}", json=request)
         agent.wait(op, "PREPARED")
         started = time.perf_counter()

@@ -31,7 +31,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Agent, StaticHook, agent_process, cpu_seconds, load, reset, table
+from benchmarks.common import (
+    Agent,
+    StaticHook,
+    agent_process,
+    backup_request,
+    cpu_seconds,
+    load,
+    reset,
+    table,
+)
 from benchmarks.dataset import many_collections, many_files
 from benchmarks.restore import shardkeeper_restore
 
@@ -62,18 +71,14 @@ def backup(
 def _backup_on(
     agent: Agent, store: Path, collections: list[str], level: str, op_id: str, base: str | None
 ) -> dict[str, Any]:
-    request = {
-        "kind": "backup",
-        "id": op_id,
-        "uid": op_id,
-        "node": "bench-0",
-        "backend": "filesystem",
-        "collections": collections,
-        "compressionLevel": level,
-        "cpuPercentage": 50,
-        "reservationSeconds": 3600,
-        **({"incrementalBase": base} if base else {}),
-    }
+    request = backup_request(
+        op_id,
+        collections,
+        compression_level=level,
+        cpu_percentage=50,
+        reservation_seconds=3600,
+        incremental_base=base,
+    )
     started = time.perf_counter()
     cpu_before = cpu_seconds(agent.proc.pid)
     agent.call("PUT", f"/v1/operations/{op_id}", json=request)
