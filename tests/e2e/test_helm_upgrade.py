@@ -15,6 +15,7 @@ import yaml
 
 from testbed.controlplane import REPO, ControlPlane
 from testbed.helm import CHART, helm
+from tests.e2e.conftest import wait_until
 
 PREVIOUS = REPO / "tests" / "fixtures" / "charts" / "shardkeeper-0.1.0"
 NAMESPACE = "shardkeeper-system"
@@ -97,8 +98,13 @@ def test_an_upgrade_is_refused_until_the_crds_are_applied_then_updates_them(bare
         bare.kubectl("get", "backups.shardkeeper.io", "before-upgrade", "-n", "db", "-o", "json").stdout
     )
     assert kept["spec"]["cluster"] == "sampledb"
-    # And kubectl explain reads the new descriptions from the API server.
-    explained = bare.kubectl(
-        "explain", "backups.status.collectionCount", "--api-version=shardkeeper.io/v1alpha1"
-    ).stdout
-    assert "How many collections" in explained
+
+    # And kubectl explain reads the new descriptions from the API server, once it has published the
+    # updated CRD's OpenAPI schema (asynchronously, some time after the update).
+    def explained() -> bool:
+        found = bare.kubectl(
+            "explain", "backups.status.collectionCount", "--api-version=shardkeeper.io/v1alpha1", check=False
+        )
+        return found.returncode == 0 and "How many collections" in found.stdout
+
+    wait_until(explained, timeout=30, what="kubectl explain to read the upgraded CRD's descriptions")
