@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+from typing import Protocol
 
 import structlog
 
@@ -43,26 +44,54 @@ from shardkeeper.storage.repository import BackupRepository, EntrySpool
 log = structlog.get_logger(__name__)
 MB = 1_000_000
 MiB = 1 << 20
-#: What a restore of a node holds in memory: the agent's own and, per entry, the entry in columns
-#: (``archive.described``) and ``check_tree``'s index of paths while it runs. Measured: 100.5 MB at
-#: 100,101 entries, 217.4 MB at 1,001,001 (~0.13 KB per entry plus ~88 MB; ``benchmarks/README.md``,
-#: "Goal 4 again"), here with a margin. A backup holds about as much, in other shapes (183-227 MB
-#: for a million, incremental included): it alone would not show when a node outgrows what its
-#: restore fits in.
+#: What a restore of a node holds in memory: the agent's own, and per entry the entry in columns
+#: (``archive.described``) and ``check_tree``'s index of paths while it runs, each path's bytes
+#: twice; a link's target once more, in a dict. Measured (``benchmarks/README.md``, "What a
+#: restore holds, by the length of its paths"): ~120 B plus 2 B per path byte for a file or a
+#: directory, and for a link ~150 B plus 1 B per target byte more; a real agent: 100.5 MB at
+#: 100,101 entries, 217.4 MB at 1,001,001 of 20-byte paths. The constants carry a margin (the
+#: estimate 1.05-1.13 times the measurement). A backup holds about as much, in other shapes
+#: (183-227 MB for that million, incremental included): it alone would not show when a node
+#: outgrows what its restore fits in.
 RESTORE_BASE_BYTES = 100 * MiB
-RESTORE_BYTES_PER_ENTRY = 150
+RESTORE_BYTES_PER_ENTRY = 140
+RESTORE_BYTES_PER_PATH_BYTE = 2
+RESTORE_BYTES_PER_LINK = 150
+RESTORE_BYTES_PER_TARGET_BYTE = 1
 
 
-def restore_memory_warning(entries: int, limit: int | None) -> str | None:
-    """The warning a backup of ``entries`` entries gets when its restore would need more memory
-    than ``limit`` bytes (the agent's container limit; None: no limit), else None."""
-    needed = RESTORE_BASE_BYTES + entries * RESTORE_BYTES_PER_ENTRY
+def restore_memory_needed(entries: int, path_bytes: int, links: int, target_bytes: int) -> int:
+    """Bytes a restore of a node needs: ``entries`` entries whose paths take ``path_bytes`` bytes
+    (UTF-8) in all, ``links`` of them links whose targets take ``target_bytes``."""
+    return (
+        RESTORE_BASE_BYTES
+        + entries * RESTORE_BYTES_PER_ENTRY
+        + path_bytes * RESTORE_BYTES_PER_PATH_BYTE
+        + links * RESTORE_BYTES_PER_LINK
+        + target_bytes * RESTORE_BYTES_PER_TARGET_BYTE
+    )
+
+
+class EntryCounts(Protocol):
+    """What ``restore_memory_needed`` takes, as ``EntrySpool`` counts it."""
+
+    entries: int
+    path_bytes: int
+    links: int
+    target_bytes: int
+
+
+def restore_memory_warning(spool: EntryCounts, limit: int | None) -> str | None:
+    """The warning a backup whose node descriptor is ``spool`` gets when its restore would need
+    more memory than ``limit`` bytes (the agent's container limit; None: no limit), else None."""
+    needed = restore_memory_needed(spool.entries, spool.path_bytes, spool.links, spool.target_bytes)
     if limit is None or needed <= limit:
         return None
     return (
-        f"a restore of this node needs about {-(-needed // MiB)} MiB of memory ({entries} entries: "
-        f"it holds every entry of the node), above this agent's limit of {limit // MiB} MiB: raise "
-        "agent.resources.limits.memory before you need the restore"
+        f"a restore of this node needs about {-(-needed // MiB)} MiB of memory ({spool.entries} "
+        f"entries, {-(-spool.path_bytes // MiB)} MiB of paths: it holds every entry of the node), "
+        f"above this agent's limit of {limit // MiB} MiB: raise agent.resources.limits.memory "
+        "before you need the restore"
     )
 
 
@@ -291,7 +320,7 @@ class BackupJob:
             op.set_phase(NodePhase.TRANSFERRED)
             repository = BackupRepository(self.storage)
             await in_thread(op, lambda: repository.write_node_spooled(descriptor, spool))
-        warning = restore_memory_warning(spool.entries, self.settings.memory_limit_bytes)
+        warning = restore_memory_warning(spool, self.settings.memory_limit_bytes)
         if warning is not None:
             log.warning("backup.restore_needs_more_memory", id=op.id, node=op.node, warning=warning)
             op.warnings.append(warning)
@@ -366,4 +395,4 @@ class BackupJob:
                 log.warning("backup.partial_upload_left", id=op.id, error=str(exc))
 
 
-__all__ = ["BackupJob", "restore_memory_warning", "worker_count"]
+__all__ = ["BackupJob", "EntryCounts", "restore_memory_needed", "restore_memory_warning", "worker_count"]

@@ -237,6 +237,14 @@ class BackupRepository:
         return self.storage.delete_prefix(BackupLayout(backup_id).root)
 
 
+def _encoded_length(text: str | None, b64: str | None) -> int:
+    """Bytes of a name the descriptor keeps as UTF-8 ``text`` or as base64 ``b64``."""
+    if text is not None:
+        return len(text.encode("utf-8", "surrogatepass"))
+    b64 = b64 or ""
+    return len(b64) * 3 // 4 - b64[-2:].count("=")
+
+
 class EntrySpool:
     """A node descriptor's entries, spooled to an anonymous file in ``directory`` as a backup
     describes them (see the module docstring): a million entries take disk, not memory. Each
@@ -251,6 +259,11 @@ class EntrySpool:
         self._current: str | None = None
         self._start = 0
         self.entries = 0
+        #: UTF-8 bytes of the entries' paths, and of the links' targets (what a reader that holds
+        #: the entries, as a restore does, holds of them: ``agent.backup.restore_memory_needed``).
+        self.path_bytes = 0
+        self.links = 0
+        self.target_bytes = 0
 
     @property
     def collections(self) -> builtins.list[str]:
@@ -269,6 +282,10 @@ class EntrySpool:
         line = dump_entry(entry)
         self._file.write(line if first else b",\n" + line)
         self.entries += 1
+        self.path_bytes += _encoded_length(entry.path, entry.path_b64)
+        if entry.target is not None or entry.target_b64 is not None:
+            self.links += 1
+            self.target_bytes += _encoded_length(entry.target, entry.target_b64)
 
     def _end(self) -> None:
         if self._current is not None:
