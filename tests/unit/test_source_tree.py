@@ -138,6 +138,12 @@ def test_names_read_back_as_they_were_added_and_replaced(added: list[str], data:
             names[index]
         with pytest.raises(IndexError):
             names[index] = "x"
+    for start, stop in ((-1, 0), (0, len(added) + 1), (1, 0)):
+        with pytest.raises(IndexError, match=r"Names\.between"):
+            names.between(start, stop)  # at once, not when first read
+    with pytest.raises(TypeError, match="int index, not slice"):
+        names[0:1] = ["x"]  # type: ignore[index, assignment]
+    assert list(names) == added
 
 
 @SLOW_START

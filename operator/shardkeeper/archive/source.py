@@ -61,7 +61,9 @@ class Names(Sequence[str]):
     def __setitem__(self, index: int, name: str) -> None:
         """Replaces path ``index``: in place if it is the same length in UTF-8, otherwise by moving
         every path after it (O(len): for a file re-frozen under another name, which staging never
-        does). Raises ``IndexError``."""
+        does). Raises ``IndexError``, and ``TypeError`` for a slice (one path at a time)."""
+        if not isinstance(index, int):
+            raise TypeError(f"Names: a path is replaced by its int index, not {type(index).__name__}")
         index = range(len(self._ends))[index]
         start, end = self._span(index)
         data = name.encode("utf-8", "surrogatepass")
@@ -77,7 +79,12 @@ class Names(Sequence[str]):
             start = end
 
     def between(self, start: int, stop: int) -> Iterator[str]:
-        """Paths ``start`` to ``stop`` (0 <= start <= stop <= len)."""
+        """Paths ``start`` to ``stop`` (0 <= start <= stop <= len; ``IndexError`` otherwise, at once)."""
+        if not 0 <= start <= stop <= len(self._ends):
+            raise IndexError(f"Names.between({start}, {stop}) of {len(self._ends)} paths")
+        return self._between(start, stop)
+
+    def _between(self, start: int, stop: int) -> Iterator[str]:
         blob, ends = self._blob, self._ends
         at = ends[start - 1] if start else 0
         for i in range(start, stop):
