@@ -11,6 +11,7 @@ Add ``--keep`` to leave it running and get a kubeconfig to poke at it.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shutil
 import signal
@@ -139,16 +140,13 @@ def main() -> int:
             counts = {c: replica.summary(i, c)["keys"] for c in replica.db(i, "GET", "/collections")}
             print(f"  {node.name}: records per collection {counts}")
 
-        say("per-node status of the backup")
-        show(
-            cp,
-            "get",
-            "backups.shardkeeper.io",
-            "first-backup",
-            "-n",
-            NAMESPACE,
-            "-o",
-            "custom-columns=NODE:.status.nodes.*.phase,BYTES:.status.nodes.*.bytesDone,PAUSE_MS:.status.nodes.*.pauseMs",
+        say("the backup, node by node (shardkeeper describe backup)")
+        command = ["shardkeeper", "describe", "backup", "first-backup", "-n", NAMESPACE]
+        print(f"$ {' '.join(command)}", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", *command],
+            check=True,
+            env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)},
         )
         say("kubectl get backups.shardkeeper.io")
         out = show(cp, "get", "backups.shardkeeper.io", "-n", NAMESPACE, "-o", "wide")
@@ -157,6 +155,7 @@ def main() -> int:
             return 1
         if args.keep:
             print(f"\nRunning. KUBECONFIG={cp.kubeconfig}  (Ctrl-C to stop)")
+            print(f"kubectl: {cp.binaries.kubectl}; the shardkeeper CLI: BACKUP_FILESYSTEM_PATH={backups}")
             while True:
                 time.sleep(3600)
         return 0
