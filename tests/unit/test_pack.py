@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from shardkeeper.api.common import Codec, CompressionLevel
 from shardkeeper.api.descriptors import EntryType
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL
-from shardkeeper.archive.pack import pack_chunk, plan_chunks
-from shardkeeper.archive.prefetch import Cancelled, ChangedAfterSnapshot
+from shardkeeper.archive.pack import PLAIN_BLOCK, pack_chunk, plan_chunks
+from shardkeeper.archive.prefetch import INLINE_BELOW, Cancelled, ChangedAfterSnapshot
 from shardkeeper.archive.source import SourceEntry
+from shardkeeper.storage.base import Writer
 from shardkeeper.storage.checksum import HashingWriter
 from shardkeeper.storage.filesystem import FilesystemStorage
 
@@ -89,6 +90,10 @@ def _source(tmp_path: Path) -> list[SourceEntry]:
         "col/big.sst": os.urandom(2_500_001),  # several read blocks whatever the codec, the last partial
         "col/b.json": b'{"k": "v"}\n' * 50_000,
         "col/sub/empty": b"",
+        # Read by the packing thread itself (below INLINE_BELOW), between files read ahead.
+        "col/small.sst": os.urandom(10_000),
+        "col/just-below.sst": os.urandom(INLINE_BELOW - 1),
+        "col/at.sst": os.urandom(INLINE_BELOW),
     }
     files = []
     for rel, data in contents.items():
@@ -108,8 +113,11 @@ def _unpack(codec: Codec, stored: bytes) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("writes_here", [False, True], ids=["writes-on-io-thread", "writes-here"])
 @pytest.mark.parametrize("level", list(CompressionLevel))
-def test_every_level_round_trips_with_a_plain_reader(tmp_path: Path, level: CompressionLevel) -> None:
+def test_every_level_round_trips_with_a_plain_reader(
+    tmp_path: Path, level: CompressionLevel, writes_here: bool
+) -> None:
     files = _source(tmp_path)
     storage = FilesystemStorage(root=tmp_path / "store")
     choice = CODEC_FOR_LEVEL[level]
@@ -123,6 +131,7 @@ def test_every_level_round_trips_with_a_plain_reader(tmp_path: Path, level: Comp
             choice=choice,
             on_bytes=lambda _logical, n: read.append(n),
             cancelled=threading.Event(),
+            writes_here=writes_here,
         )
     stored = storage.get_bytes("chunk-1")
     assert hashing.hexdigest() == blake3.blake3(stored).hexdigest() and packed.size == len(stored)
@@ -155,9 +164,10 @@ def test_cancelling_stops_the_chunk_and_leaves_no_object(tmp_path: Path) -> None
     assert not any((tmp_path / "store").rglob("*tmp*"))
 
 
-def test_a_file_that_shrank_fails_the_chunk(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["col/a.sst", "col/small.sst"], ids=["read-ahead", "read-in-place"])
+def test_a_file_that_shrank_fails_the_chunk(tmp_path: Path, name: str) -> None:
     files = _source(tmp_path)
-    (tmp_path / "data" / files[0].name).write_bytes(b"short")
+    (tmp_path / "data" / name).write_bytes(b"short")
     storage = FilesystemStorage(root=tmp_path / "store")
     with (
         pytest.raises(ChangedAfterSnapshot, match="changed after it was frozen"),
@@ -172,3 +182,41 @@ def test_a_file_that_shrank_fails_the_chunk(tmp_path: Path) -> None:
             cancelled=threading.Event(),
         )
     assert storage.list("") == []
+
+
+class _CountingWriter(Writer):
+    def __init__(self) -> None:
+        self.writes: list[int] = []
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.writes.append(len(data))
+        return len(data)
+
+    def commit(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def test_small_pieces_reach_the_writer_gathered(tmp_path: Path) -> None:
+    """300 files of 1 KB are 900 pieces for tarfile (header, data, padding): the writer gets them
+    in blocks of PLAIN_BLOCK, not one by one, and the stream is the same."""
+    root = tmp_path / "data"
+    (root / "col").mkdir(parents=True)
+    files = []
+    for i in range(300):
+        (root / "col" / f"f{i}").write_bytes(os.urandom(1000))
+        files.append(_file(f"col/f{i}", 1000, 0o640, MTIME_NS))
+    writer = _CountingWriter()
+    packed = pack_chunk(
+        files,
+        root=root,
+        writer=writer,
+        choice=CODEC_FOR_LEVEL[CompressionLevel.NONE],
+        on_bytes=lambda _l, _n: None,
+        cancelled=threading.Event(),
+    )
+    assert sum(writer.writes) == packed.size == packed.raw_size
+    assert len(writer.writes) <= -(-packed.size // PLAIN_BLOCK)  # each full (but the last)
+    assert all(n >= PLAIN_BLOCK for n in writer.writes[:-1])

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardkeeper.api.common import CompressionLevel
+from shardkeeper.archive.prefetch import INLINE_BELOW
 from shardkeeper.storage.filesystem import FilesystemStorage
 from tests.trees import Spec, back_up, make_tree, restore, tree_digest
 
@@ -44,7 +45,7 @@ def trees(draw: st.DrawFn) -> list[Spec]:
         if path in used or len(path) > 3000:
             continue
         used.add(path)
-        kind = draw(st.sampled_from(["file", "file", "dir", "symlink", "hardlink", "sparse"]))
+        kind = draw(st.sampled_from(["file", "file", "dir", "symlink", "hardlink", "sparse", "big"]))
         if kind == "hardlink" and not files:
             kind = "file"
         if kind == "dir":
@@ -52,6 +53,10 @@ def trees(draw: st.DrawFn) -> list[Spec]:
             dirs.append(path)
         elif kind == "file":
             specs.append(Spec(path, "file", draw(st.binary(max_size=3000)), draw(modes), draw(mtimes)))
+            files.append(path)
+        elif kind == "big":  # read ahead by the packing's reading thread, the smaller ones in place
+            size = draw(st.integers(min_value=INLINE_BELOW - 1, max_value=INLINE_BELOW + 70_000))
+            specs.append(Spec(path, "file", os.urandom(size), draw(modes), draw(mtimes)))
             files.append(path)
         elif kind == "sparse":
             size = draw(st.integers(min_value=1 << 14, max_value=1 << 20))

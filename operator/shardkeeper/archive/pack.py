@@ -10,7 +10,10 @@ Memory stays bounded: files are read in pieces of at most 1 MiB (``PLAIN_BLOCK``
 and every piece goes straight through the compressor into the writer. sha256 is computed per file
 (over its content, holes read as zeros) on the reading thread, or with NoCompression on the packing
 thread (``Prefetcher``); the chunk's checksum (BLAKE3 of the stored bytes) is the caller's, on its
-I/O thread (``storage.checksum.HashingWriter``), so the compressing thread does nothing else.
+I/O thread (``storage.checksum.HashingWriter``), so the compressing thread does nothing else. A
+NoCompression chunk to a local disk is checksummed and written on the packing thread instead, its
+files hashed on the reading thread: two threads, where three handing every block on spent more in
+waking each other than the third saved (``benchmarks/README.md``, 2026-12-02).
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ from shardkeeper.archive.tree import MODE_MASK
 from shardkeeper.storage.base import Writer
 
 #: Bytes per read, and per write into the chunk, of a NoCompression chunk's file data. Each block
-#: passes three threads (read; the file's sha256; the chunk's BLAKE3 and the write): blocks of
-#: 256 KiB stay in the CPU caches between them where 1 MiB blocks did not (a backup 10 % faster, with
-#: 9 % less CPU; ``benchmarks/README.md``). A compressor is fed 1 MiB (``COPY_BUFFER``): at 256 KiB
-#: zstd-1 took 14 % longer.
+#: passes two or three threads (read and, to a local disk, the file's sha256; the chunk's BLAKE3 and
+#: the write): blocks of 256 KiB stay in the CPU caches between them where 1 MiB blocks did not (with
+#: three threads, a backup 10 % faster with 9 % less CPU; with two, the same time: 2026-12-02;
+#: ``benchmarks/README.md``). A compressor is fed 1 MiB (``COPY_BUFFER``): at 256 KiB zstd-1 took
+#: 14 % longer. Pieces smaller than the block are gathered into one (``_ChunkSink``).
 PLAIN_BLOCK = 256 * 1024
 #: Entries per chunk at most: what packing and describing a chunk hold (each file's sha256 until the
 #: chunk is described) is bounded by it, whatever the chunk size, so a million small files take
@@ -96,23 +100,45 @@ def plan_chunks(sizes: Sequence[int], target_bytes: int, max_entries: int = CHUN
 
 
 class _ChunkSink:
-    """The file object tarfile writes to: compresses and forwards to the backend."""
+    """The file object tarfile writes to: compresses and forwards to the backend.
 
-    def __init__(self, writer: Writer, choice: CodecChoice) -> None:
+    Writes smaller than ``gather`` bytes (headers, padding, small files) are gathered until they
+    make ``gather`` bytes, and go on as one: a 16 KB file is three writes (header, data,
+    padding), and each piece passed the compressor, the chunk's checksum and the disk on its own.
+    """
+
+    def __init__(self, writer: Writer, choice: CodecChoice, gather: int) -> None:
         self._writer = writer
         self._compressor = compressor(choice)
+        self._gather = gather
+        self._gathered = bytearray()
         self.raw_size = 0
         self.stored_size = 0
 
     def write(self, data: bytes | memoryview) -> int:
-        self.raw_size += len(data)
+        n = len(data)
+        self.raw_size += n
+        if n < self._gather:
+            self._gathered += data
+            if len(self._gathered) >= self._gather:
+                self._pass_gathered()
+            return n
+        if self._gathered:
+            self._pass_gathered()
         self._emit(self._compressor.compress(data))
-        return len(data)
+        return n
+
+    def _pass_gathered(self) -> None:
+        # Handed on as it is (a writer may queue it), and a new one started: no copy.
+        gathered, self._gathered = memoryview(self._gathered), bytearray()
+        self._emit(self._compressor.compress(gathered))
 
     def tell(self) -> int:
         return self.raw_size
 
     def finish(self) -> None:
+        if self._gathered:
+            self._pass_gathered()
         self._emit(self._compressor.flush())
 
     def _emit(self, out: bytes | memoryview) -> None:
@@ -147,17 +173,22 @@ def pack_chunk(
     choice: CodecChoice,
     on_bytes: Callable[[int, int], None],
     cancelled: threading.Event,
+    writes_here: bool = False,
 ) -> PackedChunk:
     """Writes ``entries`` (files read from ``root``) as one compressed tar stream into ``writer``
-    (which checksums it: see the module docstring).
+    (which checksums it: see the module docstring). ``writes_here``: the writer checksums and
+    writes on this thread (``BackgroundWriter``'s ``inline_writes``), so with NoCompression the
+    reading thread computes the files' sha256, not this one.
 
         ``on_bytes(logical, read)`` is told of every piece: ``logical`` bytes of file content covered
         (holes included) and ``read`` bytes actually read. The caller commits or aborts the writer.
         Raises ``ChangedAfterSnapshot`` if a file does not match what was frozen."""
-    sink = _ChunkSink(writer, choice)
     plain = choice.codec is Codec.NONE
     block = PLAIN_BLOCK if plain else COPY_BUFFER
-    prefetch = Prefetcher(entries, root, on_bytes, cancelled, consumer_hashes=plain, block=block)
+    sink = _ChunkSink(writer, choice, gather=block)
+    prefetch = Prefetcher(
+        entries, root, on_bytes, cancelled, consumer_hashes=plain and not writes_here, block=block
+    )
     sparse: dict[str, list[tuple[int, int]]] = {}
     try:
         tar_file = tarfile.TarFile(
@@ -174,7 +205,8 @@ def pack_chunk(
                 if e.type is not EntryType.FILE:
                     tar.addfile(info)
                     continue
-                first = prefetch.next_item()  # a sparse file's map, or a dense one's first block
+                next_item = prefetch.items(e)
+                first = next_item()  # a sparse file's map, or a dense one's first block
                 opened = first if isinstance(first, Opened) else Opened(None)
                 prefix = b""
                 if opened.data is not None:
@@ -189,9 +221,9 @@ def pack_chunk(
                     }
                     info.name = "GNUSparseFile.0/data"  # what readers without sparse support extract
                     info.size = len(prefix) + sum(n for _, n in opened.data)
-                dense_here = opened.data is None and prefetch.consumer_hashes
+                dense_here = opened.data is None and prefetch.consumer_hashes and prefetch.ahead(e)
                 reader = BlockReader(
-                    prefetch,
+                    next_item,
                     prefix,
                     None if isinstance(first, Opened) else first,
                     hashlib.sha256() if dense_here else None,

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from shardkeeper.archive.source import SourceEntry
 
 COPY_BUFFER = 1 << 20
+#: Files smaller than this are read by the packing thread, not ahead (see ``Prefetcher``).
+INLINE_BELOW = 256 * 1024
 _ZEROS = bytes(COPY_BUFFER)
 
 
@@ -60,10 +62,16 @@ class Prefetcher:
     ``depth`` blocks. Per file it sends the data blocks (a sparse file: an ``Opened`` with its map
     first, then its data segments only), then ``_END``.
 
+    Files smaller than ``INLINE_BELOW`` are not read ahead: the packing thread reads them itself
+    (``items(e)`` gives the same items for every file). For a small file the syscalls of reading
+    it on another thread cost more than they save: each of them gives up the GIL and waits to get
+    it back from the packing thread, and 5,000 files of 16 KB took 0.73 s read ahead against 0.42 s
+    read in place (``benchmarks/README.md``, 2026-12-02).
+
     Each file's sha256 is computed here, or with ``consumer_hashes`` (NoCompression, where the
     consumer only frames) by the consumer as it takes a dense file's blocks: reading (a copy out of
-    the page cache) and hashing then run on two threads, not one. ``block``: bytes per read, at
-    most ``COPY_BUFFER``."""
+    the page cache) and hashing then run on two threads, not one. A file read in place is hashed as
+    it is read. ``block``: bytes per read, at most ``COPY_BUFFER``."""
 
     _END = object()
 
@@ -83,26 +91,41 @@ class Prefetcher:
         self._block = min(block, COPY_BUFFER)
         self._cancelled = cancelled
         self._stop = threading.Event()
+        self._root = str(root)
+        self._on_bytes = on_bytes
         self.digests: dict[str, str] = {}
         self.generations: dict[str, int | None] = {}
-        files = [e for e in entries if e.type is EntryType.FILE]
-        self._thread = threading.Thread(
-            target=self._run, args=(files, str(root), on_bytes), name="pack-prefetch", daemon=True
-        )
+        ahead = [e for e in entries if self.ahead(e)]
+        self._thread = threading.Thread(target=self._run, args=(ahead,), name="pack-prefetch", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def ahead(e: SourceEntry) -> bool:
+        """Whether ``e`` is a file this prefetcher reads ahead (else the packing thread reads it)."""
+        return e.type is EntryType.FILE and e.size >= INLINE_BELOW
+
+    def items(self, e: SourceEntry) -> Callable[[], object]:
+        """What the packing thread takes a file's items from, in order (``next_item`` for a file
+        read ahead; a file smaller than ``INLINE_BELOW`` is read now, at most that many bytes held)."""
+        if self.ahead(e):
+            return self.next_item
+        read: list[object] = []
+        self._read(e, f"{self._root}/{e.name}", read.append, hash_dense=True)
+        return iter(read).__next__
 
     def _put(self, item: object) -> None:
         put_unless_stopped(self._queue, item, self._stop, self._cancelled)
 
-    def _run(self, files: list[SourceEntry], root: str, on_bytes: Callable[[int, int], None]) -> None:
+    def _run(self, files: list[SourceEntry]) -> None:
         try:
             for f in files:
-                self._read(f, f"{root}/{f.name}", on_bytes)
+                self._read(f, f"{self._root}/{f.name}", self._put, hash_dense=not self.consumer_hashes)
         except BaseException as exc:  # handed to the consuming thread, which raises it
             with contextlib.suppress(Cancelled):
                 self._put(exc)
 
-    def _read(self, f: SourceEntry, path: str, on_bytes: Callable[[int, int], None]) -> None:
+    def _read(self, f: SourceEntry, path: str, put: Callable[[object], None], *, hash_dense: bool) -> None:
+        on_bytes = self._on_bytes
         sha: hashlib._Hash | None = None
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
@@ -110,12 +133,12 @@ class Prefetcher:
             if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
                 raise ChangedAfterSnapshot(f'"{shown(f.name)}" changed after it was frozen (size or type)')
             data = data_segments(fd, f.size, st.st_blocks)
-            if data is not None or not self.consumer_hashes:
+            if data is not None or hash_dense:
                 sha = hashlib.sha256()
             if f.linked:  # what a later incremental compares, to skip reading it
                 self.generations[f.name] = inode_generation(fd)
             if data is not None:  # a dense file starts with its data at once
-                self._put(Opened(data))
+                put(Opened(data))
             position = 0
             for offset, length in data if data is not None else [(0, f.size)]:
                 self._zeros(sha, offset - position, on_bytes)
@@ -129,7 +152,7 @@ class Prefetcher:
                     if sha is not None:
                         sha.update(block)
                     on_bytes(len(block), len(block))
-                    self._put(block)
+                    put(block)
                     left -= len(block)
                 position = offset + length
             self._zeros(sha, f.size - position, on_bytes)
@@ -146,7 +169,7 @@ class Prefetcher:
             os.close(fd)
         if sha is not None:
             self.digests[f.name] = sha.hexdigest()
-        self._put(self._END)
+        put(self._END)
 
     @staticmethod
     def _zeros(sha: hashlib._Hash | None, n: int, on_bytes: Callable[[int, int], None]) -> None:
@@ -179,16 +202,17 @@ class Prefetcher:
 
 class BlockReader:
     """The file object tarfile reads one member's data from: ``prefix`` (a sparse map), then the
-    prefetched blocks, with exact sizes; with ``sha``, hashes the blocks (not the prefix)."""
+    blocks ``next_item`` gives (``Prefetcher.items``), with exact sizes; with ``sha``, hashes the
+    blocks (not the prefix)."""
 
     def __init__(
         self,
-        prefetch: Prefetcher,
+        next_item: Callable[[], object],
         prefix: bytes = b"",
         first: object = None,
         sha: hashlib._Hash | None = None,
     ) -> None:
-        self._prefetch = prefetch
+        self._next_item = next_item
         self._pending = memoryview(prefix)
         self._ended = first is Prefetcher._END
         self.sha = sha
@@ -201,7 +225,7 @@ class BlockReader:
             self.sha.update(self._pending)
 
     def _next(self) -> None:
-        item = self._prefetch.next_item()
+        item = self._next_item()
         if item is Prefetcher._END:
             self._ended = True
         else:
@@ -236,6 +260,7 @@ class BlockReader:
 
 __all__ = [
     "COPY_BUFFER",
+    "INLINE_BELOW",
     "BlockReader",
     "Cancelled",
     "ChangedAfterSnapshot",

@@ -20,12 +20,17 @@ class BackgroundWriter(Writer):
     The producer (a CPU worker packing and compressing a chunk) then never waits on the disk or the
     network, and the commit of one chunk (an fsync, a multipart completion) overlaps the packing of
     the next. At most ``depth`` blocks wait in between, so memory stays bounded.
+
+    With ``inline_writes`` the writes run on the caller's thread and only the commit (and an abort)
+    on the I/O thread: for a producer whose other work is small (NoCompression) to a ``local``
+    writer, a hand-off per block costs more than the write (``benchmarks/README.md``, 2026-12-02).
     """
 
     _COMMIT, _ABORT = object(), object()
 
-    def __init__(self, inner: Writer, *, depth: int = 8) -> None:
+    def __init__(self, inner: Writer, *, depth: int = 8, inline_writes: bool = False) -> None:
         self._inner = inner
+        self._inline = inline_writes
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self.done: Future[None] = Future()
@@ -57,6 +62,8 @@ class BackgroundWriter(Writer):
     def write(self, data: bytes | memoryview) -> int:
         if self._error is not None:
             raise self._error
+        if self._inline:
+            return self._inner.write(data)
         self._queue.put(data)
         return len(data)
 

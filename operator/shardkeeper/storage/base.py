@@ -97,6 +97,12 @@ class ObjectInfo:
 class Writer(abc.ABC):
     """A streaming upload of one object. Nothing is visible under the key until ``commit``."""
 
+    @property
+    def local(self) -> bool:
+        """Whether ``write`` is a copy into this node's page cache (the filesystem backend), never
+        a request over the network: then it costs the calling thread less than a hand-off."""
+        return False
+
     @abc.abstractmethod
     def write(self, data: bytes | memoryview) -> int: ...
 

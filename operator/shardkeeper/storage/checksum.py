@@ -45,6 +45,10 @@ class HashingWriter(Writer):
         self._hash = chunk_hasher(CHUNK_CHECKSUM)
         self.size = 0
 
+    @property
+    def local(self) -> bool:
+        return self._inner.local
+
     def write(self, data: bytes | memoryview) -> int:
         self._hash.update(data)
         self.size += len(data)

@@ -33,6 +33,10 @@ def _translate(exc: OSError, what: str) -> StorageError:
 
 
 class _FileWriter(Writer):
+    @property
+    def local(self) -> bool:
+        return True
+
     def __init__(self, target: Path) -> None:
         self._target = target
         try:
