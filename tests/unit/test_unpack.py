@@ -16,13 +16,19 @@ from shardkeeper.api.common import Codec, CompressionLevel
 from shardkeeper.api.descriptors import Entry, EntryType
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL, compressor
 from shardkeeper.archive.pack import pack_chunk
+from shardkeeper.archive.prefetch import INLINE_BELOW
 from shardkeeper.archive.source import SourceEntry
 from shardkeeper.archive.unpack import ExpectedChunk, unpack_chunk
 from shardkeeper.errors import IntegrityError, UnsafeArchiveEntry
 from shardkeeper.storage.checksum import HashingWriter
 from shardkeeper.storage.filesystem import FilesystemStorage
 
-CONTENT = {"col/a.sst": os.urandom(200_000), "col/sub/b.json": b'{"k": 1}\n' * 30_000, "col/empty": b""}
+CONTENT = {
+    "col/a.sst": os.urandom(200_000),  # written by the unpacking thread (below INLINE_BELOW)
+    "col/sub/b.json": b'{"k": 1}\n' * 30_000,  # by the writer thread
+    "col/empty": b"",
+    "col/big.sst": os.urandom(INLINE_BELOW),
+}
 MTIME_NS = 1_700_000_000_500_000_000
 
 
@@ -92,16 +98,30 @@ def test_round_trip(tmp_path: Path, level: CompressionLevel) -> None:
         assert (target / rel).stat().st_mtime_ns == MTIME_NS
 
 
-def test_a_flipped_byte_fails_the_checksum(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["col/a.sst", "col/big.sst"], ids=["written-here", "by-the-writer"])
+def test_a_flipped_byte_fails_the_file_and_leaves_it_unfinished(tmp_path: Path, name: str) -> None:
     store, chunk = _packed(tmp_path, CompressionLevel.NONE)
     path = tmp_path / "store" / "chunk"
     data = bytearray(path.read_bytes())
-    data[1600] ^= 0xFF  # inside the first file's content
+    data[data.index(CONTENT[name][:64]) + 1000] ^= 0xFF  # inside the file's content
     path.write_bytes(bytes(data))
     target = tmp_path / "staging"
     target.mkdir()
-    with pytest.raises(IntegrityError, match=r"does not match its sha256|checksum mismatch"):
+    with pytest.raises(IntegrityError, match=rf'"{name}" does not match its sha256'):
         _unpack(store, "chunk", chunk, target, Codec.NONE)
+    # A small file is checked before it is written; a big one is left for the caller to discard.
+    assert not (target / name).exists() or (target / name).read_bytes() != CONTENT[name]
+
+
+@pytest.mark.parametrize("name", ["col/a.sst", "col/big.sst"], ids=["written-here", "by-the-writer"])
+def test_a_file_that_is_there_is_never_overwritten(tmp_path: Path, name: str) -> None:
+    store, chunk = _packed(tmp_path, CompressionLevel.ZSTD_BEST_SPEED)
+    target = tmp_path / "staging"
+    (target / "col").mkdir(parents=True)
+    (target / name).write_bytes(b"already here")
+    with pytest.raises(IntegrityError, match=rf'"{target / name}" appears twice'):
+        _unpack(store, "chunk", chunk, target, Codec.ZSTD)
+    assert (target / name).read_bytes() == b"already here"
 
 
 def test_corrupted_compressed_data_is_an_integrity_error(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, cast
 from shardkeeper.api.common import Codec
 from shardkeeper.api.descriptors import EntryType
 from shardkeeper.archive.codecs import decompressed
-from shardkeeper.archive.prefetch import COPY_BUFFER, Cancelled, put_unless_stopped
+from shardkeeper.archive.prefetch import COPY_BUFFER, INLINE_BELOW, Cancelled, put_unless_stopped
 from shardkeeper.archive.tarstream import Member, Source, members, sparse_map, what_type
 from shardkeeper.archive.tree import MODE_MASK, StoredEntry, check_path, shown
 from shardkeeper.errors import IntegrityError, ShardkeeperError, UnsafeArchiveEntry
@@ -202,10 +202,7 @@ class _FileWriter:
             try:
                 if op == "open":
                     mark = 0
-                    try:
-                        out = arg.open("xb")  # "x": never overwrite what is there
-                    except FileExistsError:
-                        raise IntegrityError(f'"{shown(str(arg))}" appears twice') from None
+                    out = open(_create(arg), "wb")  # noqa: SIM115  # closed by "close", or below
                 elif op == "seek":  # the next data segment of a sparse file
                     assert out is not None
                     out.seek(arg)
@@ -224,17 +221,29 @@ class _FileWriter:
                     size, mode, mtime_ns = arg
                     out.truncate(size)  # a sparse file's trailing hole
                     out.flush()
-                    # Through the descriptor, never the path again: the file just written, and
-                    # no lookup per file (fchmod, futimens).
-                    os.fchmod(out.fileno(), mode)
-                    os.utime(out.fileno(), ns=(mtime_ns, mtime_ns))
-                    os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                    _settle(out.fileno(), mode, mtime_ns)
                     out.close()
                     out = None
             except BaseException as exc:
                 self.error = exc
         if out is not None:
             out.close()
+
+
+def _settle(fd: int, mode: int, mtime_ns: int) -> None:
+    """Gives a file just written its mode and mtime, and starts its writeback. Through the
+    descriptor, never the path again: the file just written, and no lookup per file."""
+    os.fchmod(fd, mode)
+    os.utime(fd, ns=(mtime_ns, mtime_ns))
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def _create(dest: Path) -> int:
+    """Opens a new file for writing; never one that is there, never through a link."""
+    try:
+        return os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise IntegrityError(f'"{shown(str(dest))}" appears twice') from None
 
 
 class _Unpacker:
@@ -289,6 +298,11 @@ class _Unpacker:
         if size != expected.size:
             raise IntegrityError(f'"{shown(member.name)}" has {size} bytes, expected {expected.size}')
         dest = self._dest(member.name)
+        mtime_ns = expected.mtime_ns if expected.mtime_ns is not None else member.mtime_ns
+        if not member.sparse and size < INLINE_BELOW:
+            self._write_small(dest, member.name, expected, mtime_ns)
+            self.stream.read(-member.size % 512)
+            return True
         self.writer.put("open", dest)
         sha, position = hashlib.sha256(), 0
         for offset, length in segments:
@@ -300,10 +314,30 @@ class _Unpacker:
         _zeros(sha, expected.size - position)
         if sha.hexdigest() != expected.sha256:
             raise IntegrityError(f'"{shown(member.name)}" does not match its sha256')
-        mtime_ns = expected.mtime_ns if expected.mtime_ns is not None else member.mtime_ns
         self.writer.put("close", (expected.size, expected.mode & MODE_MASK, mtime_ns))
         self.stream.read(-member.size % 512)
         return True
+
+    def _write_small(self, dest: Path, name: str, expected: StoredEntry, mtime_ns: int) -> None:
+        """A dense file smaller than ``INLINE_BELOW``, whole, on this thread: checked before it is
+        written. Its seven syscalls handed to the writer thread each gave up the GIL and waited to
+        get it back from this one, as in a backup (``archive.prefetch.Prefetcher``)."""
+        if self.cancelled.is_set():
+            raise Cancelled
+        data = self.stream.read(expected.size)
+        if len(data) != expected.size:
+            raise IntegrityError(f'"{shown(name)}" is cut short')
+        if hashlib.sha256(data).hexdigest() != expected.sha256:
+            raise IntegrityError(f'"{shown(name)}" does not match its sha256')
+        fd = _create(dest)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            _settle(fd, expected.mode & MODE_MASK, mtime_ns)
+        finally:
+            os.close(fd)
+        self.on_bytes(len(data))
 
     def _skip(self, member: Member) -> None:
         """Reads past a member this backup does not list (in a referenced chunk), writing nothing."""
@@ -359,8 +393,8 @@ def unpack_chunk(
     names of the members. Raises ``IntegrityError`` or ``UnsafeArchiveEntry`` on any mismatch,
     leaving what it wrote for the caller to discard.
 
-    Three threads share the work: one reads and hashes the stored bytes, this one decompresses,
-    parses and hashes each file, one writes."""
+    Three threads share the work: one reads, hashes and decompresses the stored bytes, this one
+    parses and hashes each file, one writes (a file smaller than ``INLINE_BELOW`` is written here)."""
     stream = _StoredStream(source, codec, chunk.algorithm, cancelled)
     writer = _FileWriter(cancelled)
     unpacker = _Unpacker(stream, writer, chunk, target, collection, on_bytes, cancelled)
