@@ -24,19 +24,16 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from shardkeeper.api.common import Codec
 from shardkeeper.api.descriptors import EntryType
 from shardkeeper.archive.codecs import CodecChoice, compressor
-from shardkeeper.archive.prefetch import (
-    COPY_BUFFER,
-    BlockReader,
-    Opened,
-    Prefetcher,
-)
+from shardkeeper.archive.prefetch import COPY_BUFFER, ChangedAfterSnapshot, Opened, Prefetcher
 from shardkeeper.archive.source import SourceEntry
 from shardkeeper.archive.sparse import sparse_map_block
-from shardkeeper.archive.tree import MODE_MASK
+from shardkeeper.archive.tarwrite import TarWriter
+from shardkeeper.archive.tree import MODE_MASK, shown
 from shardkeeper.storage.base import Writer
 
 #: Bytes per read, and per write into the chunk, of a NoCompression chunk's file data. Each block
@@ -100,7 +97,7 @@ def plan_chunks(sizes: Sequence[int], target_bytes: int, max_entries: int = CHUN
 
 
 class _ChunkSink:
-    """The file object tarfile writes to: compresses and forwards to the backend.
+    """What the tar stream is written to: compresses and forwards to the backend.
 
     Writes smaller than ``gather`` bytes (headers, padding, small files) are gathered until they
     make ``gather`` bytes, and go on as one: a 16 KB file is three writes (header, data,
@@ -132,9 +129,6 @@ class _ChunkSink:
         # Handed on as it is (a writer may queue it), and a new one started: no copy.
         gathered, self._gathered = memoryview(self._gathered), bytearray()
         self._emit(self._compressor.compress(gathered))
-
-    def tell(self) -> int:
-        return self.raw_size
 
     def finish(self) -> None:
         if self._gathered:
@@ -190,48 +184,48 @@ def pack_chunk(
         entries, root, on_bytes, cancelled, consumer_hashes=plain and not writes_here, block=block
     )
     sparse: dict[str, list[tuple[int, int]]] = {}
+    tar = TarWriter(sink.write)
     try:
-        tar_file = tarfile.TarFile(
-            fileobj=sink,  # type: ignore[arg-type]
-            mode="w",
-            format=tarfile.PAX_FORMAT,
-            encoding="utf-8",
-            errors="surrogateescape",
-            copybufsize=block,
-        )
-        with tar_file as tar:
-            for e in entries:
-                info = _info(e)
-                if e.type is not EntryType.FILE:
-                    tar.addfile(info)
-                    continue
-                next_item = prefetch.items(e)
-                first = next_item()  # a sparse file's map, or a dense one's first block
-                opened = first if isinstance(first, Opened) else Opened(None)
-                prefix = b""
-                if opened.data is not None:
-                    sparse[e.name] = opened.data
-                    prefix = sparse_map_block(opened.data)
-                    info.pax_headers = {
-                        **info.pax_headers,
-                        "GNU.sparse.major": "1",
-                        "GNU.sparse.minor": "0",
-                        "GNU.sparse.name": e.name,
-                        "GNU.sparse.realsize": str(e.size),
-                    }
-                    info.name = "GNUSparseFile.0/data"  # what readers without sparse support extract
-                    info.size = len(prefix) + sum(n for _, n in opened.data)
-                dense_here = opened.data is None and prefetch.consumer_hashes and prefetch.ahead(e)
-                reader = BlockReader(
-                    next_item,
-                    prefix,
-                    None if isinstance(first, Opened) else first,
-                    hashlib.sha256() if dense_here else None,
-                )
-                tar.addfile(info, reader)  # type: ignore[arg-type]
-                reader.finish()
-                if reader.sha is not None:
-                    prefetch.digests[e.name] = reader.sha.hexdigest()
+        for e in entries:
+            info = _info(e)
+            if e.type is not EntryType.FILE:
+                tar.add(info)
+                continue
+            next_item = prefetch.items(e)
+            item = next_item()  # a sparse file's map, or a dense one's first block
+            if isinstance(item, Opened) and item.data is not None:
+                sparse[e.name] = item.data
+                prefix = sparse_map_block(item.data)
+                info.pax_headers = {
+                    **info.pax_headers,
+                    "GNU.sparse.major": "1",
+                    "GNU.sparse.minor": "0",
+                    "GNU.sparse.name": e.name,
+                    "GNU.sparse.realsize": str(e.size),
+                }
+                info.name = "GNUSparseFile.0/data"  # what readers without sparse support extract
+                info.size = len(prefix) + sum(n for _, n in item.data)
+                tar.add(info)
+                tar.data(prefix)
+                item = next_item()
+                sha = None
+            else:
+                tar.add(info)
+                dense_here = prefetch.consumer_hashes and prefetch.ahead(e)
+                sha = hashlib.sha256() if dense_here else None
+            while item is not Prefetcher.END:
+                piece = cast("bytes", item)
+                if sha is not None:
+                    sha.update(piece)
+                tar.data(piece)
+                item = next_item()
+            try:
+                tar.end_member()
+            except ValueError as exc:  # the prefetcher reads exactly the frozen size, or raises
+                raise ChangedAfterSnapshot(f'"{shown(e.name)}": {exc} while it was packed') from None
+            if sha is not None:
+                prefetch.digests[e.name] = sha.hexdigest()
+        tar.close()
     finally:
         prefetch.close()
     files = {

@@ -1,5 +1,5 @@
-"""Reading a chunk's files ahead of the thread that packs them: the prefetch thread and the file
-object tarfile reads each member from (see ``pack``), and what both share with ``unpack``."""
+"""Reading a chunk's files ahead of the thread that packs them (see ``pack``), and what both share
+with ``unpack``."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class Prefetcher:
     short queue for the thread that frames and compresses them. Both hashlib and the codecs release
     the GIL, so reading, hashing and compressing overlap on two cores while memory stays at
     ``depth`` blocks. Per file it sends the data blocks (a sparse file: an ``Opened`` with its map
-    first, then its data segments only), then ``_END``.
+    first, then its data segments only), then ``END``.
 
     Files smaller than ``INLINE_BELOW`` are not read ahead: the packing thread reads them itself
     (``items(e)`` gives the same items for every file). For a small file the syscalls of reading
@@ -73,7 +73,8 @@ class Prefetcher:
     the page cache) and hashing then run on two threads, not one. A file read in place is hashed as
     it is read. ``block``: bytes per read, at most ``COPY_BUFFER``."""
 
-    _END = object()
+    END = object()
+    """The item after a file's last block."""
 
     def __init__(
         self,
@@ -169,7 +170,7 @@ class Prefetcher:
             os.close(fd)
         if sha is not None:
             self.digests[f.name] = sha.hexdigest()
-        put(self._END)
+        put(self.END)
 
     @staticmethod
     def _zeros(sha: hashlib._Hash | None, n: int, on_bytes: Callable[[int, int], None]) -> None:
@@ -200,68 +201,9 @@ class Prefetcher:
         self._thread.join()
 
 
-class BlockReader:
-    """The file object tarfile reads one member's data from: ``prefix`` (a sparse map), then the
-    blocks ``next_item`` gives (``Prefetcher.items``), with exact sizes; with ``sha``, hashes the
-    blocks (not the prefix)."""
-
-    def __init__(
-        self,
-        next_item: Callable[[], object],
-        prefix: bytes = b"",
-        first: object = None,
-        sha: hashlib._Hash | None = None,
-    ) -> None:
-        self._next_item = next_item
-        self._pending = memoryview(prefix)
-        self._ended = first is Prefetcher._END
-        self.sha = sha
-        if first is not None and not self._ended:
-            self._take(first)
-
-    def _take(self, item: object) -> None:
-        self._pending = memoryview(item)  # type: ignore[arg-type]
-        if self.sha is not None:
-            self.sha.update(self._pending)
-
-    def _next(self) -> None:
-        item = self._next_item()
-        if item is Prefetcher._END:
-            self._ended = True
-        else:
-            self._take(item)
-
-    def read(self, n: int = -1) -> bytes | memoryview:
-        if n < 0:
-            n = 1 << 62
-        if not self._pending and not self._ended:
-            self._next()
-        if len(self._pending) >= n or self._ended:
-            out, self._pending = self._pending[:n], self._pending[n:]
-            return out
-        parts = [self._pending]
-        got = len(self._pending)
-        self._pending = memoryview(b"")
-        while got < n and not self._ended:
-            self._next()
-            take = self._pending[: n - got]
-            self._pending = self._pending[len(take) :]
-            parts.append(take)
-            got += len(take)
-        return b"".join(parts)
-
-    def finish(self) -> None:
-        """Consumes the end marker of this file (tarfile stops reading at the declared size)."""
-        while not self._ended:
-            if self._pending:
-                raise ChangedAfterSnapshot("a file grew while it was packed")
-            self._next()
-
-
 __all__ = [
     "COPY_BUFFER",
     "INLINE_BELOW",
-    "BlockReader",
     "Cancelled",
     "ChangedAfterSnapshot",
     "Opened",
