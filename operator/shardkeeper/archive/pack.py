@@ -6,14 +6,17 @@ GNU sparse format 1.0 (PAX), whose data area is the map and then the data segmen
 names and link targets travel in PAX records, names that are not UTF-8 with ``hdrcharset=BINARY``;
 mtimes in whole seconds (the node descriptor keeps them to the nanosecond).
 
-Memory stays bounded: files are read in pieces of at most 1 MiB (``PLAIN_BLOCK``, ``COPY_BUFFER``)
-and every piece goes straight through the compressor into the writer. sha256 is computed per file
-(over its content, holes read as zeros) on the reading thread, or with NoCompression on the packing
-thread (``Prefetcher``); the chunk's checksum (BLAKE3 of the stored bytes) is the caller's, on its
-I/O thread (``storage.checksum.HashingWriter``), so the compressing thread does nothing else. A
-NoCompression chunk to a local disk is checksummed and written on the packing thread instead, its
-files hashed on the reading thread: two threads, where three handing every block on spent more in
-waking each other than the third saved (``benchmarks/README.md``, 2026-12-02).
+Memory stays bounded: files are read in pieces of at most 1 MiB (``PLAIN_BLOCK``, ``COPY_BUFFER``),
+pieces smaller than that are gathered into one, and every piece goes straight through the
+compressor into the writer; the tar stream is ``archive.tarwrite.TarWriter``'s. sha256 is computed
+per file (over its content, holes read as zeros) on the reading thread (``Prefetcher``), or by the
+packing thread for a NoCompression chunk to a remote backend (it has nothing else to do); files
+smaller than ``INLINE_BELOW`` are read and hashed by the packing thread itself. The chunk's
+checksum (BLAKE3 of the stored bytes) is the caller's, on its I/O thread
+(``storage.checksum.HashingWriter``), so the compressing thread does nothing else. A NoCompression
+chunk to a local disk is checksummed and written on the packing thread instead, its files hashed
+on the reading thread: two threads, where three handing every block on spent more in waking each
+other than the third saved (``benchmarks/README.md``, 2026-12-02).
 """
 
 from __future__ import annotations
