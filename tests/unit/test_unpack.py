@@ -7,6 +7,7 @@ import io
 import os
 import tarfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ import pytest
 
 from shardkeeper.api.common import Codec, CompressionLevel
 from shardkeeper.api.descriptors import Entry, EntryType
+from shardkeeper.archive import unpack
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL, compressor
 from shardkeeper.archive.pack import pack_chunk
-from shardkeeper.archive.prefetch import INLINE_BELOW
+from shardkeeper.archive.prefetch import INLINE_BELOW, Cancelled
 from shardkeeper.archive.source import SourceEntry
 from shardkeeper.archive.unpack import ExpectedChunk, unpack_chunk
 from shardkeeper.errors import IntegrityError, UnsafeArchiveEntry
@@ -246,3 +248,70 @@ def test_a_setuid_mode_in_a_descriptor_is_never_restored(tmp_path: Path) -> None
     target.mkdir()
     _unpack(store, "chunk", chunk, target, Codec.GZIP)
     assert (target / "col" / "ok").stat().st_mode & 0o7777 == 0o755
+
+
+class _SlowFile:
+    """A file on a slow disk: every write takes 40 ms, so the writer's queue stays full."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    def write(self, data: bytes) -> int:
+        time.sleep(0.04)
+        return int(self._f.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def _unpack_in_thread(run: Any) -> BaseException | None:
+    """Runs ``run`` on a thread; fails the test if it has not ended in 30 s (a hang)."""
+    raised: list[BaseException | None] = [None]
+
+    def target() -> None:
+        try:
+            run()
+        except BaseException as exc:  # what the restore would see
+            raised[0] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the unpacking hung"
+    return raised[0]
+
+
+@pytest.mark.parametrize("failure", ["small-file-there", "cancelled"])
+def test_a_failure_while_the_writer_is_behind_ends_the_unpacking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """A big file's blocks fill the writer's queue on a slow disk; then the unpacking thread
+    fails (a small file already there) or the restore is cancelled: the error reaches the caller."""
+    monkeypatch.setitem(globals(), "CONTENT", {"col/big.sst": os.urandom(24 << 20), "col/a.sst": b"x" * 1000})
+    store, chunk = _packed(tmp_path, CompressionLevel.NONE)
+    slow = lambda fd, mode: _SlowFile(open(fd, mode))  # noqa: E731, SIM115  # the writer's open()
+    monkeypatch.setattr(unpack, "open", slow, raising=False)
+    target = tmp_path / "staging"
+    (target / "col").mkdir(parents=True)
+    cancelled = threading.Event()
+    if failure == "small-file-there":
+        (target / "col" / "a.sst").write_bytes(b"there")
+    else:
+        threading.Timer(0.2, cancelled.set).start()
+
+    def run() -> None:
+        with store.reader("chunk") as source:
+            unpack_chunk(
+                source,
+                codec=Codec.NONE,
+                chunk=chunk,
+                target=target,
+                collection="col",
+                on_bytes=lambda n: None,
+                cancelled=cancelled,
+            )
+
+    raised = _unpack_in_thread(run)
+    expected = IntegrityError if failure == "small-file-there" else Cancelled
+    assert isinstance(raised, expected), raised
+    assert not [t for t in threading.enumerate() if t.name == "unpack-write"]

@@ -186,11 +186,17 @@ class _FileWriter:
             raise self.error
 
     def abandon(self) -> None:
-        if self._thread.is_alive():
-            self.error = self.error or Cancelled()
+        """Stops the writer once the unpacking thread has given up: it skips what is queued, and
+        the end marker gets in as it makes room. (Dropped when the queue was full, the marker
+        never came, and the restore waited on the writer forever.)"""
+        if not self._thread.is_alive():
+            return
+        self.error = self.error or Cancelled()
+        while self._thread.is_alive():
             with contextlib.suppress(queue.Full):
-                self._queue.put_nowait(self._END)
-            self._thread.join()
+                self._queue.put(self._END, timeout=0.1)
+                break
+        self._thread.join()
 
     def _run(self) -> None:
         out: BinaryIO | None = None
