@@ -175,7 +175,7 @@ def pack_chunk(
     """Writes ``entries`` (files read from ``root``) as one compressed tar stream into ``writer``
     (which checksums it: see the module docstring). ``writes_here``: the writer checksums and
     writes on this thread (``BackgroundWriter``'s ``inline_writes``), so with NoCompression the
-    reading thread computes the files' sha256, not this one.
+    reading thread computes the sha256 of the files it reads ahead, not this one.
 
         ``on_bytes(logical, read)`` is told of every piece: ``logical`` bytes of file content covered
         (holes included) and ``read`` bytes actually read. The caller commits or aborts the writer.

@@ -65,8 +65,8 @@ class Prefetcher:
     Files smaller than ``INLINE_BELOW`` are not read ahead: the packing thread reads them itself
     (``items(e)`` gives the same items for every file). For a small file the syscalls of reading
     it on another thread cost more than they save: each of them gives up the GIL and waits to get
-    it back from the packing thread, and 5,000 files of 16 KB took 0.73 s read ahead against 0.42 s
-    read in place (``benchmarks/README.md``, 2026-12-02).
+    it back from the packing thread. The benchmarks' 5,000 files of 4-64 KiB packed in 0.73 s read
+    ahead, in 0.42-0.50 s read in place (``benchmarks/README.md``, 2026-12-02).
 
     Each file's sha256 is computed here, or with ``consumer_hashes`` (NoCompression, where the
     consumer only frames) by the consumer as it takes a dense file's blocks: reading (a copy out of

@@ -99,8 +99,10 @@ class Writer(abc.ABC):
 
     @property
     def local(self) -> bool:
-        """Whether ``write`` is a copy into this node's page cache (the filesystem backend), never
-        a request over the network: then it costs the calling thread less than a hand-off."""
+        """Whether ``write`` is a copy into this node's page cache (the filesystem backend: a
+        local disk, or an NFS share whose client caches writes), not a request of its own: then
+        it costs the calling thread less than a hand-off to another. Such a write can still wait
+        when the kernel throttles dirty pages, as a hand-off would then wait for room."""
         return False
 
     @abc.abstractmethod
