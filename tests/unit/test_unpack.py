@@ -73,7 +73,12 @@ def _packed(tmp_path: Path, level: CompressionLevel) -> tuple[FilesystemStorage,
 
 
 def _unpack(
-    store: FilesystemStorage, key: str, chunk: ExpectedChunk, target: Path, codec: Codec
+    store: FilesystemStorage,
+    key: str,
+    chunk: ExpectedChunk,
+    target: Path,
+    codec: Codec,
+    cancelled: threading.Event | None = None,
 ) -> list[str]:
     with store.reader(key) as source:
         return unpack_chunk(
@@ -83,7 +88,7 @@ def _unpack(
             target=target,
             collection="col",
             on_bytes=lambda n: None,
-            cancelled=threading.Event(),
+            cancelled=cancelled or threading.Event(),
         )
 
 
@@ -299,19 +304,7 @@ def test_a_failure_while_the_writer_is_behind_ends_the_unpacking(
     else:
         threading.Timer(0.2, cancelled.set).start()
 
-    def run() -> None:
-        with store.reader("chunk") as source:
-            unpack_chunk(
-                source,
-                codec=Codec.NONE,
-                chunk=chunk,
-                target=target,
-                collection="col",
-                on_bytes=lambda n: None,
-                cancelled=cancelled,
-            )
-
-    raised = _unpack_in_thread(run)
+    raised = _unpack_in_thread(lambda: _unpack(store, "chunk", chunk, target, Codec.NONE, cancelled))
     expected = IntegrityError if failure == "small-file-there" else Cancelled
     assert isinstance(raised, expected), raised
     assert not [t for t in threading.enumerate() if t.name == "unpack-write"]
