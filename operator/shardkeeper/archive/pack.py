@@ -196,7 +196,7 @@ def pack_chunk(
                 continue
             next_item = prefetch.items(e)
             item = next_item()  # a sparse file's map, or a dense one's first block
-            if isinstance(item, Opened) and item.data is not None:
+            if isinstance(item, Opened):
                 sparse[e.name] = item.data
                 prefix = sparse_map_block(item.data)
                 info.pax_headers = {

@@ -50,9 +50,9 @@ def put_unless_stopped(q: queue.Queue[object], item: object, *stops: threading.E
 
 @dataclass(frozen=True)
 class Opened:
-    """What the prefetcher knows once a file is open: its data map (None if dense)."""
+    """A sparse file's data map (offset, length segments), sent before its data segments."""
 
-    data: list[tuple[int, int]] | None
+    data: list[tuple[int, int]]
 
 
 class Prefetcher:
