@@ -200,8 +200,8 @@ class _CountingWriter(Writer):
 
 
 def test_small_pieces_reach_the_writer_gathered(tmp_path: Path) -> None:
-    """300 files of 1 KB are 900 pieces for tarfile (header, data, padding): the writer gets them
-    in blocks of PLAIN_BLOCK, not one by one, and the stream is the same."""
+    """300 files of 1 KB are 900 pieces of the tar stream (header, data, padding): the writer gets
+    them in blocks of PLAIN_BLOCK, not one by one (the round trips above check the bytes)."""
     root = tmp_path / "data"
     (root / "col").mkdir(parents=True)
     files = []
