@@ -214,8 +214,7 @@ def pack_chunk(
                 sha = None
             else:
                 tar.add(info)
-                dense_here = prefetch.consumer_hashes and prefetch.ahead(e)
-                sha = hashlib.sha256() if dense_here else None
+                sha = hashlib.sha256() if prefetch.consumer_hashes_file(e) else None
             while item is not Prefetcher.END:
                 piece = cast("bytes", item)
                 if sha is not None:

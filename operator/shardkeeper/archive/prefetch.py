@@ -105,6 +105,11 @@ class Prefetcher:
         """Whether ``e`` is a file this prefetcher reads ahead (else the packing thread reads it)."""
         return e.type is EntryType.FILE and e.size >= INLINE_BELOW
 
+    def consumer_hashes_file(self, e: SourceEntry) -> bool:
+        """Whether the consumer computes the sha256 of ``e`` (a dense file) as it takes its
+        blocks: a file read ahead with ``consumer_hashes``; any other file is hashed here."""
+        return self.consumer_hashes and self.ahead(e)
+
     def items(self, e: SourceEntry) -> Callable[[], object]:
         """What the packing thread takes a file's items from, in order (``next_item`` for a file
         read ahead; a file smaller than ``INLINE_BELOW`` is read now, at most that many bytes held)."""
