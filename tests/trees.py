@@ -207,7 +207,7 @@ def restore(store: Any, backup_id: str, target: Path) -> Path:
         staging=target,
         workers=2,
         owners=os.geteuid() == 0,
-        on_bytes=lambda _n: None,
+        on_bytes=lambda _l, _n: None,
         on_entries=lambda _n: None,
         cancelled=threading.Event(),
     )

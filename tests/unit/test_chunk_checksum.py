@@ -64,7 +64,7 @@ def test_an_empty_chunk_is_verified_by_its_own_algorithm(tmp_path: Path, algorit
                     chunk=chunk,
                     target=target,
                     collection="col",
-                    on_bytes=lambda _n: None,
+                    on_bytes=lambda _l, _n: None,
                     cancelled=threading.Event(),
                 )
 

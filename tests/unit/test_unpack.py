@@ -87,7 +87,7 @@ def _unpack(
             chunk=chunk,
             target=target,
             collection="col",
-            on_bytes=lambda n: None,
+            on_bytes=lambda _l, _n: None,
             cancelled=cancelled or threading.Event(),
         )
 
@@ -308,3 +308,52 @@ def test_a_failure_while_the_writer_is_behind_ends_the_unpacking(
     expected = IntegrityError if failure == "small-file-there" else Cancelled
     assert isinstance(raised, expected), raised
     assert not [t for t in threading.enumerate() if t.name == "unpack-write"]
+
+
+@pytest.mark.parametrize("hole_at", ["start", "end"])
+def test_a_sparse_files_holes_count_as_restored_bytes_not_written_ones(tmp_path: Path, hole_at: str) -> None:
+    """Progress counts a file's apparent size, as the backup did, so a restore of sparse files
+    reaches its bytesTotal; the throttle is told only of the bytes written."""
+    src = tmp_path / "src"
+    (src / "col").mkdir(parents=True)
+    data, size = os.urandom(8192), 4 << 20
+    with open(src / "col" / "sparse", "wb") as f:
+        f.seek(size - len(data) if hole_at == "start" else 0)
+        f.write(data)
+        f.truncate(size)
+    f_entry = SourceEntry(name="col/sparse", type=EntryType.FILE, mode=0o640, mtime_ns=MTIME_NS, size=size)
+    store = FilesystemStorage(root=tmp_path / "store")
+    with store.writer("chunk") as w:
+        hashing = HashingWriter(w)
+        packed = pack_chunk(
+            [f_entry],
+            root=src,
+            writer=hashing,
+            choice=CODEC_FOR_LEVEL[CompressionLevel.NONE],
+            on_bytes=lambda _l, _n: None,
+            cancelled=threading.Event(),
+        )
+    stored = packed.files["col/sparse"]
+    assert stored.data is not None, "the filesystem kept no hole: nothing to test"
+    entry = Entry.make(
+        "col/sparse", EntryType.FILE, size=size, sha256=stored.sha256, mode=0o640, data=stored.data, chunk=1
+    )
+    chunk = ExpectedChunk(
+        "chunk-1", hashing.hexdigest(), packed.size, {"col/sparse": entry}, algorithm="blake3"
+    )
+    counted: list[tuple[int, int]] = []
+    target = tmp_path / "staging"
+    target.mkdir()
+    with store.reader("chunk") as source:
+        unpack_chunk(
+            source,
+            codec=Codec.NONE,
+            chunk=chunk,
+            target=target,
+            collection="col",
+            on_bytes=lambda logical, written: counted.append((logical, written)),
+            cancelled=threading.Event(),
+        )
+    assert sum(logical for logical, _ in counted) == size
+    assert sum(written for _, written in counted) == sum(n for _, n in stored.data)
+    assert (target / "col" / "sparse").read_bytes() == (src / "col" / "sparse").read_bytes()

@@ -141,9 +141,9 @@ class RestoreJob:
         assert codec is not None
         throttle = Throttle(self.settings.max_bytes_per_second, op.cancelled)
 
-        def on_bytes(n: int) -> None:
-            op.add_bytes(n)
-            throttle.take(n)
+        def on_bytes(logical: int, written: int) -> None:
+            op.add_bytes(logical)
+            throttle.take(written)
 
         download(
             self.collections,

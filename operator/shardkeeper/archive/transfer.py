@@ -346,7 +346,7 @@ def download(
     staging: Path,
     workers: int,
     owners: bool,
-    on_bytes: Callable[[int], None],
+    on_bytes: Callable[[int, int], None],
     on_entries: Callable[[int], None],
     cancelled: threading.Event,
     dirs_listed: bool = True,

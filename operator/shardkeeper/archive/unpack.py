@@ -262,7 +262,7 @@ class _Unpacker:
         chunk: ExpectedChunk,
         target: Path,
         collection: str,
-        on_bytes: Callable[[int], None],
+        on_bytes: Callable[[int, int], None],
         cancelled: threading.Event,
     ) -> None:
         self.stream, self.writer, self.chunk, self.collection = stream, writer, chunk, collection
@@ -312,12 +312,12 @@ class _Unpacker:
         self.writer.put("open", dest)
         sha, position = hashlib.sha256(), 0
         for offset, length in segments:
-            _zeros(sha, offset - position)
+            self._hole(sha, offset - position)
             if offset != position:
                 self.writer.put("seek", offset)
             self._copy(sha, length, member.name)
             position = offset + length
-        _zeros(sha, expected.size - position)
+        self._hole(sha, expected.size - position)
         if sha.hexdigest() != expected.sha256:
             raise IntegrityError(f'"{shown(member.name)}" does not match its sha256')
         self.writer.put("close", (expected.size, expected.mode & MODE_MASK, mtime_ns))
@@ -347,7 +347,13 @@ class _Unpacker:
             _settle(fd, expected.mode & MODE_MASK, mtime_ns)
         finally:
             os.close(fd)
-        self.on_bytes(len(data))
+        self.on_bytes(len(data), len(data))
+
+    def _hole(self, sha: hashlib._Hash, n: int) -> None:
+        """A sparse file's hole of ``n`` bytes: hashed as zeros, counted as restored, not written."""
+        if n > 0:
+            _zeros(sha, n)
+            self.on_bytes(n, 0)
 
     def _skip(self, member: Member) -> None:
         """Reads past a member this backup does not list (in a referenced chunk), writing nothing."""
@@ -378,7 +384,7 @@ class _Unpacker:
                 raise IntegrityError(f'"{shown(name)}" is cut short')
             sha.update(block)
             self.writer.put("data", block)
-            self.on_bytes(len(block))
+            self.on_bytes(len(block), len(block))
             left -= len(block)
 
 
@@ -396,12 +402,14 @@ def unpack_chunk(
     chunk: ExpectedChunk,
     target: Path,
     collection: str,
-    on_bytes: Callable[[int], None],
+    on_bytes: Callable[[int, int], None],
     cancelled: threading.Event,
 ) -> list[str]:
     """Writes the chunk's regular files under ``target`` and checks every other member; returns the
     names of the members. Raises ``IntegrityError`` or ``UnsafeArchiveEntry`` on any mismatch,
-    leaving what it wrote for the caller to discard.
+    leaving what it wrote for the caller to discard. ``on_bytes(logical, written)`` is told of
+    every piece of file content: ``logical`` bytes restored (a sparse file's holes included, as a
+    backup counts them) and ``written`` bytes actually written.
 
     Three threads share the work: one reads, hashes and decompresses the stored bytes, this one
     parses and hashes each file, one writes (a file smaller than ``INLINE_BELOW`` is written here)."""
