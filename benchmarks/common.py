@@ -276,6 +276,55 @@ def reset(path: Path) -> None:
     path.mkdir(parents=True)
 
 
+def drop_page_cache() -> bool:
+    """Writes out and drops the clean page cache (needs root), so that a timed run neither finds its
+    input in memory nor pays for reclaiming what the runs before it left there; False if not
+    allowed. On this VM, ``zstd -d | tar -x`` of the benchmarks' data set spent 2.9-3.6 s of system
+    CPU with the cache dropped first, 5.2-5.5 s once ~14 GB of earlier runs' files were cached
+    (2026-12-02)."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError:
+        return False
+    return True
+
+
+#: Seconds after an inode's deletion during which ext4 without a journal (this VM's root filesystem:
+#: no jbd2 thread, ``journal_task`` empty) may refuse to reuse it: 60, or 360 while its inode table
+#: block is dirty, which creating a neighbour makes it (``RECENTCY_MIN`` and ``RECENTCY_DIRTY`` in
+#: fs/ext4/ialloc.c, ``recently_deleted``). Each file created meanwhile scans past every such inode
+#: of its block group: after a tree of 5,000 files was deleted (and synced), creating 5,000 others
+#: took 3.3-4.4 s of kernel CPU at once, 2.4 s 70 s later, 0.27-0.39 s with no deletion near
+#: (2026-12-02). A restore timed in that window measures the filesystem's scan, not the restore.
+INODE_REUSE_DELAY_S = 360
+
+
+class Deletions:
+    """Removes trees, and before a timed run waits out ``INODE_REUSE_DELAY_S`` since the last
+    removal, this process's or an earlier run's (the time is kept in ``stamp``)."""
+
+    def __init__(self, stamp: Path) -> None:
+        self.stamp = stamp
+
+    def remove(self, path: Path) -> None:
+        if path.exists():
+            shutil.rmtree(path)
+            os.sync()  # the inode tables written: the shorter window, where nothing re-dirties them
+            self.stamp.parent.mkdir(parents=True, exist_ok=True)
+            self.stamp.write_text(f"{time.time()}\n")
+
+    def settle(self) -> float:
+        """Waits until ``INODE_REUSE_DELAY_S`` have passed since the last removal; returns seconds waited."""
+        try:
+            last = float(self.stamp.read_text())
+        except (FileNotFoundError, ValueError):
+            return 0.0
+        wait = max(0.0, last + INODE_REUSE_DELAY_S + 1 - time.time())
+        time.sleep(wait)
+        return wait
+
+
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]

@@ -10,6 +10,13 @@ setting), then
   place) and complete, timed from commit to SUCCESS.
 
 Each is run ``--repeat`` times, alternately, and medians are compared: this machine's disk is noisy.
+Every run restores into a directory of its own, kept until all runs are done (or the disk would
+not hold the next setting's: then the trees go, and that setting waits), and the runs start
+no sooner than ``common.INODE_REUSE_DELAY_S`` after an earlier run's trees were deleted: creating
+files soon after thousands were deleted costs this VM's filesystem seconds of scanning, for the
+baseline as for the agent, and more from one run to the next than either spends otherwise. Before
+each run the page cache is dropped (as root; the output says if it could not be): each run reads its
+input from disk, and none pays for reclaiming the memory the runs before it filled.
 Prints throughput (uncompressed MB/s), the ratio to the baseline, the agent's peak RSS, and the
 CPU seconds (user+system, medians) of the baseline's processes and of the agent from commit to
 SUCCESS (all its threads; neither counts the kernel's writeback at ``sync``).
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -28,13 +36,14 @@ from typing import Any
 from benchmarks.backup import COLLECTIONS, LEVELS, MB, baseline, cpu_column, shardkeeper
 from benchmarks.common import (
     DECOMPRESS_FILTER,
+    Deletions,
     StaticHook,
     agent_process,
     children_cpu_times,
     cpu_seconds,
     cpu_times,
+    drop_page_cache,
     load,
-    reset,
     restore_request,
     run_pipeline,
     table,
@@ -97,6 +106,10 @@ def shardkeeper_restore(
         }
 
 
+def _run(r: dict[str, Any]) -> str:
+    return f"{r['seconds']:.2f} s (CPU {r['cpu'][0]:.2f}+{r['cpu'][1]:.2f})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=int, default=1)
@@ -114,25 +127,40 @@ def main() -> int:
     print(f"data set: {raw / MB:,.0f} MB in {files} files (scale {args.scale}); {load()}")
     hook = StaticHook(data)
     rows = []
+    store, restored = work / "store", work / "restored"
+    deletions = Deletions(work / "deleted-at")
+    deletions.remove(restored)  # an earlier run's, if it stopped before its end
     for name in args.levels.split(","):
         codec, level = LEVELS[name]
-        store, target = work / "store", work / "restored"
-        reset(store)
+        shutil.rmtree(store, ignore_errors=True)  # a few dozen files: no wait needed
+        store.mkdir(parents=True)
+        if shutil.disk_usage(work).free < (2 * args.repeat + 2) * raw:  # this setting's trees, its store
+            deletions.remove(restored)  # and wait for the filesystem below
         archive = store / "baseline.tar"
         baseline(data, archive, codec, level)
         backup_id = f"bench-{name.lower()}"
         shardkeeper(data, store / "backups", hook, name, args.cpu_percentage, backup_id)
+        print(f"{name}: waited {deletions.settle():.0f} s for the filesystem to let go of deleted inodes")
         base_runs: list[dict[str, Any]] = []
         our_runs: list[dict[str, Any]] = []
-        for _ in range(args.repeat):  # alternate, so that both see the same (noisy) disk
-            reset(target)
+        for i in range(args.repeat):  # alternate, so that both see the same (noisy) disk
+            target = restored / f"{name}-{i}-baseline"
+            target.mkdir(parents=True)
+            cold = drop_page_cache()
             user, system = children_cpu_times()
             seconds = baseline_restore(archive, target, codec)
             user_after, system_after = children_cpu_times()
             base_runs.append({"seconds": seconds, "cpu": (user_after - user, system_after - system)})
-            reset(target)
+            target = restored / f"{name}-{i}-shardkeeper"
+            target.mkdir(parents=True)
+            cold = drop_page_cache() and cold
             our_runs.append(
                 shardkeeper_restore(store / "backups", target, hook, backup_id, args.cpu_percentage)
+            )
+            print(
+                f"  run {i + 1}: baseline {_run(base_runs[-1])}, shardkeeper {_run(our_runs[-1])}"
+                + ("" if cold else " (page cache not dropped: not root)"),
+                flush=True,
             )
         base_s = statistics.median(r["seconds"] for r in base_runs)
         ours = {
@@ -152,8 +180,8 @@ def main() -> int:
             }
         )
         print(table(rows[-1:], list(rows[-1])), flush=True)
-    reset(work / "store")
-    reset(work / "restored")
+    shutil.rmtree(store)
+    deletions.remove(restored)
     print()
     print(table(rows, list(rows[0])))
     print(load())
