@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from shardkeeper.agent import staging
 from shardkeeper.agent.app import REGISTRY, create_app
 from shardkeeper.agent.backup import RESTORE_BASE_BYTES, worker_count
 from shardkeeper.agent.settings import AgentSettings
+from shardkeeper.api.agent import PrepareRestore
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -120,6 +122,32 @@ async def test_a_backup_whose_restore_would_not_fit_succeeds_with_a_warning(tmp_
     [warning] = done["warnings"]
     assert "a restore of this node needs about 101 MiB" in warning and "(2 entries" in warning
     assert "limit of 100 MiB" in warning and "agent.resources.limits.memory" in warning
+
+
+async def test_a_restore_onto_a_file_in_a_collections_place_is_refused_at_prepare(agent) -> None:  # type: ignore[no-untyped-def]
+    """Not counted as a collection (a regular file), it would still have failed the rename into
+    place, after the whole download, as "appeared during the restore"."""
+    client, data, _ = agent
+    assert (await client.put("/v1/operations/b1", json=_prepare(), headers=AUTH)).status == 202
+    await _wait_phase(client, "b1", "PREPARED")
+    assert (await client.post("/v1/operations/b1/commit", headers=AUTH)).status == 200
+    assert (await _wait_phase(client, "b1", "SUCCESS", "FAILED"))["phase"] == "SUCCESS"
+    for collection in ("articles", "users"):
+        shutil.rmtree(data / collection)
+    (data / "users").write_bytes(b"not a collection")
+    restore = PrepareRestore(
+        id="r1",
+        uid="uid-2",
+        node="db-0",
+        backend="filesystem",
+        backup_id="b1",
+        source_node="db-0",
+        collections=["articles", "users"],
+    )
+    assert (await client.put("/v1/operations/r1", json=restore.wire(), headers=AUTH)).status == 202
+    failed = await _wait_phase(client, "r1", "FAILED")
+    assert f"['{data / 'users'}'] on node \"db-0\" stand where the restored collections go" in failed["error"]
+    assert (data / "users").read_bytes() == b"not a collection" and not (data / "articles").exists()
 
 
 async def test_one_operation_per_node(agent) -> None:  # type: ignore[no-untyped-def]

@@ -87,6 +87,16 @@ class RestoreJob:
         )
         if existing:
             raise SpecError(f'collections {existing} already exist on node "{req.node}"')
+        # A file (or anything but a directory or link) in a collection's place is no collection, yet
+        # the rename into place would fail on it: refused now, not after the whole download.
+        root = self.settings.data_root
+        occupied = await asyncio.to_thread(lambda: [n for n in op.collections if os.path.lexists(root / n)])
+        if occupied:
+            raise SpecError(
+                f'{[str(root / name) for name in occupied]} on node "{req.node}" '
+                "stand where the restored collections go, and are not collections (a restore "
+                "replaces nothing): move them away first"
+            )
         needed = sum(col.allocated for col, _ in self.collections)
         usable = await asyncio.to_thread(self.settings.usable_bytes)
         if needed * (1 + SPACE_MARGIN) > usable:
