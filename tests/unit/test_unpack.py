@@ -15,7 +15,7 @@ import pytest
 
 from shardkeeper.api.common import Codec, CompressionLevel
 from shardkeeper.api.descriptors import Entry, EntryType
-from shardkeeper.archive import unpack
+from shardkeeper.archive import unpack_threads
 from shardkeeper.archive.codecs import CODEC_FOR_LEVEL, compressor
 from shardkeeper.archive.pack import pack_chunk
 from shardkeeper.archive.prefetch import INLINE_BELOW, Cancelled
@@ -142,6 +142,23 @@ def test_corrupted_compressed_data_is_an_integrity_error(tmp_path: Path) -> None
     target.mkdir()
     with pytest.raises(IntegrityError):
         _unpack(store, "chunk", chunk, target, Codec.GZIP)
+
+
+@pytest.mark.parametrize(
+    ("name", "where"), [("col/a.sst", "at its first member"), ("col/sub/b.json", 'after "col/a.sst"')]
+)
+def test_a_corrupt_header_says_which_member_it_follows(tmp_path: Path, name: str, where: str) -> None:
+    store, chunk = _packed(tmp_path, CompressionLevel.NONE)
+    path = tmp_path / "store" / "chunk"
+    data = bytearray(path.read_bytes())
+    header = data.index(name.encode() + b"\0")
+    data[header + 148 : header + 156] = b"garbage!"  # the header's checksum field
+    path.write_bytes(bytes(data))
+    target = tmp_path / "staging"
+    target.mkdir()
+    with pytest.raises(IntegrityError, match="not a valid archive header") as raised:
+        _unpack(store, "chunk", chunk, target, Codec.NONE)
+    assert str(raised.value).endswith(f"({where})")
 
 
 def test_a_decompression_bomb_stays_in_bounded_memory(tmp_path: Path) -> None:
@@ -295,7 +312,7 @@ def test_a_failure_while_the_writer_is_behind_ends_the_unpacking(
     monkeypatch.setitem(globals(), "CONTENT", {"col/big.sst": os.urandom(24 << 20), "col/a.sst": b"x" * 1000})
     store, chunk = _packed(tmp_path, CompressionLevel.NONE)
     slow = lambda fd, mode: _SlowFile(open(fd, mode))  # noqa: E731, SIM115  # the writer's open()
-    monkeypatch.setattr(unpack, "open", slow, raising=False)
+    monkeypatch.setattr(unpack_threads, "open", slow, raising=False)
     target = tmp_path / "staging"
     (target / "col").mkdir(parents=True)
     cancelled = threading.Event()
