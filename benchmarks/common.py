@@ -291,12 +291,14 @@ def drop_page_cache() -> bool:
 
 
 #: Seconds after an inode's deletion during which ext4 without a journal (this VM's root filesystem:
-#: no jbd2 thread, ``journal_task`` empty) may refuse to reuse it: 60, or 360 while its inode table
-#: block is dirty, which creating a neighbour makes it (``RECENTCY_MIN`` and ``RECENTCY_DIRTY`` in
-#: fs/ext4/ialloc.c, ``recently_deleted``). Each file created meanwhile scans past every such inode
-#: of its block group: after a tree of 5,000 files was deleted (and synced), creating 5,000 others
-#: took 3.3-4.4 s of kernel CPU at once, 2.4 s 70 s later, 0.27-0.39 s with no deletion near
-#: (2026-12-02). A restore timed in that window measures the filesystem's scan, not the restore.
+#: no jbd2 thread, ``journal_task`` empty) avoids reusing it: 60, or 360 while its inode table block
+#: is dirty, which creating a neighbour makes it (``RECENTCY_MIN`` and ``RECENTCY_DIRTY`` in
+#: fs/ext4/ialloc.c, ``recently_deleted``; it falls back to such an inode only when its group has
+#: no other). Each file created meanwhile scans past every such inode of its block group whose
+#: table block is cached: after a tree of 5,000 files was deleted (and synced), creating 5,000
+#: others took 3.3-4.4 s of kernel CPU at once, 2.4 s 70 s later, 1.5 s at once with the page cache
+#: dropped in between, 0.27-0.39 s with no deletion near (2026-12-02). A restore timed in that
+#: window measures the filesystem's scan more than the restore.
 INODE_REUSE_DELAY_S = 360
 
 

@@ -9,14 +9,16 @@ setting), then
   (download, verify every chunk and file sha256, unpack into staging, sync), finalize (rename into
   place) and complete, timed from commit to SUCCESS.
 
-Each is run ``--repeat`` times, alternately, and medians are compared: this machine's disk is noisy.
+Each is run ``--repeat`` times, alternately (baseline first, then the agent first, and so on), and
+the medians of their times are compared: this machine's disk is noisy.
 Every run restores into a directory of its own, kept until all runs are done (or the disk would
 not hold the next setting's: then the trees go, and that setting waits), and the runs start
-no sooner than ``common.INODE_REUSE_DELAY_S`` after an earlier run's trees were deleted: creating
-files soon after thousands were deleted costs this VM's filesystem seconds of scanning, for the
-baseline as for the agent, and more from one run to the next than either spends otherwise. Before
-each run the page cache is dropped (as root; the output says if it could not be): each run reads its
-input from disk, and none pays for reclaiming the memory the runs before it filled.
+no sooner than ``common.INODE_REUSE_DELAY_S`` after this script last deleted trees in this work
+directory (other deletions on the filesystem it cannot see): creating files soon after thousands
+were deleted costs this VM's filesystem seconds of scanning, which varies between runs by more
+than the two restores differ. Before each run the page cache is dropped (as root; the output says
+if it could not be): each run reads its input from disk, and none pays for reclaiming the memory
+the runs before it filled (which, with the trees kept, weighs on ``tar -x`` more than on the agent).
 Prints throughput (uncompressed MB/s), the ratio to the baseline, the agent's peak RSS, and the
 CPU seconds (user+system, medians) of the baseline's processes and of the agent from commit to
 SUCCESS (all its threads; neither counts the kernel's writeback at ``sync``).
@@ -143,23 +145,24 @@ def main() -> int:
         print(f"{name}: waited {deletions.settle():.0f} s for the filesystem to let go of deleted inodes")
         base_runs: list[dict[str, Any]] = []
         our_runs: list[dict[str, Any]] = []
-        for i in range(args.repeat):  # alternate, so that both see the same (noisy) disk
-            target = restored / f"{name}-{i}-baseline"
-            target.mkdir(parents=True)
-            cold = drop_page_cache()
-            user, system = children_cpu_times()
-            seconds = baseline_restore(archive, target, codec)
-            user_after, system_after = children_cpu_times()
-            base_runs.append({"seconds": seconds, "cpu": (user_after - user, system_after - system)})
-            target = restored / f"{name}-{i}-shardkeeper"
-            target.mkdir(parents=True)
-            cold = drop_page_cache() and cold
-            our_runs.append(
-                shardkeeper_restore(store / "backups", target, hook, backup_id, args.cpu_percentage)
-            )
+        dropped: list[bool] = []
+        for i in range(args.repeat):  # ABBA..., so that both see the same (noisy) disk equally
+            for who in ("baseline", "shardkeeper") if i % 2 == 0 else ("shardkeeper", "baseline"):
+                target = restored / f"{name}-{i}-{who}"
+                target.mkdir(parents=True, exist_ok=True)
+                dropped.append(drop_page_cache())
+                if who == "shardkeeper":
+                    our_runs.append(
+                        shardkeeper_restore(store / "backups", target, hook, backup_id, args.cpu_percentage)
+                    )
+                    continue
+                user, system = children_cpu_times()
+                seconds = baseline_restore(archive, target, codec)
+                user_after, system_after = children_cpu_times()
+                base_runs.append({"seconds": seconds, "cpu": (user_after - user, system_after - system)})
+            note = "" if all(dropped) else " (page cache not dropped: later runs find it fuller)"
             print(
-                f"  run {i + 1}: baseline {_run(base_runs[-1])}, shardkeeper {_run(our_runs[-1])}"
-                + ("" if cold else " (page cache not dropped: not root)"),
+                f"  run {i + 1}: baseline {_run(base_runs[-1])}, shardkeeper {_run(our_runs[-1])}{note}",
                 flush=True,
             )
         base_s = statistics.median(r["seconds"] for r in base_runs)
