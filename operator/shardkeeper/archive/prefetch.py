@@ -48,6 +48,21 @@ def put_unless_stopped(q: queue.Queue[object], item: object, *stops: threading.E
                 raise Cancelled from None
 
 
+def get_unless_cancelled(q: queue.Queue[object], cancelled: threading.Event) -> object:
+    """Takes from a queue whose producer hands over its failures as items: raises an exception it
+    finds there, and ``Cancelled`` once ``cancelled`` is set while the queue is empty."""
+    while True:
+        try:
+            item = q.get(timeout=0.5)
+            break
+        except queue.Empty:
+            if cancelled.is_set():
+                raise Cancelled from None
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
 @dataclass(frozen=True)
 class Opened:
     """A sparse file's data map (offset, length segments), sent before its data segments."""
@@ -189,16 +204,7 @@ class Prefetcher:
             n -= take
 
     def next_item(self) -> object:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.5)
-                break
-            except queue.Empty:
-                if self._cancelled.is_set():
-                    raise Cancelled from None
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        return get_unless_cancelled(self._queue, self._cancelled)
 
     def close(self) -> None:
         """Stops the thread (if the consumer gave up early) and waits for it."""
@@ -213,5 +219,6 @@ __all__ = [
     "ChangedAfterSnapshot",
     "Opened",
     "Prefetcher",
+    "get_unless_cancelled",
     "put_unless_stopped",
 ]

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, cast
 
 from shardkeeper.api.common import Codec
 from shardkeeper.archive.codecs import decompressed
-from shardkeeper.archive.prefetch import COPY_BUFFER, Cancelled, put_unless_stopped
+from shardkeeper.archive.prefetch import COPY_BUFFER, Cancelled, get_unless_cancelled, put_unless_stopped
 from shardkeeper.archive.tarstream import Source
 from shardkeeper.archive.tree import shown
 from shardkeeper.errors import IntegrityError, ShardkeeperError
@@ -73,15 +73,7 @@ class StoredStream:
 
     def _more(self) -> None:
         """Takes the next decompressed piece (at most COPY_BUFFER bytes) into ``_pending``."""
-        while True:
-            try:
-                item = self._queue.get(timeout=0.5)
-                break
-            except queue.Empty:
-                if self._cancelled.is_set():
-                    raise Cancelled from None
-        if isinstance(item, BaseException):
-            raise item
+        item = get_unless_cancelled(self._queue, self._cancelled)
         if item is self._END:
             self._ended = True
         else:
